@@ -1,0 +1,113 @@
+// Validated, immutable Sluice configuration.
+//
+// A Config is built once from the YAML file (or from flags), validated as a
+// whole, and then never changed: the daemon swaps whole snapshots as
+// std::shared_ptr<const Config>, so any thread may read one without a lock.
+#ifndef SLUICE_SERVER_CONFIG_CONFIG_H_
+#define SLUICE_SERVER_CONFIG_CONFIG_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "sluice/config/v1/config.pb.h"
+
+namespace sluice {
+
+// A route's deadline policy with its durations parsed.
+struct DeadlineSettings {
+  absl::Duration default_timeout = absl::ZeroDuration();  // 0: none
+  absl::Duration max_timeout = absl::ZeroDuration();      // 0: no bound
+  absl::Duration offset = absl::ZeroDuration();
+  absl::Duration min_budget = absl::Milliseconds(1);
+  absl::Duration stream_idle_timeout = absl::ZeroDuration();  // 0: none
+};
+
+struct UpstreamSettings {
+  std::string name;
+  std::string target;
+  int channels = 2;
+  std::string lb_policy = "round_robin";
+  absl::Duration keepalive_time = absl::ZeroDuration();  // 0: off
+  absl::Duration keepalive_timeout = absl::Seconds(20);
+  bool keepalive_permit_without_calls = false;
+  int max_message_bytes = 4 << 20;
+  bool tls = false;
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_server_name;
+  bool required = false;
+};
+
+struct RouteSettings {
+  std::string name;
+  bool exact = false;   // true: `match` is a full method name
+  std::string match;    // the method name or the prefix
+  std::string upstream; // upstream name
+  int upstream_index = 0;  // index into Config::upstreams()
+  DeadlineSettings deadline;
+};
+
+class Config {
+ public:
+  // Everything a field leaves unset already holds its documented default.
+  const sluice::config::v1::Config& proto() const { return proto_; }
+  const std::string& data_address() const { return data_address_; }
+  const std::string& admin_address() const { return admin_address_; }
+  const std::string& metrics_address() const { return metrics_address_; }
+  int workers() const { return workers_; }  // resolved: never 0
+  absl::Duration drain_timeout() const { return drain_timeout_; }
+  int stream_window() const { return stream_window_; }
+  const std::string& forwarded_for_header() const {
+    return forwarded_for_header_;
+  }
+  int max_receive_message_bytes() const { return max_receive_message_bytes_; }
+  int max_concurrent_streams() const { return max_concurrent_streams_; }
+  const std::vector<UpstreamSettings>& upstreams() const { return upstreams_; }
+  const std::vector<RouteSettings>& routes() const { return routes_; }
+  // Hex prefix (16 chars) of SHA-256 over the canonical JSON of proto().
+  const std::string& hash() const { return hash_; }
+  // File path, or "flags".
+  const std::string& source() const { return source_; }
+
+  // Validates `proto` and builds a Config. Errors: one line per problem,
+  // "<source>: <field.path>: <reason>".
+  static absl::StatusOr<std::shared_ptr<const Config>> FromProto(
+      const sluice::config::v1::Config& proto, std::string_view source);
+
+ private:
+  Config() = default;
+  sluice::config::v1::Config proto_;
+  std::string data_address_;
+  std::string admin_address_;
+  std::string metrics_address_;
+  int workers_ = 1;
+  absl::Duration drain_timeout_ = absl::Seconds(30);
+  int stream_window_ = 2;
+  std::string forwarded_for_header_;
+  int max_receive_message_bytes_ = 4 << 20;
+  int max_concurrent_streams_ = 1000;
+  std::vector<UpstreamSettings> upstreams_;
+  std::vector<RouteSettings> routes_;
+  std::string hash_;
+  std::string source_;
+};
+
+// Parses YAML text (the file's contents) into a validated Config. `source`
+// names the file in error messages.
+absl::StatusOr<std::shared_ptr<const Config>> ParseConfigYaml(
+    std::string_view yaml, std::string_view source);
+
+// Reads and parses a config file. A missing/unreadable file is an error
+// naming the path.
+absl::StatusOr<std::shared_ptr<const Config>> LoadConfigFile(
+    const std::string& path);
+
+}  // namespace sluice
+
+#endif  // SLUICE_SERVER_CONFIG_CONFIG_H_
