@@ -1,0 +1,51 @@
+#include "server/admin/admin_server.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+
+namespace sluice {
+
+absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(
+    const std::string& address, AdminBackend* backend) {
+  std::unique_ptr<AdminServer> admin(new AdminServer(backend));
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
+                           &admin->port_);
+  builder.RegisterService(&admin->service_);
+  admin->server_ = builder.BuildAndStart();
+  if (admin->server_ == nullptr || admin->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("listeners.admin: cannot listen on ", address));
+  }
+  return admin;
+}
+
+AdminServer::~AdminServer() { Shutdown(); }
+
+void AdminServer::SetServing(const std::string& service, bool serving) {
+  if (server_ == nullptr) return;
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health == nullptr) return;
+  if (service.empty()) {
+    health->SetServingStatus(serving);
+  } else {
+    health->SetServingStatus(service, serving);
+  }
+}
+
+void AdminServer::Shutdown() {
+  if (server_ == nullptr) return;
+  if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  server_->Wait();
+  server_.reset();
+}
+
+}  // namespace sluice

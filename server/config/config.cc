@@ -1,0 +1,664 @@
+// Config validation: one pass over a copy of the proto that records every
+// problem (not just the first), fills each unset field with its documented
+// default, and builds the typed settings the daemon reads.
+#include "server/config/config.h"
+
+#include <arpa/inet.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "google/protobuf/util/json_util.h"
+#include "server/config/yaml_to_json.h"
+
+namespace sluice {
+namespace {
+
+namespace pb = ::sluice::config::v1;
+
+constexpr char kDefaultDataAddress[] = "0.0.0.0:8080";
+constexpr char kDefaultAdminAddress[] = "127.0.0.1:9901";
+constexpr char kDefaultMetricsAddress[] = "0.0.0.0:9090";
+constexpr char kDefaultDrainTimeout[] = "30s";
+constexpr char kDefaultKeepaliveTimeout[] = "20s";
+constexpr char kDefaultMinBudget[] = "1ms";
+constexpr char kNoDuration[] = "0s";
+constexpr char kRoundRobin[] = "round_robin";
+constexpr char kPickFirst[] = "pick_first";
+constexpr uint32_t kMaxWorkers = 256;
+constexpr uint32_t kDefaultChannels = 2;
+constexpr uint32_t kMaxChannels = 64;
+constexpr uint32_t kDefaultStreamWindow = 2;
+constexpr uint32_t kMaxStreamWindow = 64;
+constexpr uint32_t kDefaultMessageBytes = 4 << 20;
+constexpr uint32_t kMaxMessageBytes = 1 << 30;
+constexpr uint32_t kDefaultMaxConcurrentStreams = 1000;
+constexpr uint32_t kMaxConcurrentStreams = std::numeric_limits<int>::max();
+constexpr size_t kMaxFileBytes = 16 << 20;
+
+std::string Quote(absl::string_view s) {
+  return absl::StrCat("\"", absl::CHexEscape(s), "\"");
+}
+
+std::string OutOfRange(uint64_t value, uint64_t low, uint64_t high) {
+  return absl::StrCat(value, " is out of range (", low, "..", high, ")");
+}
+
+// Collects "<source>: <path>: <reason>" lines.
+class Errors {
+ public:
+  explicit Errors(absl::string_view source) : source_(source) {}
+
+  void Add(absl::string_view path, absl::string_view reason) {
+    lines_.push_back(absl::StrCat(source_, ": ", path, ": ", reason));
+  }
+  bool empty() const { return lines_.empty(); }
+  size_t size() const { return lines_.size(); }
+  absl::Status ToStatus() const {
+    return absl::InvalidArgumentError(absl::StrJoin(lines_, "\n"));
+  }
+
+ private:
+  std::string source_;
+  std::vector<std::string> lines_;
+};
+
+// Parses a duration field. Empty text takes `default_text`, which is written
+// back so the proto shows it. Errors leave the result at zero.
+absl::Duration Duration(std::string* text, const char* default_text,
+                        absl::string_view path, Errors* errors) {
+  if (text->empty()) *text = default_text;
+  absl::Duration value;
+  if (!absl::ParseDuration(*text, &value)) {
+    errors->Add(path, absl::StrCat("invalid duration ", Quote(*text),
+                                   " (use e.g. \"250ms\", \"1.5s\", \"2m\")"));
+    return absl::ZeroDuration();
+  }
+  if (value < absl::ZeroDuration()) {
+    errors->Add(path, absl::StrCat("negative duration ", Quote(*text),
+                                   " (must be >= 0)"));
+    return absl::ZeroDuration();
+  }
+  if (value == absl::InfiniteDuration()) {
+    errors->Add(path, absl::StrCat("infinite duration ", Quote(*text),
+                                   " (use a finite one, e.g. \"1h\")"));
+    return absl::ZeroDuration();
+  }
+  return value;
+}
+
+bool ValidName(absl::string_view name) {
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return absl::ascii_isalnum(c) || c == '_' || c == '.' || c == '-';
+  });
+}
+
+bool ValidHostName(absl::string_view host) {
+  if (host.empty() || host.size() > 253) return false;
+  for (absl::string_view label : absl::StrSplit(host, '.')) {
+    if (label.empty() || label.size() > 63 || label.front() == '-' ||
+        label.back() == '-') {
+      return false;
+    }
+    for (char c : label) {
+      if (!absl::ascii_isalnum(c) && c != '-') return false;
+    }
+  }
+  return true;
+}
+
+// A parsed listen address.
+struct HostPort {
+  std::string host;  // without brackets
+  int port = 0;
+};
+
+// Parses "host:port" (IPv4, [IPv6] or a DNS name; port 0..65535). On error
+// returns false with `reason` set.
+bool ParseAddress(absl::string_view address, HostPort* out,
+                  std::string* reason) {
+  const std::string shown = Quote(address);
+  absl::string_view host;
+  absl::string_view port;
+  if (absl::StartsWith(address, "[")) {
+    const size_t close = address.find(']');
+    if (close == absl::string_view::npos ||
+        address.substr(close + 1, 1) != ":") {
+      *reason = absl::StrCat("invalid address ", shown,
+                             " (expected [IPv6]:port, e.g. \"[::1]:8080\")");
+      return false;
+    }
+    host = address.substr(1, close - 1);
+    port = address.substr(close + 2);
+    in6_addr ip6;
+    if (!inet_pton(AF_INET6, std::string(host).c_str(), &ip6)) {
+      *reason = absl::StrCat("invalid address ", shown, ": ", Quote(host),
+                             " is not an IPv6 address");
+      return false;
+    }
+  } else {
+    const size_t colon = address.rfind(':');
+    if (colon == absl::string_view::npos) {
+      *reason = absl::StrCat("invalid address ", shown,
+                             " (expected host:port, e.g. \"0.0.0.0:8080\")");
+      return false;
+    }
+    host = address.substr(0, colon);
+    port = address.substr(colon + 1);
+    if (host.empty()) {
+      *reason = absl::StrCat("invalid address ", shown,
+                             ": the host is missing (use \"0.0.0.0", address,
+                             "\" for every interface)");
+      return false;
+    }
+    if (absl::StrContains(host, ':')) {
+      *reason = absl::StrCat(
+          "invalid address ", shown,
+          ": put an IPv6 host in brackets, e.g. \"[::1]:", port, "\"");
+      return false;
+    }
+    const bool numeric = std::all_of(host.begin(), host.end(), [](char c) {
+      return absl::ascii_isdigit(c) || c == '.';
+    });
+    in_addr ip4;
+    if (numeric ? !inet_pton(AF_INET, std::string(host).c_str(), &ip4)
+                : !ValidHostName(host)) {
+      *reason = absl::StrCat(
+          "invalid address ", shown, ": ", Quote(host),
+          numeric ? " is not an IPv4 address" : " is not a valid host name");
+      return false;
+    }
+  }
+  int value = -1;
+  const bool digits = !port.empty() && port.size() <= 5 &&
+                      std::all_of(port.begin(), port.end(), [](char c) {
+                        return absl::ascii_isdigit(c);
+                      });
+  if (!digits || !absl::SimpleAtoi(port, &value) || value > 65535) {
+    *reason = absl::StrCat("invalid address ", shown, ": port ", Quote(port),
+                           " is not a number in 0..65535");
+    return false;
+  }
+  out->host = std::string(host);
+  out->port = value;
+  return true;
+}
+
+// A full gRPC method name: "/package.Service/Method" (the package is
+// optional, as in gRPC itself).
+bool ValidMethod(absl::string_view method) {
+  const std::vector<absl::string_view> parts = absl::StrSplit(method, '/');
+  if (parts.size() != 3 || !parts[0].empty()) return false;
+  const auto identifier = [](absl::string_view s, bool dots) {
+    if (s.empty() || absl::ascii_isdigit(s.front()) || s.front() == '.' ||
+        s.back() == '.') {
+      return false;
+    }
+    return std::all_of(s.begin(), s.end(), [dots](char c) {
+      return absl::ascii_isalnum(c) || c == '_' || (dots && c == '.');
+    });
+  };
+  return identifier(parts[1], true) && identifier(parts[2], false);
+}
+
+std::string Sha256Prefix(absl::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (EVP_Digest(data.data(), data.size(), digest, &size, EVP_sha256(),
+                 nullptr) != 1 ||
+      size < 8) {
+    return "0000000000000000";  // libcrypto without SHA-256: not expected.
+  }
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(digest), 8));
+}
+
+bool Wildcard(const std::string& host) {
+  return host == "0.0.0.0" || host == "::";
+}
+
+void CheckUpstream(pb::Upstream* upstream, const std::string& path,
+                   Errors* errors, UpstreamSettings* out) {
+  if (upstream->name().empty()) {
+    errors->Add(path + ".name", "required");
+  } else if (!ValidName(upstream->name())) {
+    errors->Add(path + ".name",
+                absl::StrCat("invalid name ", Quote(upstream->name()),
+                             " (use letters, digits, '_', '.', '-')"));
+  }
+  out->name = upstream->name();
+
+  const std::string& target = upstream->target();
+  if (target.empty()) {
+    errors->Add(path + ".target",
+                "required (e.g. \"127.0.0.1:50051\" or "
+                "\"dns:///backend:50051\")");
+  } else if (std::any_of(target.begin(), target.end(), [](char c) {
+               return absl::ascii_isspace(c) || absl::ascii_iscntrl(c);
+             })) {
+    errors->Add(path + ".target", absl::StrCat("invalid target ", Quote(target),
+                                               " (no spaces allowed)"));
+  }
+  out->target = target;
+
+  if (upstream->channels() == 0) upstream->set_channels(kDefaultChannels);
+  if (upstream->channels() > kMaxChannels) {
+    errors->Add(path + ".channels",
+                OutOfRange(upstream->channels(), 1, kMaxChannels));
+  }
+  out->channels = static_cast<int>(upstream->channels());
+
+  if (upstream->lb_policy().empty()) upstream->set_lb_policy(kRoundRobin);
+  if (upstream->lb_policy() != kRoundRobin &&
+      upstream->lb_policy() != kPickFirst) {
+    errors->Add(path + ".lb_policy",
+                absl::StrCat("unknown policy ", Quote(upstream->lb_policy()),
+                             " (use \"round_robin\" or \"pick_first\")"));
+  }
+  out->lb_policy = upstream->lb_policy();
+
+  pb::Keepalive* keepalive = upstream->mutable_keepalive();
+  out->keepalive_time = Duration(keepalive->mutable_time(), kNoDuration,
+                                 path + ".keepalive.time", errors);
+  const size_t errors_before = errors->size();
+  out->keepalive_timeout =
+      Duration(keepalive->mutable_timeout(), kDefaultKeepaliveTimeout,
+               path + ".keepalive.timeout", errors);
+  if (errors->size() == errors_before &&
+      out->keepalive_timeout == absl::ZeroDuration()) {
+    errors->Add(path + ".keepalive.timeout",
+                "must be greater than 0 (default \"20s\")");
+  }
+  out->keepalive_permit_without_calls = keepalive->permit_without_calls();
+
+  if (upstream->max_message_bytes() == 0) {
+    upstream->set_max_message_bytes(kDefaultMessageBytes);
+  }
+  if (upstream->max_message_bytes() > kMaxMessageBytes) {
+    errors->Add(path + ".max_message_bytes",
+                OutOfRange(upstream->max_message_bytes(), 1, kMaxMessageBytes));
+  }
+  out->max_message_bytes = static_cast<int>(
+      std::min(upstream->max_message_bytes(), kMaxMessageBytes));
+
+  if (upstream->has_tls()) {
+    const pb::UpstreamTls& tls = upstream->tls();
+    if (!tls.cert_file().empty() && tls.key_file().empty()) {
+      errors->Add(path + ".tls.key_file", "required when cert_file is set");
+    }
+    if (tls.cert_file().empty() && !tls.key_file().empty()) {
+      errors->Add(path + ".tls.cert_file", "required when key_file is set");
+    }
+    out->tls = tls.enabled();
+    out->tls_ca_file = tls.ca_file();
+    out->tls_cert_file = tls.cert_file();
+    out->tls_key_file = tls.key_file();
+    out->tls_server_name = tls.server_name();
+  }
+  out->required = upstream->required();
+}
+
+void CheckDeadline(pb::DeadlinePolicy* deadline, const std::string& path,
+                   Errors* errors, DeadlineSettings* out) {
+  out->default_timeout =
+      Duration(deadline->mutable_default_timeout(), kNoDuration,
+               path + ".default_timeout", errors);
+  out->max_timeout = Duration(deadline->mutable_max_timeout(), kNoDuration,
+                              path + ".max_timeout", errors);
+  out->offset = Duration(deadline->mutable_offset(), kNoDuration,
+                         path + ".offset", errors);
+  out->min_budget = Duration(deadline->mutable_min_budget(), kDefaultMinBudget,
+                             path + ".min_budget", errors);
+  out->stream_idle_timeout =
+      Duration(deadline->mutable_stream_idle_timeout(), kNoDuration,
+               path + ".stream_idle_timeout", errors);
+  if (out->max_timeout > absl::ZeroDuration() &&
+      out->max_timeout < out->default_timeout) {
+    errors->Add(path + ".max_timeout",
+                absl::StrCat(absl::FormatDuration(out->max_timeout),
+                             " is less than default_timeout ",
+                             absl::FormatDuration(out->default_timeout)));
+  }
+}
+
+void CheckMatch(const pb::Route& route, const std::string& path, Errors* errors,
+                RouteSettings* out) {
+  const pb::RouteMatch& match = route.match();
+  switch (match.kind_case()) {
+    case pb::RouteMatch::kMethod:
+      out->exact = true;
+      out->match = match.method();
+      if (!ValidMethod(match.method())) {
+        errors->Add(path + ".match.method",
+                    absl::StrCat("invalid method ", Quote(match.method()),
+                                 " (expected \"/package.Service/Method\")"));
+      }
+      break;
+    case pb::RouteMatch::kPrefix:
+      out->exact = false;
+      out->match = match.prefix();
+      if (!absl::StartsWith(match.prefix(), "/")) {
+        errors->Add(path + ".match.prefix",
+                    absl::StrCat("invalid prefix ", Quote(match.prefix()),
+                                 " (must start with \"/\", e.g. "
+                                 "\"/package.Service/\", or be \"/\" for "
+                                 "every call)"));
+      }
+      break;
+    case pb::RouteMatch::KIND_NOT_SET:
+      errors->Add(path + ".match",
+                  "required: set \"method\" (e.g. \"/package.Service/Method\") "
+                  "or \"prefix\" (e.g. \"/package.Service/\")");
+      break;
+  }
+}
+
+// A route no call can reach, because an earlier one takes all its calls, is
+// almost always a mistake in ordering.
+void CheckReachable(const std::vector<RouteSettings>& routes, Errors* errors) {
+  for (size_t j = 0; j < routes.size(); ++j) {
+    if (routes[j].match.empty()) continue;
+    for (size_t i = 0; i < j; ++i) {
+      const RouteSettings& earlier = routes[i];
+      if (earlier.match.empty()) continue;
+      const bool shadowed =
+          earlier.exact ? routes[j].exact && earlier.match == routes[j].match
+                        : absl::StartsWith(routes[j].match, earlier.match);
+      if (shadowed) {
+        errors->Add(
+            absl::StrCat("routes[", j, "].match"),
+            absl::StrCat("unreachable: routes[", i, "] (", Quote(earlier.name),
+                         ", ", earlier.exact ? "method " : "prefix ",
+                         Quote(earlier.match),
+                         ") comes first and takes every call this "
+                         "route matches"));
+        break;
+      }
+    }
+  }
+}
+
+void CheckProxy(pb::Proxy* proxy, Errors* errors, int* stream_window,
+                std::string* forwarded_for_header, int* max_receive,
+                int* max_streams) {
+  if (proxy->stream_window() == 0) {
+    proxy->set_stream_window(kDefaultStreamWindow);
+  }
+  if (proxy->stream_window() > kMaxStreamWindow) {
+    errors->Add("proxy.stream_window",
+                OutOfRange(proxy->stream_window(), 1, kMaxStreamWindow));
+  }
+  *stream_window =
+      static_cast<int>(std::min(proxy->stream_window(), kMaxStreamWindow));
+
+  // gRPC metadata keys are lowercase; accept any case and store it lowered.
+  std::string header = absl::AsciiStrToLower(proxy->forwarded_for_header());
+  const std::string shown = Quote(proxy->forwarded_for_header());
+  if (!header.empty()) {
+    if (!std::all_of(header.begin(), header.end(), [](char c) {
+          return absl::ascii_isdigit(c) || absl::ascii_islower(c) || c == '-' ||
+                 c == '_' || c == '.';
+        })) {
+      errors->Add("proxy.forwarded_for_header",
+                  absl::StrCat("invalid header name ", shown,
+                               " (use letters, digits, '-', '_', '.')"));
+    } else if (absl::StartsWith(header, "grpc-")) {
+      errors->Add("proxy.forwarded_for_header",
+                  absl::StrCat(shown,
+                               " is reserved: names starting with "
+                               "\"grpc-\" belong to gRPC"));
+    } else if (absl::EndsWith(header, "-bin")) {
+      errors->Add("proxy.forwarded_for_header",
+                  absl::StrCat(shown,
+                               " names a binary header (\"-bin\"); "
+                               "use a text header such as "
+                               "\"x-forwarded-for\""));
+    }
+  }
+  proxy->set_forwarded_for_header(header);
+  *forwarded_for_header = header;
+
+  if (proxy->max_receive_message_bytes() == 0) {
+    proxy->set_max_receive_message_bytes(kDefaultMessageBytes);
+  }
+  if (proxy->max_receive_message_bytes() > kMaxMessageBytes) {
+    errors->Add(
+        "proxy.max_receive_message_bytes",
+        OutOfRange(proxy->max_receive_message_bytes(), 1, kMaxMessageBytes));
+  }
+  *max_receive = static_cast<int>(
+      std::min(proxy->max_receive_message_bytes(), kMaxMessageBytes));
+
+  if (proxy->max_concurrent_streams() == 0) {
+    proxy->set_max_concurrent_streams(kDefaultMaxConcurrentStreams);
+  }
+  if (proxy->max_concurrent_streams() > kMaxConcurrentStreams) {
+    errors->Add(
+        "proxy.max_concurrent_streams",
+        OutOfRange(proxy->max_concurrent_streams(), 1, kMaxConcurrentStreams));
+  }
+  *max_streams = static_cast<int>(
+      std::min(proxy->max_concurrent_streams(), kMaxConcurrentStreams));
+}
+
+// Prefixes each line of a multi-line status message with "<source>: ".
+absl::Status WithSource(const absl::Status& status, absl::string_view source) {
+  std::vector<std::string> lines;
+  for (absl::string_view line : absl::StrSplit(status.message(), '\n')) {
+    lines.push_back(absl::StrCat(source, ": ", line));
+  }
+  return absl::Status(status.code(), absl::StrJoin(lines, "\n"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
+    const sluice::config::v1::Config& proto, std::string_view source_view) {
+  const absl::string_view source(source_view.data(), source_view.size());
+  std::shared_ptr<Config> config(new Config());
+  config->source_ = std::string(source);
+  config->proto_ = proto;
+  pb::Config& p = config->proto_;
+  Errors errors(source);
+
+  // Listeners.
+  pb::Listeners* listeners = p.mutable_listeners();
+  struct Listener {
+    const char* path;
+    std::string* address;
+    const char* default_address;
+    HostPort parsed;
+    bool ok;
+  } parsed[3] = {
+      {"listeners.data",
+       listeners->mutable_data(),
+       kDefaultDataAddress,
+       {},
+       false},
+      {"listeners.admin",
+       listeners->mutable_admin(),
+       kDefaultAdminAddress,
+       {},
+       false},
+      {"listeners.metrics",
+       listeners->mutable_metrics(),
+       kDefaultMetricsAddress,
+       {},
+       false},
+  };
+  for (Listener& listener : parsed) {
+    if (listener.address->empty()) *listener.address = listener.default_address;
+    std::string reason;
+    listener.ok = ParseAddress(*listener.address, &listener.parsed, &reason);
+    if (!listener.ok) errors.Add(listener.path, reason);
+  }
+  for (int j = 1; j < 3; ++j) {
+    for (int i = 0; i < j; ++i) {
+      const HostPort& a = parsed[i].parsed;
+      const HostPort& b = parsed[j].parsed;
+      if (parsed[i].ok && parsed[j].ok && a.port != 0 && a.port == b.port &&
+          (a.host == b.host || Wildcard(a.host) || Wildcard(b.host))) {
+        errors.Add(parsed[j].path,
+                   absl::StrCat("port ", b.port, " is already used by ",
+                                parsed[i].path));
+        break;
+      }
+    }
+  }
+  config->data_address_ = listeners->data();
+  config->admin_address_ = listeners->admin();
+  config->metrics_address_ = listeners->metrics();
+
+  // Workers: 0 stays 0 in the proto (so the hash is the same on every
+  // machine); workers() resolves it to the core count.
+  if (p.workers() > kMaxWorkers) {
+    errors.Add("workers", absl::StrCat(OutOfRange(p.workers(), 0, kMaxWorkers),
+                                       "; 0 means one per CPU core"));
+  }
+  unsigned workers = p.workers();
+  if (workers == 0) workers = std::thread::hardware_concurrency();
+  config->workers_ = static_cast<int>(std::clamp(workers, 1u, kMaxWorkers));
+
+  config->drain_timeout_ =
+      Duration(p.mutable_drain_timeout(), kDefaultDrainTimeout, "drain_timeout",
+               &errors);
+
+  CheckProxy(p.mutable_proxy(), &errors, &config->stream_window_,
+             &config->forwarded_for_header_,
+             &config->max_receive_message_bytes_,
+             &config->max_concurrent_streams_);
+
+  // Upstreams.
+  if (p.upstreams_size() == 0) {
+    errors.Add("upstreams", "at least one upstream is required");
+  }
+  absl::flat_hash_map<std::string, int> upstream_index;
+  for (int i = 0; i < p.upstreams_size(); ++i) {
+    const std::string path = absl::StrCat("upstreams[", i, "]");
+    UpstreamSettings settings;
+    CheckUpstream(p.mutable_upstreams(i), path, &errors, &settings);
+    if (!settings.name.empty()) {
+      const auto [it, inserted] = upstream_index.try_emplace(settings.name, i);
+      if (!inserted) {
+        errors.Add(path + ".name",
+                   absl::StrCat("duplicate name ", Quote(settings.name),
+                                " (first at upstreams[", it->second, "])"));
+      }
+    }
+    config->upstreams_.push_back(std::move(settings));
+  }
+
+  // Routes.
+  if (p.routes_size() == 0) {
+    errors.Add("routes", "at least one route is required");
+  }
+  absl::flat_hash_map<std::string, int> route_index;
+  for (int i = 0; i < p.routes_size(); ++i) {
+    const std::string path = absl::StrCat("routes[", i, "]");
+    pb::Route* route = p.mutable_routes(i);
+    RouteSettings settings;
+    settings.name = route->name();
+    if (route->name().empty()) {
+      errors.Add(path + ".name", "required");
+    } else if (!ValidName(route->name())) {
+      errors.Add(path + ".name",
+                 absl::StrCat("invalid name ", Quote(route->name()),
+                              " (use letters, digits, '_', '.', '-')"));
+    } else {
+      const auto [it, inserted] = route_index.try_emplace(route->name(), i);
+      if (!inserted) {
+        errors.Add(path + ".name",
+                   absl::StrCat("duplicate name ", Quote(route->name()),
+                                " (first at routes[", it->second, "])"));
+      }
+    }
+    CheckMatch(*route, path, &errors, &settings);
+    settings.upstream = route->upstream();
+    if (route->upstream().empty()) {
+      errors.Add(path + ".upstream", "required");
+    } else if (const auto it = upstream_index.find(route->upstream());
+               it == upstream_index.end()) {
+      errors.Add(path + ".upstream",
+                 absl::StrCat("unknown upstream ", Quote(route->upstream())));
+    } else {
+      settings.upstream_index = it->second;
+    }
+    CheckDeadline(route->mutable_deadline(), path + ".deadline", &errors,
+                  &settings.deadline);
+    config->routes_.push_back(std::move(settings));
+  }
+  CheckReachable(config->routes_, &errors);
+
+  if (!errors.empty()) return errors.ToStatus();
+
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  const auto printed =
+      google::protobuf::util::MessageToJsonString(p, &json, options);
+  if (!printed.ok()) {
+    return absl::InternalError(absl::StrCat(
+        source, ": cannot print the config as JSON: ",
+        std::string(printed.message().data(), printed.message().size())));
+  }
+  config->hash_ = Sha256Prefix(json);
+  return std::shared_ptr<const Config>(std::move(config));
+}
+
+absl::StatusOr<std::shared_ptr<const Config>> ParseConfigYaml(
+    std::string_view yaml, std::string_view source_view) {
+  const absl::string_view source(source_view.data(), source_view.size());
+  pb::Config proto;
+  if (absl::Status status = YamlTextToMessage(yaml, &proto); !status.ok()) {
+    return WithSource(status, source);
+  }
+  return Config::FromProto(proto, source_view);
+}
+
+absl::StatusOr<std::shared_ptr<const Config>> LoadConfigFile(
+    const std::string& path) {
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": cannot open config file: ", std::strerror(errno)));
+  }
+  std::string text;
+  char buffer[1 << 16];
+  size_t n = 0;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) {
+    text.append(buffer, n);
+    if (text.size() > kMaxFileBytes) break;
+  }
+  const int read_errno = std::ferror(file) ? errno : 0;
+  std::fclose(file);
+  if (read_errno != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": cannot read config file: ", std::strerror(read_errno)));
+  }
+  if (text.size() > kMaxFileBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": config file is larger than ", kMaxFileBytes >> 20, " MiB"));
+  }
+  return ParseConfigYaml(text, path);
+}
+
+}  // namespace sluice

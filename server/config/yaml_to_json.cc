@@ -1,0 +1,622 @@
+#include "server/config/yaml_to_json.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "google/protobuf/util/json_util.h"
+#include "yaml-cpp/yaml.h"
+
+namespace sluice {
+namespace {
+
+using google::protobuf::Descriptor;
+using google::protobuf::EnumDescriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::OneofDescriptor;
+
+// A scalar shown in an error message: quoted, escaped, and cut if long.
+std::string Quote(absl::string_view s) {
+  constexpr size_t kMax = 60;
+  if (s.size() > kMax) {
+    return absl::StrCat("\"", absl::CHexEscape(s.substr(0, kMax)), "\"...");
+  }
+  return absl::StrCat("\"", absl::CHexEscape(s), "\"");
+}
+
+// What a YAML node is, for "expected X, got Y".
+std::string Describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Scalar:
+      return Quote(node.Scalar());
+    case YAML::NodeType::Null:
+      return "nothing";
+    case YAML::NodeType::Undefined:
+      break;
+  }
+  return "an undefined node";
+}
+
+// What a field's value must be, for "expected X, got Y".
+std::string Expected(const FieldDescriptor& field) {
+  switch (field.cpp_type()) {
+    case FieldDescriptor::CPPTYPE_STRING:
+      return "a string";
+    case FieldDescriptor::CPPTYPE_INT32:
+    case FieldDescriptor::CPPTYPE_INT64:
+      return "an integer";
+    case FieldDescriptor::CPPTYPE_UINT32:
+    case FieldDescriptor::CPPTYPE_UINT64:
+      return "an unsigned integer";
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+    case FieldDescriptor::CPPTYPE_FLOAT:
+      return "a number";
+    case FieldDescriptor::CPPTYPE_BOOL:
+      return "true or false";
+    case FieldDescriptor::CPPTYPE_ENUM:
+      return "an enum value name";
+    case FieldDescriptor::CPPTYPE_MESSAGE:
+      return "a map";
+  }
+  return "a value";
+}
+
+void AppendJsonString(absl::string_view s, std::string* out) {
+  out->push_back('"');
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
+      default:
+        if (c < 0x20) {
+          absl::StrAppendFormat(out, "\\u%04x", c);
+        } else {
+          out->push_back(ch);
+        }
+    }
+  }
+  out->push_back('"');
+}
+
+// Well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates), as the
+// protobuf JSON parser requires of every string.
+bool ValidUtf8(absl::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t extra = 0;
+    unsigned char low = 0x80;
+    unsigned char high = 0xBF;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      extra = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      extra = 2;
+      if (c == 0xE0) low = 0xA0;
+      if (c == 0xED) high = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      extra = 3;
+      if (c == 0xF0) low = 0x90;
+      if (c == 0xF4) high = 0x8F;
+    } else {
+      return false;
+    }
+    if (i + extra >= s.size()) return false;  // truncated sequence
+    for (size_t k = 1; k <= extra; ++k) {
+      const auto next = static_cast<unsigned char>(s[i + k]);
+      if (next < (k == 1 ? low : 0x80) || next > (k == 1 ? high : 0xBF)) {
+        return false;
+      }
+    }
+    i += extra + 1;
+  }
+  return true;
+}
+
+// Edit distance, for "did you mean". Names are short, so O(n*m) is fine.
+size_t EditDistance(absl::string_view a, absl::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1,
+                         diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// "drainTimeout", "Drain-Timeout" and "drain_timeout" all become
+// "draintimeout".
+std::string Normalize(absl::string_view name) {
+  std::string out;
+  for (char c : name) {
+    if (c != '_' && c != '-') out.push_back(absl::ascii_tolower(c));
+  }
+  return out;
+}
+
+std::string UnknownFieldReason(const Descriptor& descriptor,
+                               const std::string& name) {
+  // A suggestion only when it is unambiguous: same name but for case or
+  // separators, or one (short names) or two typos away.
+  const std::string normalized = Normalize(name);
+  const size_t budget = name.size() <= 4 ? 1 : 2;
+  const FieldDescriptor* best = nullptr;
+  size_t best_distance = budget + 1;
+  bool tie = false;
+  for (int i = 0; i < descriptor.field_count(); ++i) {
+    const FieldDescriptor* field = descriptor.field(i);
+    const size_t distance = Normalize(field->name()) == normalized
+                                ? 0
+                                : EditDistance(name, field->name());
+    if (distance < best_distance) {
+      best = field;
+      best_distance = distance;
+      tie = false;
+    } else if (distance == best_distance) {
+      tie = true;
+    }
+  }
+  if (best != nullptr && !tie) {
+    return absl::StrCat("unknown field ", Quote(name), " (did you mean \"",
+                        best->name(), "\"?)");
+  }
+  std::vector<std::string> names;
+  for (int i = 0; i < descriptor.field_count(); ++i) {
+    names.push_back(descriptor.field(i)->name());
+  }
+  return absl::StrCat("unknown field ", Quote(name),
+                      " (known fields: ", absl::StrJoin(names, ", "), ")");
+}
+
+// Walks one YAML document alongside a Descriptor and writes JSON. Collects
+// every error instead of stopping at the first; the JSON is only meaningful
+// when no error was recorded. Single use, single thread.
+class Converter {
+ public:
+  void Message(const YAML::Node& node, const Descriptor& descriptor,
+               const std::string& path, std::string* out);
+
+  const std::vector<std::string>& errors() const { return errors_; }
+
+ private:
+  void Error(const std::string& path, const YAML::Node& node,
+             absl::string_view reason);
+  void MapField(const YAML::Node& node, const FieldDescriptor& field,
+                const std::string& path, std::string* out);
+  void RepeatedField(const YAML::Node& node, const FieldDescriptor& field,
+                     const std::string& path, std::string* out);
+  // One value of `field` (an element, for a repeated field).
+  void Value(const YAML::Node& node, const FieldDescriptor& field,
+             const std::string& path, std::string* out);
+  // A scalar of `field`'s type; returns false (and records why) if the
+  // text does not fit. `as_key`: the JSON must be a string (map keys).
+  bool Scalar(const YAML::Node& node, const FieldDescriptor& field,
+              const std::string& path, bool as_key, std::string* out);
+  bool Integer(const YAML::Node& node, const FieldDescriptor& field,
+               const std::string& path, bool as_key, std::string* out);
+
+  std::vector<std::string> errors_;
+};
+
+void Converter::Error(const std::string& path, const YAML::Node& node,
+                      absl::string_view reason) {
+  std::string line = path.empty() ? "top level" : path;
+  const YAML::Mark mark = node.Mark();
+  if (mark.line >= 0) absl::StrAppend(&line, " (line ", mark.line + 1, ")");
+  absl::StrAppend(&line, ": ", reason);
+  errors_.push_back(std::move(line));
+}
+
+void Converter::Message(const YAML::Node& node, const Descriptor& descriptor,
+                        const std::string& path, std::string* out) {
+  if (!node.IsMap()) {
+    Error(path, node,
+          path.empty()
+              ? absl::StrCat("expected a map of ", descriptor.full_name(),
+                             " fields, got ", Describe(node))
+              : absl::StrCat("expected a map, got ", Describe(node)));
+    out->append("null");
+    return;
+  }
+  absl::flat_hash_map<std::string, int> first_line;  // key -> 1-based line
+  absl::flat_hash_map<const OneofDescriptor*, const FieldDescriptor*> oneofs;
+  bool first = true;
+  out->push_back('{');
+  for (const auto& entry : node) {
+    const YAML::Node& key = entry.first;
+    const YAML::Node& value = entry.second;
+    if (!key.IsScalar()) {
+      Error(path, key,
+            absl::StrCat("keys must be field names, got ", Describe(key)));
+      continue;
+    }
+    const std::string& name = key.Scalar();
+    const std::string child =
+        path.empty() ? name : absl::StrCat(path, ".", name);
+    const auto [it, inserted] =
+        first_line.try_emplace(name, key.Mark().line + 1);
+    if (!inserted) {
+      Error(child, key,
+            absl::StrCat("duplicate key ", Quote(name), " (first at line ",
+                         it->second, ")"));
+      continue;
+    }
+    const FieldDescriptor* field = descriptor.FindFieldByName(name);
+    if (field == nullptr) {
+      Error(child, key, UnknownFieldReason(descriptor, name));
+      continue;
+    }
+    if (value.IsNull()) continue;  // `key:` alone leaves the field unset.
+    if (const OneofDescriptor* oneof = field->real_containing_oneof()) {
+      const auto [set, fresh] = oneofs.try_emplace(oneof, field);
+      if (!fresh) {
+        Error(path, node,
+              absl::StrCat("only one of \"", set->second->name(), "\" or \"",
+                           field->name(), "\" may be set (they are ",
+                           "alternatives)"));
+        continue;
+      }
+    }
+    if (!first) out->push_back(',');
+    first = false;
+    AppendJsonString(name, out);
+    out->push_back(':');
+    if (field->is_map()) {
+      MapField(value, *field, child, out);
+    } else if (field->is_repeated()) {
+      RepeatedField(value, *field, child, out);
+    } else {
+      Value(value, *field, child, out);
+    }
+  }
+  out->push_back('}');
+}
+
+void Converter::MapField(const YAML::Node& node, const FieldDescriptor& field,
+                         const std::string& path, std::string* out) {
+  if (!node.IsMap()) {
+    Error(path, node, absl::StrCat("expected a map, got ", Describe(node)));
+    out->append("null");
+    return;
+  }
+  const FieldDescriptor& key_field = *field.message_type()->map_key();
+  const FieldDescriptor& value_field = *field.message_type()->map_value();
+  absl::flat_hash_map<std::string, int> first_line;
+  bool first = true;
+  out->push_back('{');
+  for (const auto& entry : node) {
+    const YAML::Node& key = entry.first;
+    const std::string child = absl::StrCat(
+        path, "[", key.IsScalar() ? Quote(key.Scalar()) : "?", "]");
+    if (!key.IsScalar()) {
+      Error(path, key, absl::StrCat("expected a map key, got ", Describe(key)));
+      continue;
+    }
+    const auto [it, inserted] =
+        first_line.try_emplace(key.Scalar(), key.Mark().line + 1);
+    if (!inserted) {
+      Error(child, key,
+            absl::StrCat("duplicate key ", Quote(key.Scalar()),
+                         " (first at line ", it->second, ")"));
+      continue;
+    }
+    std::string json_key;
+    if (!Scalar(key, key_field, child, /*as_key=*/true, &json_key)) continue;
+    if (!first) out->push_back(',');
+    first = false;
+    out->append(json_key);
+    out->push_back(':');
+    Value(entry.second, value_field, child, out);
+  }
+  out->push_back('}');
+}
+
+void Converter::RepeatedField(const YAML::Node& node,
+                              const FieldDescriptor& field,
+                              const std::string& path, std::string* out) {
+  if (!node.IsSequence()) {
+    Error(path, node,
+          absl::StrCat("expected a list (\"- item\" lines or [a, b]), got ",
+                       Describe(node)));
+    out->append("null");
+    return;
+  }
+  out->push_back('[');
+  for (size_t i = 0; i < node.size(); ++i) {
+    if (i > 0) out->push_back(',');
+    Value(node[i], field, absl::StrCat(path, "[", i, "]"), out);
+  }
+  out->push_back(']');
+}
+
+void Converter::Value(const YAML::Node& node, const FieldDescriptor& field,
+                      const std::string& path, std::string* out) {
+  if (field.cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) {
+    if (!Scalar(node, field, path, /*as_key=*/false, out)) out->append("null");
+    return;
+  }
+  const Descriptor& type = *field.message_type();
+  const std::string& name = type.full_name();
+  if (name == "google.protobuf.Duration" ||
+      name == "google.protobuf.Timestamp" ||
+      name == "google.protobuf.FieldMask") {
+    // Their JSON form is a string ("1.5s", RFC 3339, "a.b,c").
+    if (!node.IsScalar()) {
+      Error(path, node,
+            absl::StrCat("expected a string, got ", Describe(node)));
+      out->append("null");
+      return;
+    }
+    AppendJsonString(node.Scalar(), out);
+    return;
+  }
+  if (absl::StartsWith(name, "google.protobuf.") &&
+      absl::EndsWith(name, "Value") && type.field_count() == 1 &&
+      type.field(0)->name() == "value") {
+    // Wrappers (google.protobuf.UInt32Value...): the JSON is the bare value.
+    // google.protobuf.Value itself has no "value" field and ends up below.
+    if (!Scalar(node, *type.field(0), path, /*as_key=*/false, out)) {
+      out->append("null");
+    }
+    return;
+  }
+  if (name == "google.protobuf.Struct" || name == "google.protobuf.Value" ||
+      name == "google.protobuf.ListValue" || name == "google.protobuf.Any") {
+    Error(path, node, absl::StrCat(name, " fields are not supported in YAML"));
+    out->append("null");
+    return;
+  }
+  Message(node, type, path, out);
+}
+
+bool Converter::Integer(const YAML::Node& node, const FieldDescriptor& field,
+                        const std::string& path, bool as_key,
+                        std::string* out) {
+  const std::string& text = node.Scalar();
+  const bool is_signed = field.cpp_type() == FieldDescriptor::CPPTYPE_INT32 ||
+                         field.cpp_type() == FieldDescriptor::CPPTYPE_INT64;
+  const bool is_64 = field.cpp_type() == FieldDescriptor::CPPTYPE_INT64 ||
+                     field.cpp_type() == FieldDescriptor::CPPTYPE_UINT64;
+  // Plain decimal only: no sign for unsigned fields, no spaces, no "1e3".
+  absl::string_view digits = text;
+  if (is_signed && !digits.empty() && digits.front() == '-') {
+    digits.remove_prefix(1);
+  }
+  const bool well_formed =
+      !digits.empty() && std::all_of(digits.begin(), digits.end(), [](char c) {
+        return absl::ascii_isdigit(c);
+      });
+  if (!well_formed) {
+    Error(path, node,
+          absl::StrCat("expected ", Expected(field), ", got ", Quote(text)));
+    return false;
+  }
+  std::string number;
+  bool in_range = true;
+  if (is_signed) {
+    int64_t value = 0;
+    constexpr int64_t kMin32 = std::numeric_limits<int32_t>::min();
+    constexpr int64_t kMax32 = std::numeric_limits<int32_t>::max();
+    in_range = absl::SimpleAtoi(text, &value) &&
+               (is_64 || (value >= kMin32 && value <= kMax32));
+    number = absl::StrCat(value);
+  } else {
+    uint64_t value = 0;
+    in_range = absl::SimpleAtoi(text, &value) &&
+               (is_64 || value <= std::numeric_limits<uint32_t>::max());
+    number = absl::StrCat(value);
+  }
+  if (!in_range) {
+    Error(path, node,
+          absl::StrCat(text, " is out of range for ", field.type_name()));
+    return false;
+  }
+  // 64-bit values travel as JSON strings so no double rounding can occur;
+  // the protobuf JSON parser accepts both forms.
+  if (as_key || is_64) {
+    AppendJsonString(number, out);
+  } else {
+    out->append(number);
+  }
+  return true;
+}
+
+bool Converter::Scalar(const YAML::Node& node, const FieldDescriptor& field,
+                       const std::string& path, bool as_key, std::string* out) {
+  if (!node.IsScalar()) {
+    Error(path, node,
+          absl::StrCat("expected ", Expected(field), ", got ", Describe(node)));
+    return false;
+  }
+  const std::string& text = node.Scalar();
+  switch (field.cpp_type()) {
+    case FieldDescriptor::CPPTYPE_STRING:
+      if (!ValidUtf8(text)) {
+        Error(path, node, "not valid UTF-8 text");
+        return false;
+      }
+      AppendJsonString(text, out);
+      return true;
+    case FieldDescriptor::CPPTYPE_INT32:
+    case FieldDescriptor::CPPTYPE_INT64:
+    case FieldDescriptor::CPPTYPE_UINT32:
+    case FieldDescriptor::CPPTYPE_UINT64:
+      return Integer(node, field, path, as_key, out);
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+    case FieldDescriptor::CPPTYPE_FLOAT: {
+      const std::string lower = absl::AsciiStrToLower(text);
+      if (lower == ".inf" || lower == "+.inf") {
+        out->append("\"Infinity\"");
+        return true;
+      }
+      if (lower == "-.inf") {
+        out->append("\"-Infinity\"");
+        return true;
+      }
+      if (lower == ".nan") {
+        out->append("\"NaN\"");
+        return true;
+      }
+      double value = 0;
+      if (!absl::SimpleAtod(text, &value) || !std::isfinite(value)) {
+        Error(
+            path, node,
+            absl::StrCat("expected ", Expected(field), ", got ", Quote(text)));
+        return false;
+      }
+      if (as_key) {
+        AppendJsonString(absl::StrCat(value), out);
+      } else {
+        absl::StrAppendFormat(out, "%.17g", value);
+      }
+      return true;
+    }
+    case FieldDescriptor::CPPTYPE_BOOL: {
+      // yaml-cpp's rules: true/false, yes/no, on/off, y/n in any usual case.
+      bool value = false;
+      if (!YAML::convert<bool>::decode(node, value)) {
+        Error(path, node,
+              absl::StrCat("expected true or false, got ", Quote(text)));
+        return false;
+      }
+      out->append(as_key ? (value ? "\"true\"" : "\"false\"")
+                         : (value ? "true" : "false"));
+      return true;
+    }
+    case FieldDescriptor::CPPTYPE_ENUM: {
+      const EnumDescriptor& type = *field.enum_type();
+      if (type.FindValueByName(text) == nullptr) {
+        std::vector<std::string> names;
+        for (int i = 0; i < type.value_count(); ++i) {
+          names.push_back(type.value(i)->name());
+        }
+        Error(path, node,
+              absl::StrCat("unknown value ", Quote(text), " (expected one of ",
+                           absl::StrJoin(names, ", "), ")"));
+        return false;
+      }
+      AppendJsonString(text, out);
+      return true;
+    }
+    case FieldDescriptor::CPPTYPE_MESSAGE:
+      break;
+  }
+  Error(path, node, "map keys and scalars cannot be messages");
+  return false;
+}
+
+absl::Status ErrorsToStatus(const std::vector<std::string>& errors) {
+  return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> YamlToJson(const YAML::Node& yaml,
+                                       const Descriptor& descriptor) {
+  if (!yaml.IsDefined() || yaml.IsNull()) return std::string("{}");
+  Converter converter;
+  std::string json;
+  try {
+    converter.Message(yaml, descriptor, "", &json);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read the YAML document: ", e.what()));
+  }
+  if (!converter.errors().empty()) return ErrorsToStatus(converter.errors());
+  return json;
+}
+
+absl::StatusOr<std::string> YamlTextToJson(std::string_view yaml_text,
+                                           const Descriptor& descriptor) {
+  std::vector<YAML::Node> documents;
+  try {
+    documents = YAML::LoadAll(std::string(yaml_text));
+  } catch (const YAML::ParserException& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid YAML (line ", e.mark.line + 1, ", column ",
+                     e.mark.column + 1, "): ", e.msg));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid YAML: ", e.what()));
+  }
+  // A stray "---" yields an empty document; only non-empty ones count.
+  documents.erase(std::remove_if(documents.begin(), documents.end(),
+                                 [](const YAML::Node& document) {
+                                   return document.IsNull();
+                                 }),
+                  documents.end());
+  if (documents.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the document is empty: expected a map of ",
+                     descriptor.full_name(), " fields"));
+  }
+  if (documents.size() > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected one YAML document, found ", documents.size(),
+                     " (separated by \"---\")"));
+  }
+  return YamlToJson(documents.front(), descriptor);
+}
+
+absl::Status YamlTextToMessage(std::string_view yaml_text,
+                               google::protobuf::Message* message) {
+  absl::StatusOr<std::string> json =
+      YamlTextToJson(yaml_text, *message->GetDescriptor());
+  if (!json.ok()) return json.status();
+  message->Clear();
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  const auto status =
+      google::protobuf::util::JsonStringToMessage(*json, message, options);
+  if (!status.ok()) {
+    // Not expected after YamlTextToJson's checks; keep it on one line.
+    std::string reason(status.message().data(), status.message().size());
+    std::replace(reason.begin(), reason.end(), '\n', ' ');
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot convert to ",
+                     message->GetDescriptor()->full_name(), ": ", reason));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace sluice

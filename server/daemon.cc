@@ -1,0 +1,181 @@
+#include "server/daemon.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <exception>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "prometheus/gauge.h"
+#include "server/version.h"
+#include "spdlog/spdlog.h"
+
+namespace sluice {
+namespace {
+
+// "0.0.0.0:8080" + 5555 -> "0.0.0.0:5555"; "[::1]:0" + 7 -> "[::1]:7".
+std::string WithPort(const std::string& address, int port) {
+  size_t colon = address.rfind(':');
+  return absl::StrCat(address.substr(0, colon), ":", port);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
+    Loader loader, const std::string& ready_file) {
+  auto config = loader();
+  if (!config.ok()) return config.status();
+  std::unique_ptr<Daemon> d(new Daemon());
+  d->loader_ = std::move(loader);
+  d->started_at_ = absl::Now();
+  d->registry_ = std::make_shared<prometheus::Registry>();
+  d->metrics_ = std::make_unique<ProxyMetrics>(d->registry_);
+  auto& reloads = prometheus::BuildCounter()
+                      .Name("sluice_config_reloads_total")
+                      .Help("Configuration reloads, by result.")
+                      .Register(*d->registry_);
+  d->reloads_ok_ = &reloads.Add({{"result", "ok"}});
+  d->reloads_failed_ = &reloads.Add({{"result", "failed"}});
+  prometheus::BuildGauge()
+      .Name("sluice_build_info")
+      .Help("Always 1; the labels tell the build.")
+      .Register(*d->registry_)
+      .Add({{"version", std::string(kSluiceVersion)}})
+      .Set(1);
+
+  const Config& c = **config;
+  try {
+    d->exposer_ = std::make_unique<prometheus::Exposer>(c.metrics_address());
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat(
+        "listeners.metrics: cannot listen on ", c.metrics_address(), ": ",
+        e.what()));
+  }
+  d->exposer_->RegisterCollectable(d->registry_);
+  auto ports = d->exposer_->GetListeningPorts();
+  d->metrics_address_ =
+      WithPort(c.metrics_address(), ports.empty() ? 0 : ports[0]);
+
+  auto plane = DataPlane::Start(*config, d->metrics_.get());
+  if (!plane.ok()) return plane.status();
+  d->data_plane_ = std::move(*plane);
+  d->data_address_ = WithPort(c.data_address(), d->data_plane_->port());
+
+  auto admin = AdminServer::Start(c.admin_address(), d.get());
+  if (!admin.ok()) return admin.status();
+  d->admin_ = std::move(*admin);
+  d->admin_address_ = WithPort(c.admin_address(), d->admin_->port());
+  d->admin_->SetServing("", true);
+  for (const UpstreamSettings& u : c.upstreams()) {
+    d->admin_->SetServing(u.name, true);
+  }
+
+  spdlog::info("sluice {} serving data={} admin={} metrics={} workers={} "
+               "config={} ({})",
+               kSluiceVersion, d->data_address_, d->admin_address_,
+               d->metrics_address_, c.workers(), c.source(), c.hash());
+  if (!ready_file.empty()) {
+    auto status = d->WriteReadyFile(ready_file);
+    if (!status.ok()) return status;
+  }
+  return d;
+}
+
+Daemon::~Daemon() {
+  if (data_plane_ != nullptr) data_plane_->Drain(absl::ZeroDuration());
+  if (admin_ != nullptr) admin_->Shutdown();
+}
+
+absl::Status Daemon::WriteReadyFile(const std::string& path) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << absl::StrFormat(
+        "{\"data\":\"%s\",\"admin\":\"%s\",\"metrics\":\"%s\",\"pid\":%d}\n",
+        data_address_, admin_address_, metrics_address_, getpid());
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot rename ", tmp));
+  }
+  return absl::OkStatus();
+}
+
+void Daemon::Run() {
+  {
+    absl::MutexLock lock(&control_mu_);
+    control_mu_.Await(absl::Condition(&drain_requested_));
+  }
+  std::shared_ptr<const Config> config = data_plane_->config();
+  spdlog::info("draining: health NOT_SERVING, refusing new calls, {} in "
+               "flight, drain_timeout {}",
+               data_plane_->calls_in_flight(),
+               absl::FormatDuration(config->drain_timeout()));
+  admin_->SetServing("", false);
+  for (const UpstreamSettings& u : config->upstreams()) {
+    admin_->SetServing(u.name, false);
+  }
+  data_plane_->Drain(config->drain_timeout());
+  spdlog::info("drained; stopping");
+  admin_->Shutdown();
+}
+
+absl::Status Daemon::Reload() {
+  absl::MutexLock lock(&control_mu_);
+  auto config = loader_();
+  if (!config.ok()) {
+    reloads_failed_->Increment();
+    spdlog::error("config reload failed; keeping the old config:\n{}",
+                  std::string(config.status().message()));
+    return config.status();
+  }
+  std::shared_ptr<const Config> old = data_plane_->config();
+  if ((*config)->data_address() != old->data_address() ||
+      (*config)->admin_address() != old->admin_address() ||
+      (*config)->metrics_address() != old->metrics_address() ||
+      (*config)->workers() != old->workers()) {
+    spdlog::warn("config reload: listeners and workers take effect only at "
+                 "restart");
+  }
+  auto status = data_plane_->SetConfig(*config);
+  if (!status.ok()) {
+    reloads_failed_->Increment();
+    spdlog::error("config reload failed; keeping the old config: {}",
+                  std::string(status.message()));
+    return status;
+  }
+  reloads_ok_->Increment();
+  spdlog::info("config reloaded from {} ({} -> {})", (*config)->source(),
+               old->hash(), (*config)->hash());
+  return absl::OkStatus();
+}
+
+sluice::admin::v1::GetStatusResponse Daemon::Status() {
+  sluice::admin::v1::GetStatusResponse r;
+  std::shared_ptr<const Config> config = data_plane_->config();
+  r.set_version(std::string(kSluiceVersion));
+  r.set_uptime_seconds(absl::ToDoubleSeconds(absl::Now() - started_at_));
+  r.set_config_hash(config->hash());
+  r.set_workers(config->workers());
+  r.set_calls_in_flight(data_plane_->calls_in_flight());
+  r.set_draining(data_plane_->draining());
+  r.set_data_address(data_address_);
+  r.set_admin_address(admin_address_);
+  r.set_metrics_address(metrics_address_);
+  return r;
+}
+
+std::shared_ptr<const Config> Daemon::CurrentConfig() {
+  return data_plane_->config();
+}
+
+bool Daemon::RequestDrain() {
+  absl::MutexLock lock(&control_mu_);
+  if (drain_requested_) return false;
+  drain_requested_ = true;
+  return true;
+}
+
+}  // namespace sluice

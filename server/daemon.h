@@ -1,0 +1,73 @@
+// The Sluice daemon: data plane, admin server, metrics exposer and the
+// control logic (reload, drain) that ties them together.
+//
+// Owned by main(). Run() blocks the main thread until a drain is requested
+// (SIGTERM/SIGINT or the admin API), then drains and returns. Reload and
+// drain requests may come from any thread (the signal thread, admin
+// threads); they are serialized by control_mu_.
+#ifndef SLUICE_SERVER_DAEMON_H_
+#define SLUICE_SERVER_DAEMON_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
+#include "server/admin/admin_backend.h"
+#include "server/admin/admin_server.h"
+#include "server/config/config.h"
+#include "server/metrics/proxy_metrics.h"
+#include "server/proxy/data_plane.h"
+
+namespace sluice {
+
+class Daemon : public AdminBackend {
+ public:
+  // Loads (or re-loads) the configuration: the file plus flag overrides.
+  using Loader = std::function<absl::StatusOr<std::shared_ptr<const Config>>()>;
+
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(
+      Loader loader, const std::string& ready_file);
+  ~Daemon() override;
+
+  // Blocks until a drain is requested, drains, and returns.
+  void Run();
+
+  // Re-reads the configuration; a bad one is logged and the old one kept.
+  absl::Status Reload();
+
+  // AdminBackend.
+  sluice::admin::v1::GetStatusResponse Status() override;
+  std::shared_ptr<const Config> CurrentConfig() override;
+  bool RequestDrain() override;
+
+ private:
+  Daemon() = default;
+  absl::Status WriteReadyFile(const std::string& path);
+
+  Loader loader_;
+  absl::Time started_at_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<ProxyMetrics> metrics_;
+  prometheus::Counter* reloads_ok_ = nullptr;
+  prometheus::Counter* reloads_failed_ = nullptr;
+  std::unique_ptr<DataPlane> data_plane_;
+  std::unique_ptr<AdminServer> admin_;
+  std::string data_address_;
+  std::string admin_address_;
+  std::string metrics_address_;
+
+  absl::Mutex control_mu_;
+  bool drain_requested_ ABSL_GUARDED_BY(control_mu_) = false;
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_SERVER_DAEMON_H_

@@ -1,0 +1,73 @@
+// The demo upstream: TestService, Ticker, health and reflection on one
+// gRPC server. What `make run` puts behind Sluice, and what integration,
+// end-to-end and benchmark tests use as the upstream.
+#ifndef SLUICE_SERVER_DEMO_DEMO_UPSTREAM_H_
+#define SLUICE_SERVER_DEMO_DEMO_UPSTREAM_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "grpcpp/server.h"
+#include "server/demo/test_service.h"
+#include "server/demo/ticker_service.h"
+
+namespace sluice::demo {
+
+// Owns a grpc::Server serving, on one plaintext port:
+// grpc.testing.TestService, sluice.demo.v1.Ticker, grpc.health.v1.Health
+// (gRPC's default service: "" and both service names SERVING; NOT_SERVING
+// once Shutdown starts) and server reflection (grpc.reflection.v1alpha).
+//
+// Reflection is added to this server only (a per-builder option), not
+// process-wide, so other servers in the same process, such as Sluice's
+// data port, keep proxying reflection. The default health service is
+// switched on for this server's build and the previous process-wide setting
+// restored right after; do not build other servers concurrently with Start.
+//
+// Ownership and threads: owned by one thread (main, or a test fixture),
+// which calls Start once and Shutdown at most once; the destructor shuts
+// down with no grace if needed. The services run on gRPC's callback
+// threads; the service accessors are thread-safe.
+class DemoUpstream {
+ public:
+  DemoUpstream();
+  DemoUpstream(const DemoUpstream&) = delete;
+  DemoUpstream& operator=(const DemoUpstream&) = delete;
+  ~DemoUpstream();
+
+  // Listens on `listen` ("host:port"; port 0 picks a free one) and starts
+  // serving. Returns the bound port.
+  absl::StatusOr<int> Start(absl::string_view listen);
+
+  // Health goes NOT_SERVING, then the server stops accepting calls, lets
+  // calls in flight run until `deadline`, cancels the rest and waits for
+  // every reactor to finish. Idempotent.
+  void Shutdown(absl::Time deadline);
+  void Shutdown(absl::Duration grace) { Shutdown(absl::Now() + grace); }
+
+  // The bound port, 0 before Start.
+  int port() const { return port_; }
+  // "host:port" to dial: the listen host with the bound port, with a
+  // wildcard host (0.0.0.0, [::], empty) replaced by 127.0.0.1.
+  const std::string& address() const { return address_; }
+
+  TestService& test_service() { return test_service_; }
+  TickerService& ticker_service() { return ticker_service_; }
+  // Null before Start.
+  grpc::Server* server() { return server_.get(); }
+
+ private:
+  TestService test_service_;
+  TickerService ticker_service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::string address_;
+  bool shut_down_ = false;
+};
+
+}  // namespace sluice::demo
+
+#endif  // SLUICE_SERVER_DEMO_DEMO_UPSTREAM_H_

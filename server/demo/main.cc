@@ -1,0 +1,86 @@
+// demo_upstream: serves grpc.testing.TestService and sluice.demo.v1.Ticker
+// (with health and reflection) until SIGTERM or SIGINT.
+//
+//   demo_upstream --listen=127.0.0.1:0 --ready_file=/tmp/upstream.json
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "server/demo/demo_upstream.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "host:port to serve on; port 0 picks a free port");
+ABSL_FLAG(std::string, ready_file, "",
+          "once serving, write {\"address\":\"HOST:PORT\"} to this file "
+          "(atomically: PATH.tmp, then rename)");
+
+namespace {
+
+absl::Status WriteReadyFile(const std::string& path,
+                            const std::string& address) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << "{\"address\":\"" << address << "\"}\n";
+    out.close();
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ",
+                                            path));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serves grpc.testing.TestService and sluice.demo.v1.Ticker.");
+  absl::ParseCommandLine(argc, argv);
+
+  // Block the stop signals before gRPC starts threads, so every thread
+  // inherits the mask and only sigwait below sees them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  sluice::demo::DemoUpstream upstream;
+  absl::StatusOr<int> port = upstream.Start(absl::GetFlag(FLAGS_listen));
+  if (!port.ok()) {
+    std::cerr << "demo-upstream: " << port.status() << std::endl;
+    return 1;
+  }
+
+  const std::string ready_file = absl::GetFlag(FLAGS_ready_file);
+  if (!ready_file.empty()) {
+    absl::Status written = WriteReadyFile(ready_file, upstream.address());
+    if (!written.ok()) {
+      std::cerr << "demo-upstream: " << written << std::endl;
+      upstream.Shutdown(absl::ZeroDuration());
+      return 1;
+    }
+  }
+  // After the ready file, so whoever reads this line may read the file.
+  std::cout << "demo-upstream listening on " << upstream.address()
+            << std::endl;
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  std::cout << "demo-upstream stopping on signal " << signal_number
+            << std::endl;
+  upstream.Shutdown(absl::Seconds(2));
+  return 0;
+}

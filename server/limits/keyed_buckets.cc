@@ -1,0 +1,174 @@
+#include "server/limits/keyed_buckets.h"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "server/limits/token_bucket.h"
+
+namespace sluice {
+
+static_assert(sizeof(size_t) == 8, "ShardIndex expects a 64-bit hash");
+
+KeyedTokenBuckets::KeyedTokenBuckets(const TokenBucket::Config& per_key,
+                                     size_t max_keys)
+    : KeyedTokenBuckets(per_key, max_keys, per_key) {}
+
+KeyedTokenBuckets::KeyedTokenBuckets(const TokenBucket::Config& per_key,
+                                     size_t max_keys,
+                                     const TokenBucket::Config& overflow)
+    : config_(per_key), max_keys_(max_keys), overflow_(overflow) {
+  // Split the bound exactly: the capacities add up to max_keys.
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    shards_[i].capacity =
+        max_keys / kNumShards + (i < max_keys % kNumShards ? 1 : 0);
+  }
+}
+
+KeyedTokenBuckets::Decision KeyedTokenBuckets::TryTake(absl::string_view key,
+                                                       int64_t now,
+                                                       int64_t n) {
+  const size_t hash = KeyHash()(key);
+  Shard& shard = shards_[ShardIndex(hash)];
+  Decision result;
+  {
+    absl::MutexLock lock(&shard.mu);
+    auto it = shard.map.find(PrehashedKey{key, hash});
+    if (it != shard.map.end()) {
+      int64_t& tat = it->second.tat;
+      static_cast<TokenBucket::Decision&>(result) =
+          config_.Take(tat, now, n, &tat);
+      return result;
+    }
+    int64_t new_tat;
+    static_cast<TokenBucket::Decision&>(result) = config_.Take(
+        TokenBucket::Config::kFreshTat, now, n, &new_tat);
+    // Nothing taken (probe, or more than a burst): a fresh bucket is what a
+    // missing key already means.
+    if (new_tat == TokenBucket::Config::kFreshTat) return result;
+    if (shard.map.size() < shard.capacity || MakeRoomLocked(shard, now)) {
+      InsertLocked(shard, key, hash, new_tat);
+      return result;
+    }
+    ++shard.overflow_takes;
+  }
+  // Refused a bucket of its own: charge the shared overflow bucket (outside
+  // the shard lock; it is lock-free).
+  static_cast<TokenBucket::Decision&>(result) = overflow_.TryTake(now, n);
+  result.overflow = true;
+  return result;
+}
+
+bool KeyedTokenBuckets::MakeRoomLocked(Shard& shard, int64_t now) {
+  if (shard.capacity == 0) return false;
+  for (int probe = 0; probe < kMaxEvictionProbes; ++probe) {
+    Node* node = shard.ring[shard.hand];
+    if (TokenBucket::Config::IsFull(node->second.tat, now)) {
+      auto it = shard.map.find(PrehashedKey{node->first, node->second.hash});
+      shard.map.erase(it);
+      shard.ring[shard.hand] = nullptr;  // InsertLocked fills it
+      ++shard.evictions;
+      return true;
+    }
+    // Busy: give it a second chance; it is now the newest in CLOCK order.
+    shard.hand = (shard.hand + 1) % shard.capacity;
+  }
+  return false;
+}
+
+void KeyedTokenBuckets::InsertLocked(Shard& shard, absl::string_view key,
+                                     size_t hash, int64_t tat) {
+  auto [it, inserted] =
+      shard.map.try_emplace(std::string(key), Entry{tat, hash});
+  Node* node = &*it;
+  if (shard.ring.size() < shard.capacity) {
+    shard.ring.push_back(node);
+  } else {
+    // Full ring: MakeRoomLocked just freed the slot under the hand.
+    shard.ring[shard.hand] = node;
+    shard.hand = (shard.hand + 1) % shard.capacity;
+  }
+}
+
+std::optional<double> KeyedTokenBuckets::Tokens(absl::string_view key,
+                                                int64_t now) const {
+  const size_t hash = KeyHash()(key);
+  const Shard& shard = shards_[ShardIndex(hash)];
+  absl::MutexLock lock(&shard.mu);
+  auto it = shard.map.find(PrehashedKey{key, hash});
+  if (it == shard.map.end()) return std::nullopt;
+  return config_.Tokens(it->second.tat, now);
+}
+
+size_t KeyedTokenBuckets::Size() const {
+  size_t size = 0;
+  for (const Shard& shard : shards_) {
+    absl::MutexLock lock(&shard.mu);
+    size += shard.map.size();
+  }
+  return size;
+}
+
+std::vector<KeyedTokenBuckets::KeyTokens> KeyedTokenBuckets::TopKeys(
+    size_t k, int64_t now) const {
+  std::vector<KeyTokens> heap;  // max-heap on tokens: heap[0] is the worst
+  if (k == 0) return heap;
+  heap.reserve(k);
+  const auto fewer = [](const KeyTokens& a, const KeyTokens& b) {
+    return a.tokens != b.tokens ? a.tokens < b.tokens : a.key < b.key;
+  };
+  for (const Shard& shard : shards_) {
+    absl::MutexLock lock(&shard.mu);
+    for (const Node& node : shard.map) {
+      const double tokens = config_.Tokens(node.second.tat, now);
+      if (heap.size() < k) {
+        heap.push_back(KeyTokens{node.first, tokens});
+        std::push_heap(heap.begin(), heap.end(), fewer);
+      } else if (tokens < heap.front().tokens) {
+        std::pop_heap(heap.begin(), heap.end(), fewer);
+        heap.back() = KeyTokens{node.first, tokens};
+        std::push_heap(heap.begin(), heap.end(), fewer);
+      }
+    }
+  }
+  std::sort_heap(heap.begin(), heap.end(), fewer);
+  return heap;
+}
+
+size_t KeyedTokenBuckets::EvictIdle(int64_t now) {
+  size_t evicted = 0;
+  for (Shard& shard : shards_) {
+    absl::MutexLock lock(&shard.mu);
+    for (auto it = shard.map.begin(); it != shard.map.end();) {
+      if (TokenBucket::Config::IsFull(it->second.tat, now)) {
+        shard.map.erase(it++);
+        ++evicted;
+      } else {
+        ++it;
+      }
+    }
+    shard.ring.clear();
+    for (Node& node : shard.map) shard.ring.push_back(&node);
+    shard.hand = 0;
+  }
+  return evicted;
+}
+
+KeyedTokenBuckets::Stats KeyedTokenBuckets::GetStats() const {
+  Stats stats;
+  for (const Shard& shard : shards_) {
+    absl::MutexLock lock(&shard.mu);
+    stats.size += shard.map.size();
+    stats.evictions += shard.evictions;
+    stats.overflow_takes += shard.overflow_takes;
+  }
+  return stats;
+}
+
+}  // namespace sluice

@@ -1,0 +1,157 @@
+// sluice: the gRPC rate-limiting proxy daemon.
+//
+//   sluice --config=deploy/examples/demo.yaml
+//   sluice --listen=127.0.0.1:8080 --upstream=127.0.0.1:50051
+//   sluice --config=FILE --check
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "server/config/config.h"
+#include "server/daemon.h"
+#include "server/version.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, config, "", "Path of the YAML configuration file.");
+ABSL_FLAG(bool, check, false,
+          "Validate --config and exit: 0 if valid, 2 with the errors if not.");
+ABSL_FLAG(std::string, listen, "",
+          "Data port address (host:port), overrides listeners.data.");
+ABSL_FLAG(std::string, admin, "",
+          "Admin port address, overrides listeners.admin.");
+ABSL_FLAG(std::string, metrics, "",
+          "Metrics port address, overrides listeners.metrics.");
+ABSL_FLAG(std::string, upstream, "",
+          "Quick start without --config: forward every method to this gRPC "
+          "target (host:port). With --config: overrides the target of the "
+          "first upstream.");
+ABSL_FLAG(int, workers, -1,
+          "Worker threads (0: one per core), overrides workers.");
+ABSL_FLAG(std::string, log_level, "info",
+          "trace, debug, info, warn, error or off.");
+ABSL_FLAG(std::string, ready_file, "",
+          "Once serving, write the bound addresses as JSON to this file.");
+ABSL_FLAG(bool, version, false, "Print the version and exit.");
+
+namespace sluice {
+namespace {
+
+constexpr int kExitBadConfig = 2;
+
+// The configuration: the file (or a quick-start one) plus flag overrides.
+absl::StatusOr<std::shared_ptr<const Config>> LoadWithFlags() {
+  const std::string path = absl::GetFlag(FLAGS_config);
+  sluice::config::v1::Config proto;
+  std::string source = "flags";
+  if (!path.empty()) {
+    auto loaded = LoadConfigFile(path);
+    if (!loaded.ok()) return loaded.status();
+    proto = (*loaded)->proto();
+    source = path;
+  } else {
+    if (absl::GetFlag(FLAGS_upstream).empty()) {
+      return absl::InvalidArgumentError(
+          "either --config=FILE or --upstream=HOST:PORT is required");
+    }
+    auto* up = proto.add_upstreams();
+    up->set_name("default");
+    auto* route = proto.add_routes();
+    route->set_name("default");
+    route->mutable_match()->set_prefix("/");
+    route->set_upstream("default");
+  }
+  if (!absl::GetFlag(FLAGS_upstream).empty()) {
+    proto.mutable_upstreams(0)->set_target(absl::GetFlag(FLAGS_upstream));
+  }
+  if (!absl::GetFlag(FLAGS_listen).empty()) {
+    proto.mutable_listeners()->set_data(absl::GetFlag(FLAGS_listen));
+  }
+  if (!absl::GetFlag(FLAGS_admin).empty()) {
+    proto.mutable_listeners()->set_admin(absl::GetFlag(FLAGS_admin));
+  }
+  if (!absl::GetFlag(FLAGS_metrics).empty()) {
+    proto.mutable_listeners()->set_metrics(absl::GetFlag(FLAGS_metrics));
+  }
+  if (absl::GetFlag(FLAGS_workers) >= 0) {
+    proto.set_workers(absl::GetFlag(FLAGS_workers));
+  }
+  return Config::FromProto(proto, source);
+}
+
+int Main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "sluice: gRPC rate-limiting proxy.\n"
+      "  sluice --config=FILE\n"
+      "  sluice --listen=127.0.0.1:8080 --upstream=127.0.0.1:50051\n"
+      "  sluice --config=FILE --check");
+  absl::ParseCommandLine(argc, argv);
+  if (absl::GetFlag(FLAGS_version)) {
+    std::cout << "sluice " << kSluiceVersion << "\n";
+    return 0;
+  }
+  spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
+
+  if (absl::GetFlag(FLAGS_check)) {
+    if (absl::GetFlag(FLAGS_config).empty()) {
+      std::cerr << "sluice: --check needs --config=FILE\n";
+      return kExitBadConfig;
+    }
+    auto config = LoadWithFlags();
+    if (!config.ok()) {
+      std::cerr << config.status().message() << "\n";
+      return kExitBadConfig;
+    }
+    std::cout << "config OK: " << (*config)->source() << " (hash "
+              << (*config)->hash() << ")\n";
+    return 0;
+  }
+
+  // Signals go to a dedicated thread (sigwait); block them everywhere else.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto daemon = Daemon::Start(LoadWithFlags, absl::GetFlag(FLAGS_ready_file));
+  if (!daemon.ok()) {
+    std::cerr << "sluice: " << daemon.status().message() << "\n";
+    return absl::IsInvalidArgument(daemon.status()) ? kExitBadConfig : 1;
+  }
+  Daemon* d = daemon->get();
+  std::thread([d, signals]() {
+    int terms = 0;
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&signals, &sig) != 0) continue;
+      if (sig == SIGHUP) {
+        spdlog::info("SIGHUP: reloading the configuration");
+        d->Reload().IgnoreError();
+      } else if (++terms == 1) {
+        spdlog::info("{}: draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        d->RequestDrain();
+      } else {
+        spdlog::warn("second signal: exiting without waiting for the drain");
+        std::_Exit(1);
+      }
+    }
+  }).detach();
+  d->Run();
+  daemon->reset();
+  return 0;
+}
+
+}  // namespace
+}  // namespace sluice
+
+int main(int argc, char** argv) { return sluice::Main(argc, argv); }

@@ -1,0 +1,61 @@
+// Prometheus metrics of the data path.
+//
+// ProxyMetrics owns the metric families (registered once in a registry it
+// shares with the exposer) and lives as long as the daemon. RouteStats is a
+// bundle of references to one route's series, resolved when a config
+// snapshot is built, so the hot path only touches atomics: no map lookups,
+// no locks. All methods are thread-safe.
+#ifndef SLUICE_SERVER_METRICS_PROXY_METRICS_H_
+#define SLUICE_SERVER_METRICS_PROXY_METRICS_H_
+
+#include <array>
+#include <memory>
+#include <string>
+
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "server/metrics/reason.h"
+
+namespace sluice {
+
+inline constexpr int kGrpcCodeCount = 17;
+
+// One route's series. Plain pointers into families owned by ProxyMetrics.
+struct RouteStats {
+  std::array<prometheus::Counter*, kGrpcCodeCount> handled{};
+  std::array<prometheus::Counter*, static_cast<int>(Reason::kCount)> rejected{};
+  prometheus::Counter* msg_received = nullptr;  // client -> Sluice
+  prometheus::Counter* msg_sent = nullptr;      // Sluice -> client
+  prometheus::Counter* client_cancels = nullptr;
+  prometheus::Gauge* open_calls = nullptr;
+  prometheus::Histogram* handling_seconds = nullptr;
+};
+
+class ProxyMetrics {
+ public:
+  explicit ProxyMetrics(std::shared_ptr<prometheus::Registry> registry);
+
+  // Series for a route name ("" for calls no route matched -> "none").
+  RouteStats ForRoute(const std::string& route);
+
+  prometheus::Gauge& calls_in_flight() { return *calls_in_flight_; }
+  const std::shared_ptr<prometheus::Registry>& registry() { return registry_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& handled_;
+  prometheus::Family<prometheus::Counter>& rejected_;
+  prometheus::Family<prometheus::Counter>& msg_received_;
+  prometheus::Family<prometheus::Counter>& msg_sent_;
+  prometheus::Family<prometheus::Counter>& client_cancels_;
+  prometheus::Family<prometheus::Gauge>& open_calls_;
+  prometheus::Family<prometheus::Histogram>& handling_seconds_;
+  prometheus::Gauge* calls_in_flight_;
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_SERVER_METRICS_PROXY_METRICS_H_

@@ -1,0 +1,40 @@
+// Why Sluice itself ended a call: the value of the `sluice-reason` trailer.
+#ifndef SLUICE_SERVER_METRICS_REASON_H_
+#define SLUICE_SERVER_METRICS_REASON_H_
+
+#include <string_view>
+
+namespace sluice {
+
+enum class Reason {
+  kNoRoute,
+  kRateLimited,
+  kConcurrencyLimited,
+  kQueueTimeout,
+  kDeadlineBudget,
+  kStreamRate,
+  kIdleTimeout,
+  kDraining,
+  kCount,  // not a reason: the number of reasons
+};
+
+inline constexpr std::string_view kReasonTrailer = "sluice-reason";
+
+inline std::string_view ReasonName(Reason reason) {
+  switch (reason) {
+    case Reason::kNoRoute: return "no_route";
+    case Reason::kRateLimited: return "rate_limited";
+    case Reason::kConcurrencyLimited: return "concurrency_limited";
+    case Reason::kQueueTimeout: return "queue_timeout";
+    case Reason::kDeadlineBudget: return "deadline_budget";
+    case Reason::kStreamRate: return "stream_rate";
+    case Reason::kIdleTimeout: return "idle_timeout";
+    case Reason::kDraining: return "draining";
+    case Reason::kCount: break;
+  }
+  return "unknown";
+}
+
+}  // namespace sluice
+
+#endif  // SLUICE_SERVER_METRICS_REASON_H_

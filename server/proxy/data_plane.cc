@@ -1,0 +1,189 @@
+#include "server/proxy/data_plane.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/health_check_service_server_builder_option.h"
+#include "grpcpp/impl/server_builder_option.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+#include "server/proxy/proxy_call.h"
+
+namespace sluice {
+namespace {
+
+// Accepts kept posted per worker, so a burst of new calls does not wait for
+// the worker to re-arm one accept at a time.
+constexpr int kAcceptsPerWorker = 16;
+
+bool SameUpstreams(const Config& a, const Config& b) {
+  if (a.upstreams().size() != b.upstreams().size()) return false;
+  for (size_t i = 0; i < a.upstreams().size(); ++i) {
+    const UpstreamSettings& x = a.upstreams()[i];
+    const UpstreamSettings& y = b.upstreams()[i];
+    if (x.name != y.name || x.target != y.target || x.channels != y.channels ||
+        x.lb_policy != y.lb_policy || x.keepalive_time != y.keepalive_time ||
+        x.keepalive_timeout != y.keepalive_timeout ||
+        x.keepalive_permit_without_calls != y.keepalive_permit_without_calls ||
+        x.max_message_bytes != y.max_message_bytes || x.tls != y.tls ||
+        x.tls_ca_file != y.tls_ca_file || x.tls_cert_file != y.tls_cert_file ||
+        x.tls_key_file != y.tls_key_file ||
+        x.tls_server_name != y.tls_server_name) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Removes the builder plugins registered process-wide (server reflection):
+// on the data port, reflection and health requests are proxied to the
+// upstream like any other method, so grpcurl sees the upstream's services.
+class NoPluginsOption : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(
+      std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins)
+      override {
+    plugins->clear();
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
+    std::shared_ptr<const Config> config, ProxyMetrics* metrics) {
+  std::unique_ptr<DataPlane> plane(new DataPlane());
+  plane->metrics_ = metrics;
+  auto pool = UpstreamPool::Create(*config);
+  if (!pool.ok()) return pool.status();
+  {
+    absl::MutexLock lock(&plane->mu_);
+    plane->current_ = std::make_shared<const ProxySnapshot>(
+        config, std::shared_ptr<UpstreamPool>(std::move(*pool)), *metrics);
+  }
+
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config->data_address(),
+                           grpc::InsecureServerCredentials(), &plane->port_);
+  builder.RegisterAsyncGenericService(&plane->service_);
+  builder.SetMaxReceiveMessageSize(config->max_receive_message_bytes());
+  builder.SetMaxSendMessageSize(config->max_receive_message_bytes());
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             config->max_concurrent_streams());
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // The data port answers every method through the generic service: no
+  // built-in health service and no reflection here.
+  builder.SetOption(std::make_unique<grpc::HealthCheckServiceServerBuilderOption>(
+      nullptr));
+  builder.SetOption(std::make_unique<NoPluginsOption>());
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs;
+  for (int i = 0; i < config->workers(); ++i) {
+    cqs.push_back(builder.AddCompletionQueue());
+  }
+  plane->server_ = builder.BuildAndStart();
+  if (plane->server_ == nullptr || plane->port_ == 0) {
+    if (plane->server_ != nullptr) plane->server_->Shutdown();
+    for (auto& cq : cqs) {
+      cq->Shutdown();
+      void* tag;
+      bool ok;
+      while (cq->Next(&tag, &ok)) {
+      }
+    }
+    return absl::UnavailableError(absl::StrCat(
+        "listeners.data: cannot listen on ", config->data_address()));
+  }
+  plane->caches_.resize(cqs.size());
+  for (size_t i = 0; i < cqs.size(); ++i) {
+    plane->workers_.push_back(std::make_unique<Worker>(
+        static_cast<int>(i), plane.get(), std::move(cqs[i])));
+  }
+  for (auto& w : plane->workers_) w->Start(kAcceptsPerWorker);
+  return plane;
+}
+
+DataPlane::~DataPlane() {
+  if (server_ != nullptr) Drain(absl::ZeroDuration());
+}
+
+absl::Status DataPlane::SetConfig(std::shared_ptr<const Config> config) {
+  std::shared_ptr<UpstreamPool> pool;
+  {
+    absl::MutexLock lock(&mu_);
+    if (SameUpstreams(*current_->config, *config)) pool = current_->pool;
+  }
+  if (pool == nullptr) {
+    auto created = UpstreamPool::Create(*config);
+    if (!created.ok()) return created.status();
+    pool = std::shared_ptr<UpstreamPool>(std::move(*created));
+  }
+  auto snap = std::make_shared<const ProxySnapshot>(std::move(config),
+                                                    std::move(pool), *metrics_);
+  absl::MutexLock lock(&mu_);
+  current_ = std::move(snap);
+  version_.fetch_add(1, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+std::shared_ptr<const Config> DataPlane::config() const {
+  absl::MutexLock lock(&mu_);
+  return current_->config;
+}
+
+std::shared_ptr<UpstreamPool> DataPlane::pool() const {
+  absl::MutexLock lock(&mu_);
+  return current_->pool;
+}
+
+std::shared_ptr<const ProxySnapshot> DataPlane::snapshot(int worker_index) {
+  WorkerCache& cache = caches_[worker_index];
+  uint64_t v = version_.load(std::memory_order_acquire);
+  if (cache.version != v) {
+    absl::MutexLock lock(&mu_);
+    cache.snapshot = current_;
+    cache.version = v;
+  }
+  return cache.snapshot;
+}
+
+void DataPlane::CallAccepted() {
+  in_flight_.fetch_add(1, std::memory_order_relaxed);
+  metrics_->calls_in_flight().Increment();
+}
+
+void DataPlane::CallFreed() {
+  metrics_->calls_in_flight().Decrement();
+  if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
+      draining_.load()) {
+    absl::MutexLock lock(&freed_mu_);
+    freed_cv_.SignalAll();
+  }
+}
+
+void DataPlane::Drain(absl::Duration timeout) {
+  absl::MutexLock drain_lock(&drain_mu_);
+  if (drained_) return;
+  drained_ = true;
+  draining_.store(true);
+  const absl::Time force_at = absl::Now() + timeout;
+  for (auto& w : workers_) w->ScheduleForceDrain(force_at);
+  // Stops accepting at once; waits for live calls until the deadline (the
+  // workers finish them with UNAVAILABLE at force_at), then cancels any
+  // left.
+  server_->Shutdown(absl::ToChronoTime(force_at + absl::Seconds(2)));
+  for (auto& w : workers_) w->CancelForceDrain();
+  // Calls may still have upstream operations out; no queue may shut down
+  // while a call could post to it.
+  {
+    const absl::Time give_up = absl::Now() + absl::Seconds(10);
+    absl::MutexLock lock(&freed_mu_);
+    while (in_flight_.load() > 0 && absl::Now() < give_up) {
+      freed_cv_.WaitWithDeadline(&freed_mu_, give_up);
+    }
+  }
+  for (auto& w : workers_) w->ShutdownQueue();
+  for (auto& w : workers_) w->Join();
+  workers_.clear();
+}
+
+}  // namespace sluice

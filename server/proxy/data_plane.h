@@ -1,0 +1,85 @@
+// The data port: an AsyncGenericService served by N workers, each with its
+// own completion queue, forwarding every method to the upstreams.
+//
+// Owned by the Daemon; lives from Start() until Drain() returns. The config
+// snapshot is swapped atomically (SetConfig from the control thread); each
+// worker caches the current snapshot and re-reads it only when the version
+// moves, so the per-call cost is one relaxed atomic load.
+#ifndef SLUICE_SERVER_PROXY_DATA_PLANE_H_
+#define SLUICE_SERVER_PROXY_DATA_PLANE_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/generic/async_generic_service.h"
+#include "grpcpp/server.h"
+#include "server/metrics/proxy_metrics.h"
+#include "server/proxy/proxy_snapshot.h"
+#include "server/proxy/worker.h"
+
+namespace sluice {
+
+class DataPlane {
+ public:
+  // Binds the data address and starts the workers.
+  static absl::StatusOr<std::unique_ptr<DataPlane>> Start(
+      std::shared_ptr<const Config> config, ProxyMetrics* metrics);
+  ~DataPlane();
+
+  // Applies a new config to calls accepted from now on. Upstream channels
+  // are reused when the upstream list is unchanged.
+  absl::Status SetConfig(std::shared_ptr<const Config> config);
+
+  // Stops accepting, lets calls run up to `timeout`, finishes the rest with
+  // UNAVAILABLE + draining, then stops the workers. Blocks; idempotent.
+  void Drain(absl::Duration timeout);
+
+  int port() const { return port_; }
+  int64_t calls_in_flight() const {
+    return in_flight_.load(std::memory_order_relaxed);
+  }
+  bool draining() const { return draining_.load(std::memory_order_relaxed); }
+  std::shared_ptr<const Config> config() const;
+  std::shared_ptr<UpstreamPool> pool() const;
+
+  // Used by calls, on their worker's thread.
+  grpc::AsyncGenericService* service() { return &service_; }
+  std::shared_ptr<const ProxySnapshot> snapshot(int worker_index);
+  void CallAccepted();
+  void CallFreed();
+
+ private:
+  DataPlane() = default;
+  struct WorkerCache {
+    uint64_t version = 0;
+    std::shared_ptr<const ProxySnapshot> snapshot;
+  };
+
+  ProxyMetrics* metrics_ = nullptr;
+  grpc::AsyncGenericService service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<WorkerCache> caches_;  // one per worker, its thread only
+  int port_ = 0;
+
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const ProxySnapshot> current_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> version_{1};
+
+  std::atomic<int64_t> in_flight_{0};
+  std::atomic<bool> draining_{false};
+  absl::Mutex freed_mu_;
+  absl::CondVar freed_cv_;  // signalled when the last call is freed
+  absl::Mutex drain_mu_;
+  bool drained_ ABSL_GUARDED_BY(drain_mu_) = false;
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_SERVER_PROXY_DATA_PLANE_H_

@@ -1,0 +1,389 @@
+#include "server/proxy/proxy_call.h"
+
+#include <chrono>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/proxy/data_plane.h"
+#include "server/proxy/deadline_budget.h"
+#include "server/proxy/metadata_filter.h"
+#include "server/proxy/worker.h"
+
+namespace sluice {
+namespace {
+
+std::string_view View(const grpc::string_ref& s) {
+  return std::string_view(s.data(), s.size());
+}
+
+absl::Time ClientDeadline(const grpc::ServerContext& ctx) {
+  auto d = ctx.deadline();
+  if (d == std::chrono::system_clock::time_point::max()) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(d);
+}
+
+}  // namespace
+
+void ProxyCall::Accept(Worker* worker) {
+  auto* call = new ProxyCall(worker);
+  call->sctx_.AsyncNotifyWhenDone(&call->done_tag_);
+  call->outstanding_ = 1;  // the accept; the done tag counts once accepted
+  worker->plane()->service()->RequestCall(&call->sctx_, &call->sstream_,
+                                          worker->cq(), worker->cq(),
+                                          &call->accept_tag_);
+}
+
+ProxyCall::ProxyCall(Worker* worker) : worker_(worker) {}
+
+ProxyCall::~ProxyCall() {
+  if (accepted_) {
+    worker_->Unlink(this);
+    worker_->plane()->CallFreed();
+    if (stats_ != nullptr) {
+      stats_->open_calls->Decrement();
+      stats_->handling_seconds->Observe(
+          absl::ToDoubleSeconds(absl::Now() - accepted_at_));
+    }
+  }
+}
+
+void ProxyCall::Release() {
+  if (--outstanding_ == 0 && (!accepted_ || (finish_posted_ && done_seen_))) {
+    delete this;
+  }
+}
+
+void ProxyCall::OnAccepted(bool ok) {
+  if (!ok) {  // the server is shutting down; no done tag will come
+    Release();
+    return;
+  }
+  DataPlane* plane = worker_->plane();
+  if (!plane->draining()) ProxyCall::Accept(worker_);  // keep accepting
+  accepted_ = true;
+  accepted_at_ = absl::Now();
+  last_activity_ = accepted_at_;
+  ++outstanding_;  // the done tag
+  worker_->Link(this);
+  plane->CallAccepted();
+
+  snap_ = plane->snapshot(worker_->index());
+  window_ = snap_->config->stream_window();
+  const std::string& method = sctx_.method();
+  int route = snap_->router.Match(method);
+  if (route < 0) {
+    stats_ = &const_cast<ProxySnapshot*>(snap_.get())->no_route_stats;
+    stats_->open_calls->Increment();
+    Abort(grpc::StatusCode::UNIMPLEMENTED,
+          absl::StrCat("sluice: no route for method ", method),
+          Reason::kNoRoute);
+  } else {
+    route_ = &snap_->config->routes()[route];
+    stats_ = &const_cast<ProxySnapshot*>(snap_.get())->route_stats[route];
+    stats_->open_calls->Increment();
+    if (plane->draining()) {
+      Abort(grpc::StatusCode::UNAVAILABLE, "sluice: draining",
+            Reason::kDraining);
+    } else {
+      StartUpstream();
+    }
+  }
+  Release();
+}
+
+void ProxyCall::StartUpstream() {
+  const absl::Time now = absl::Now();
+  Budget budget =
+      ComputeBudget(now, ClientDeadline(sctx_), route_->deadline);
+  if (!budget.ok) {
+    Abort(grpc::StatusCode::DEADLINE_EXCEEDED,
+          absl::StrCat("sluice: deadline budget too small for route ",
+                       route_->name),
+          Reason::kDeadlineBudget);
+    return;
+  }
+  if (budget.upstream_deadline != absl::InfiniteFuture()) {
+    uctx_.set_deadline(absl::ToChronoTime(budget.upstream_deadline));
+  }
+  const std::string& fwd = snap_->config->forwarded_for_header();
+  std::string forwarded;
+  for (const auto& [key, value] : sctx_.client_metadata()) {
+    std::string_view k = View(key);
+    if (IsHopByHopRequestKey(k)) continue;
+    if (!fwd.empty() && k == fwd) {
+      absl::StrAppend(&forwarded, forwarded.empty() ? "" : ", ",
+                      std::string(View(value)));
+      continue;
+    }
+    uctx_.AddMetadata(std::string(k), std::string(View(value)));
+  }
+  if (!fwd.empty()) {
+    std::string peer = sctx_.peer();
+    absl::StrAppend(&forwarded, forwarded.empty() ? "" : ", ",
+                    std::string(PeerAddressOnly(peer)));
+    uctx_.AddMetadata(fwd, forwarded);
+  }
+
+  grpc::GenericStub* stub = snap_->pool->Pick(route_->upstream_index);
+  ustream_ = stub->PrepareCall(&uctx_, sctx_.method(), worker_->cq());
+  upstream_started_ = true;
+  ++outstanding_;
+  ustream_->StartCall(&ustart_tag_);
+  ++outstanding_;
+  ustream_->ReadInitialMetadata(&uinit_tag_);
+  AdvanceClientToUpstream();
+  if (route_->deadline.stream_idle_timeout > absl::ZeroDuration()) {
+    ArmIdleAlarm(now + route_->deadline.stream_idle_timeout);
+  }
+}
+
+void ProxyCall::OnUpstreamStarted(bool /*ok*/) {
+  // A failed start shows up as failed reads/writes and in Finish's status.
+  Release();
+}
+
+void ProxyCall::OnUpstreamInitialMetadata(bool ok) {
+  upstream_init_read_ = true;
+  if (ok && !local_status_ && !finish_posted_) {
+    for (const auto& [key, value] : uctx_.GetServerInitialMetadata()) {
+      std::string_view k = View(key);
+      if (IsHopByHopResponseKey(k)) continue;
+      sctx_.AddInitialMetadata(std::string(k), std::string(View(value)));
+    }
+    sinit_pending_ = true;
+    ++outstanding_;
+    sstream_.SendInitialMetadata(&sinit_tag_);
+  }
+  AdvanceUpstreamToClient();
+  Release();
+}
+
+void ProxyCall::OnDownstreamInitialMetadataSent(bool ok) {
+  sinit_pending_ = false;
+  sinit_sent_ = true;
+  if (!ok) u2c_.dst_failed = true;
+  AdvanceUpstreamToClient();
+  Release();
+}
+
+// ---- client -> upstream ----
+
+void ProxyCall::AdvanceClientToUpstream() {
+  Pump& p = c2u_;
+  if (!upstream_started_ || finish_posted_ || local_status_) return;
+  if (!p.writing && !p.dst_failed && !p.queue.empty()) {
+    p.write_buf = std::move(p.queue.front());
+    p.queue.pop_front();
+    grpc::WriteOptions options;
+    if (!p.queue.empty()) options.set_buffer_hint();
+    p.writing = true;
+    ++outstanding_;
+    ustream_->Write(p.write_buf, options, &uwrite_tag_);
+  }
+  if (!p.reading && !p.src_done && !p.dst_failed && p.held() < window_) {
+    p.reading = true;
+    ++outstanding_;
+    sstream_.Read(&p.read_buf, &cread_tag_);
+  }
+  if (p.src_done && !p.closed && !p.writing && p.queue.empty() &&
+      !p.dst_failed) {
+    p.closed = true;
+    ++outstanding_;
+    ustream_->WritesDone(&uwritesdone_tag_);
+  }
+}
+
+void ProxyCall::OnClientRead(bool ok) {
+  Pump& p = c2u_;
+  p.reading = false;
+  if (ok) {
+    last_activity_ = absl::Now();
+    stats_->msg_received->Increment();
+    p.queue.push_back(std::move(p.read_buf));
+  } else {
+    p.src_done = true;  // half-close, or the client is gone (see OnDone)
+  }
+  AdvanceClientToUpstream();
+  Release();
+}
+
+void ProxyCall::OnUpstreamWritten(bool ok) {
+  Pump& p = c2u_;
+  p.writing = false;
+  p.write_buf.Clear();
+  if (!ok) {
+    // The upstream call is over; its status arrives through Finish.
+    p.dst_failed = true;
+    p.queue.clear();
+  }
+  AdvanceClientToUpstream();
+  Release();
+}
+
+void ProxyCall::OnUpstreamWritesDone(bool /*ok*/) { Release(); }
+
+// ---- upstream -> client ----
+
+void ProxyCall::AdvanceUpstreamToClient() {
+  Pump& p = u2c_;
+  if (!upstream_init_read_ || finish_posted_) return;
+  if (!local_status_ && sinit_sent_ && !p.writing && !p.dst_failed &&
+      !p.queue.empty()) {
+    p.write_buf = std::move(p.queue.front());
+    p.queue.pop_front();
+    grpc::WriteOptions options;
+    if (!p.queue.empty()) options.set_buffer_hint();
+    p.writing = true;
+    ++outstanding_;
+    sstream_.Write(p.write_buf, options, &cwrite_tag_);
+  }
+  if (!local_status_ && !p.reading && !p.src_done && !p.dst_failed &&
+      p.held() < window_) {
+    p.reading = true;
+    ++outstanding_;
+    ustream_->Read(&p.read_buf, &uread_tag_);
+  }
+  if ((p.src_done || local_status_) && !ufinish_posted_ && !p.reading) {
+    ufinish_posted_ = true;
+    ++outstanding_;
+    ustream_->Finish(&upstream_status_, &ufinish_tag_);
+  }
+  MaybeFinishDownstream();
+}
+
+void ProxyCall::OnUpstreamRead(bool ok) {
+  Pump& p = u2c_;
+  p.reading = false;
+  if (ok && !local_status_) {
+    last_activity_ = absl::Now();
+    p.queue.push_back(std::move(p.read_buf));
+  } else {
+    p.src_done = true;  // the upstream finished (or failed): get its status
+  }
+  AdvanceUpstreamToClient();
+  Release();
+}
+
+void ProxyCall::OnClientWritten(bool ok) {
+  Pump& p = u2c_;
+  p.writing = false;
+  p.write_buf.Clear();
+  if (ok) {
+    stats_->msg_sent->Increment();
+  } else {
+    // The client is gone: stop the upstream too.
+    p.dst_failed = true;
+    p.queue.clear();
+    uctx_.TryCancel();
+  }
+  AdvanceUpstreamToClient();
+  Release();
+}
+
+void ProxyCall::OnUpstreamFinished(bool /*ok*/) {
+  upstream_finished_ = true;
+  u2c_.src_done = true;
+  MaybeFinishDownstream();
+  Release();
+}
+
+// ---- the end ----
+
+void ProxyCall::Abort(grpc::StatusCode code, const std::string& message,
+                      Reason reason) {
+  if (local_status_ || finish_posted_) return;
+  local_status_ = grpc::Status(code, message);
+  stats_->rejected[static_cast<int>(reason)]->Increment();
+  sctx_.AddTrailingMetadata(std::string(kReasonTrailer),
+                            std::string(ReasonName(reason)));
+  if (upstream_started_ && !upstream_finished_) uctx_.TryCancel();
+  u2c_.queue.clear();
+  c2u_.queue.clear();
+  MaybeFinishDownstream();
+}
+
+void ProxyCall::ForceDrain() {
+  if (!accepted_ || finish_posted_ || local_status_) return;
+  Abort(grpc::StatusCode::UNAVAILABLE,
+        "sluice: draining; the call did not finish within drain_timeout",
+        Reason::kDraining);
+}
+
+void ProxyCall::MaybeFinishDownstream() {
+  if (finish_posted_ || sinit_pending_ || u2c_.writing) return;
+  grpc::Status status;
+  if (local_status_) {
+    status = *local_status_;
+  } else if (upstream_finished_ && (u2c_.queue.empty() || u2c_.dst_failed)) {
+    for (const auto& [key, value] : uctx_.GetServerTrailingMetadata()) {
+      std::string_view k = View(key);
+      if (IsHopByHopResponseKey(k)) continue;
+      sctx_.AddTrailingMetadata(std::string(k), std::string(View(value)));
+    }
+    status = upstream_status_;
+  } else {
+    return;
+  }
+  finish_posted_ = true;
+  final_code_ = status.error_code();
+  if (idle_armed_) idle_alarm_.Cancel();
+  ++outstanding_;
+  sstream_.Finish(status, &sfinish_tag_);
+}
+
+void ProxyCall::OnDownstreamFinished(bool /*ok*/) {
+  int code = static_cast<int>(final_code_);
+  if (code >= 0 && code < kGrpcCodeCount) stats_->handled[code]->Increment();
+  Release();
+}
+
+void ProxyCall::OnDone(bool /*ok*/) {
+  done_seen_ = true;
+  if (sctx_.IsCancelled() && !counted_cancel_) {
+    counted_cancel_ = true;
+    if (stats_ != nullptr && !finish_posted_) stats_->client_cancels->Increment();
+    // The client cancelled or vanished: cancel the upstream call at once.
+    if (upstream_started_ && !upstream_finished_) uctx_.TryCancel();
+    u2c_.dst_failed = true;
+    u2c_.queue.clear();
+    c2u_.src_done = true;
+    if (!finish_posted_) {
+      // Nobody will read the status, but Finish frees the server call.
+      local_status_ = grpc::Status(grpc::StatusCode::CANCELLED,
+                                   "sluice: client cancelled");
+      MaybeFinishDownstream();
+    }
+  }
+  Release();
+}
+
+// ---- idle timeout ----
+
+void ProxyCall::ArmIdleAlarm(absl::Time at) {
+  idle_armed_ = true;
+  ++outstanding_;
+  idle_alarm_.Set(worker_->cq(), absl::ToChronoTime(at), &idle_tag_);
+}
+
+void ProxyCall::OnIdleAlarm(bool ok) {
+  idle_armed_ = false;
+  if (ok && !finish_posted_ && !local_status_) {
+    const absl::Duration timeout = route_->deadline.stream_idle_timeout;
+    const absl::Time now = absl::Now();
+    if (now - last_activity_ >= timeout) {
+      Abort(grpc::StatusCode::DEADLINE_EXCEEDED,
+            absl::StrCat("sluice: stream idle for ",
+                         absl::FormatDuration(timeout)),
+            Reason::kIdleTimeout);
+    } else {
+      ArmIdleAlarm(last_activity_ + timeout);
+    }
+  }
+  Release();
+}
+
+}  // namespace sluice

@@ -1,0 +1,139 @@
+// One proxied call: the downstream (client) call accepted on the data port
+// and the upstream call it is forwarded to, with two pumps between them.
+//
+// Created by its Worker to wait for a call, it owns both calls' contexts and
+// streams and lives on that worker's thread only, so it takes no lock. It
+// counts the operations it has out on the queue and deletes itself once the
+// downstream call is finished and nothing is outstanding. Backpressure: per
+// direction it holds at most `stream_window` messages (read, not yet
+// written); the next read is posted only when a write completes and frees a
+// slot.
+#ifndef SLUICE_SERVER_PROXY_PROXY_CALL_H_
+#define SLUICE_SERVER_PROXY_PROXY_CALL_H_
+
+#include <deque>
+#include <memory>
+#include <optional>
+
+#include "absl/time/time.h"
+#include "grpcpp/alarm.h"
+#include "grpcpp/generic/async_generic_service.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "server/metrics/reason.h"
+#include "server/proxy/cq_tag.h"
+#include "server/proxy/proxy_snapshot.h"
+
+namespace sluice {
+
+class Worker;
+
+class ProxyCall {
+ public:
+  // Creates a call object and posts an accept on the worker's queue.
+  static void Accept(Worker* worker);
+
+  // Worker thread: end the call now with UNAVAILABLE + draining.
+  void ForceDrain();
+
+  // Intrusive list links owned by the Worker.
+  ProxyCall* prev_live = nullptr;
+  ProxyCall* next_live = nullptr;
+
+ private:
+  // One direction of message flow.
+  struct Pump {
+    std::deque<grpc::ByteBuffer> queue;  // read, waiting to be written
+    grpc::ByteBuffer read_buf;
+    grpc::ByteBuffer write_buf;
+    bool reading = false;
+    bool writing = false;
+    bool src_done = false;    // the source has no more messages
+    bool dst_failed = false;  // the destination refuses writes
+    bool closed = false;      // half-close sent to the destination
+    int held() const {
+      return static_cast<int>(queue.size()) + (writing ? 1 : 0) +
+             (reading ? 1 : 0);
+    }
+  };
+
+  explicit ProxyCall(Worker* worker);
+  ~ProxyCall();
+
+  // Completion handlers, one per kind of operation.
+  void OnAccepted(bool ok);
+  void OnDone(bool ok);
+  void OnUpstreamStarted(bool ok);
+  void OnUpstreamInitialMetadata(bool ok);
+  void OnDownstreamInitialMetadataSent(bool ok);
+  void OnClientRead(bool ok);
+  void OnUpstreamWritten(bool ok);
+  void OnUpstreamWritesDone(bool ok);
+  void OnUpstreamRead(bool ok);
+  void OnClientWritten(bool ok);
+  void OnUpstreamFinished(bool ok);
+  void OnDownstreamFinished(bool ok);
+  void OnIdleAlarm(bool ok);
+
+  void StartUpstream();
+  void AdvanceClientToUpstream();
+  void AdvanceUpstreamToClient();
+  // Ends the call with a status Sluice originates (and cancels upstream).
+  void Abort(grpc::StatusCode code, const std::string& message, Reason reason);
+  void MaybeFinishDownstream();
+  void ArmIdleAlarm(absl::Time at);
+  // Drops one outstanding count; deletes the call when it may.
+  void Release();
+
+  Worker* const worker_;
+  std::shared_ptr<const ProxySnapshot> snap_;
+  const RouteSettings* route_ = nullptr;
+  RouteStats* stats_ = nullptr;
+  int window_ = 1;
+  absl::Time accepted_at_;
+  absl::Time last_activity_;
+
+  grpc::GenericServerContext sctx_;
+  grpc::GenericServerAsyncReaderWriter sstream_{&sctx_};
+  grpc::ClientContext uctx_;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> ustream_;
+  grpc::Status upstream_status_;
+  std::optional<grpc::Status> local_status_;
+  grpc::Alarm idle_alarm_;
+
+  Pump c2u_;  // client -> upstream
+  Pump u2c_;  // upstream -> client
+
+  int outstanding_ = 0;
+  bool accepted_ = false;
+  bool done_seen_ = false;          // AsyncNotifyWhenDone fired
+  bool upstream_started_ = false;
+  bool upstream_init_read_ = false;  // initial metadata received
+  bool sinit_pending_ = false;       // SendInitialMetadata in flight
+  bool sinit_sent_ = false;
+  bool upstream_finished_ = false;   // upstream status known
+  bool ufinish_posted_ = false;
+  bool finish_posted_ = false;       // downstream Finish posted
+  bool idle_armed_ = false;
+  bool counted_cancel_ = false;
+  grpc::StatusCode final_code_ = grpc::StatusCode::OK;
+
+  MemberTag<ProxyCall> accept_tag_{this, &ProxyCall::OnAccepted};
+  MemberTag<ProxyCall> done_tag_{this, &ProxyCall::OnDone};
+  MemberTag<ProxyCall> ustart_tag_{this, &ProxyCall::OnUpstreamStarted};
+  MemberTag<ProxyCall> uinit_tag_{this, &ProxyCall::OnUpstreamInitialMetadata};
+  MemberTag<ProxyCall> sinit_tag_{this,
+                                  &ProxyCall::OnDownstreamInitialMetadataSent};
+  MemberTag<ProxyCall> cread_tag_{this, &ProxyCall::OnClientRead};
+  MemberTag<ProxyCall> uwrite_tag_{this, &ProxyCall::OnUpstreamWritten};
+  MemberTag<ProxyCall> uwritesdone_tag_{this,
+                                        &ProxyCall::OnUpstreamWritesDone};
+  MemberTag<ProxyCall> uread_tag_{this, &ProxyCall::OnUpstreamRead};
+  MemberTag<ProxyCall> cwrite_tag_{this, &ProxyCall::OnClientWritten};
+  MemberTag<ProxyCall> ufinish_tag_{this, &ProxyCall::OnUpstreamFinished};
+  MemberTag<ProxyCall> sfinish_tag_{this, &ProxyCall::OnDownstreamFinished};
+  MemberTag<ProxyCall> idle_tag_{this, &ProxyCall::OnIdleAlarm};
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_SERVER_PROXY_PROXY_CALL_H_

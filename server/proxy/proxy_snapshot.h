@@ -1,0 +1,39 @@
+// Everything a call needs from the configuration, frozen at accept time.
+//
+// Built by the DataPlane for each config (startup and every reload) and
+// shared read-only by all workers through shared_ptr; a call keeps the
+// snapshot it started with until it is freed, so a reload never changes a
+// call in flight.
+#ifndef SLUICE_SERVER_PROXY_PROXY_SNAPSHOT_H_
+#define SLUICE_SERVER_PROXY_PROXY_SNAPSHOT_H_
+
+#include <memory>
+#include <vector>
+
+#include "server/config/config.h"
+#include "server/metrics/proxy_metrics.h"
+#include "server/proxy/router.h"
+#include "server/proxy/upstream_pool.h"
+
+namespace sluice {
+
+struct ProxySnapshot {
+  ProxySnapshot(std::shared_ptr<const Config> c,
+                std::shared_ptr<UpstreamPool> p, ProxyMetrics& metrics)
+      : config(std::move(c)), router(*config), pool(std::move(p)) {
+    for (const RouteSettings& r : config->routes()) {
+      route_stats.push_back(metrics.ForRoute(r.name));
+    }
+    no_route_stats = metrics.ForRoute("");
+  }
+
+  std::shared_ptr<const Config> config;
+  Router router;
+  std::shared_ptr<UpstreamPool> pool;
+  std::vector<RouteStats> route_stats;  // parallel to config->routes()
+  RouteStats no_route_stats;
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_SERVER_PROXY_PROXY_SNAPSHOT_H_

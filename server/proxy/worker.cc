@@ -1,0 +1,65 @@
+#include "server/proxy/worker.h"
+
+#include "server/proxy/data_plane.h"
+#include "server/proxy/proxy_call.h"
+
+namespace sluice {
+
+Worker::Worker(int index, DataPlane* plane,
+               std::unique_ptr<grpc::ServerCompletionQueue> cq)
+    : index_(index), plane_(plane), cq_(std::move(cq)) {}
+
+Worker::~Worker() { Join(); }
+
+void Worker::Start(int accepts) {
+  for (int i = 0; i < accepts; ++i) ProxyCall::Accept(this);
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Worker::Run() {
+  void* tag;
+  bool ok;
+  while (cq_->Next(&tag, &ok)) {
+    static_cast<CqTag*>(tag)->Proceed(ok);
+  }
+}
+
+void Worker::ScheduleForceDrain(absl::Time deadline) {
+  drain_alarm_.Set(cq_.get(), absl::ToChronoTime(deadline), &drain_tag_);
+}
+
+void Worker::CancelForceDrain() { drain_alarm_.Cancel(); }
+
+void Worker::OnForceDrain(bool ok) {
+  if (!ok) return;
+  // ForceDrain may free nothing synchronously (each call finishes through
+  // the queue), so walking the list while calling it is safe.
+  for (ProxyCall* c = live_head_; c != nullptr; c = c->next_live) {
+    c->ForceDrain();
+  }
+}
+
+void Worker::ShutdownQueue() { cq_->Shutdown(); }
+
+void Worker::Join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::Link(ProxyCall* call) {
+  call->prev_live = nullptr;
+  call->next_live = live_head_;
+  if (live_head_ != nullptr) live_head_->prev_live = call;
+  live_head_ = call;
+}
+
+void Worker::Unlink(ProxyCall* call) {
+  if (call->prev_live != nullptr) {
+    call->prev_live->next_live = call->next_live;
+  } else {
+    live_head_ = call->next_live;
+  }
+  if (call->next_live != nullptr) call->next_live->prev_live = call->prev_live;
+  call->prev_live = call->next_live = nullptr;
+}
+
+}  // namespace sluice

@@ -1,0 +1,62 @@
+// One data-path worker: a thread draining one ServerCompletionQueue.
+//
+// Owned by the DataPlane. Every call accepted on this queue lives its whole
+// life here (its upstream call is started on the same queue), so a call's
+// state needs no lock. The worker keeps an intrusive list of its live calls,
+// touched only on its own thread, to finish them at the drain deadline.
+#ifndef SLUICE_SERVER_PROXY_WORKER_H_
+#define SLUICE_SERVER_PROXY_WORKER_H_
+
+#include <memory>
+#include <thread>
+
+#include "absl/time/time.h"
+#include "grpcpp/alarm.h"
+#include "grpcpp/server_builder.h"
+#include "server/proxy/cq_tag.h"
+
+namespace sluice {
+
+class DataPlane;
+class ProxyCall;
+
+class Worker {
+ public:
+  Worker(int index, DataPlane* plane,
+         std::unique_ptr<grpc::ServerCompletionQueue> cq);
+  ~Worker();  // joins the thread; the queue must be shut down first
+
+  // Posts the initial accepts and starts the thread.
+  void Start(int accepts);
+  // From any thread: at `deadline`, finish every call still live on this
+  // worker with UNAVAILABLE + `sluice-reason: draining`.
+  void ScheduleForceDrain(absl::Time deadline);
+  void CancelForceDrain();
+  // Shuts the queue down; the thread exits once it is empty.
+  void ShutdownQueue();
+  void Join();
+
+  int index() const { return index_; }
+  DataPlane* plane() const { return plane_; }
+  grpc::ServerCompletionQueue* cq() const { return cq_.get(); }
+
+  // Worker thread only.
+  void Link(ProxyCall* call);
+  void Unlink(ProxyCall* call);
+
+ private:
+  void Run();
+  void OnForceDrain(bool ok);
+
+  const int index_;
+  DataPlane* const plane_;
+  std::unique_ptr<grpc::ServerCompletionQueue> cq_;
+  std::thread thread_;
+  grpc::Alarm drain_alarm_;
+  MemberTag<Worker> drain_tag_{this, &Worker::OnForceDrain};
+  ProxyCall* live_head_ = nullptr;  // worker thread only
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_SERVER_PROXY_WORKER_H_

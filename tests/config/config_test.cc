@@ -1,0 +1,813 @@
+// Tests for the configuration loader: YAML -> JSON -> proto -> validated
+// Config. Every error test pins the exact text an operator would see.
+#include "server/config/config.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "server/config/yaml_to_json.h"
+#include "sluice/config/v1/config.pb.h"
+
+namespace sluice {
+namespace {
+
+constexpr char kSource[] = "test.yaml";
+
+// The smallest valid config: one upstream, one catch-all route.
+constexpr char kMinimal[] = R"(upstreams:
+  - name: a
+    target: 127.0.0.1:50051
+routes:
+  - name: r
+    match: {prefix: /}
+    upstream: a
+)";
+
+std::shared_ptr<const Config> MustParse(const std::string& yaml) {
+  absl::StatusOr<std::shared_ptr<const Config>> config =
+      ParseConfigYaml(yaml, kSource);
+  EXPECT_TRUE(config.ok()) << config.status();
+  return config.ok() ? *config : nullptr;
+}
+
+// The whole error message of a config that must be rejected.
+std::string ErrorOf(const std::string& yaml) {
+  absl::StatusOr<std::shared_ptr<const Config>> config =
+      ParseConfigYaml(yaml, kSource);
+  if (config.ok()) return "<accepted>";
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  return std::string(config.status().message());
+}
+
+// kMinimal with `extra` appended at the top level.
+std::string MinimalWith(const std::string& extra) {
+  return absl::StrCat(kMinimal, extra);
+}
+
+// One upstream "a" and one route whose body (below `- name: r`) is `route`.
+std::string WithRoute(const std::string& route) {
+  return absl::StrCat(
+      "upstreams:\n  - {name: a, target: \"127.0.0.1:50051\"}\n"
+      "routes:\n  - name: r\n",
+      route);
+}
+
+std::string Sha256Hex16(const std::string& data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_Digest(data.data(), data.size(), digest, &size, EVP_sha256(), nullptr);
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(digest), 8));
+}
+
+// ---------------------------------------------------------------------------
+// Valid configs.
+
+TEST(ConfigTest, MinimalConfigGetsEveryDefault) {
+  auto config = MustParse(kMinimal);
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->source(), "test.yaml");
+  EXPECT_EQ(config->data_address(), "0.0.0.0:8080");
+  EXPECT_EQ(config->admin_address(), "127.0.0.1:9901");
+  EXPECT_EQ(config->metrics_address(), "0.0.0.0:9090");
+  EXPECT_GE(config->workers(), 1);
+  EXPECT_LE(config->workers(), 256);
+  EXPECT_EQ(config->drain_timeout(), absl::Seconds(30));
+  EXPECT_EQ(config->stream_window(), 2);
+  EXPECT_EQ(config->forwarded_for_header(), "");
+  EXPECT_EQ(config->max_receive_message_bytes(), 4194304);
+  EXPECT_EQ(config->max_concurrent_streams(), 1000);
+
+  ASSERT_EQ(config->upstreams().size(), 1u);
+  const UpstreamSettings& upstream = config->upstreams()[0];
+  EXPECT_EQ(upstream.name, "a");
+  EXPECT_EQ(upstream.target, "127.0.0.1:50051");
+  EXPECT_EQ(upstream.channels, 2);
+  EXPECT_EQ(upstream.lb_policy, "round_robin");
+  EXPECT_EQ(upstream.keepalive_time, absl::ZeroDuration());
+  EXPECT_EQ(upstream.keepalive_timeout, absl::Seconds(20));
+  EXPECT_FALSE(upstream.keepalive_permit_without_calls);
+  EXPECT_EQ(upstream.max_message_bytes, 4194304);
+  EXPECT_FALSE(upstream.tls);
+  EXPECT_FALSE(upstream.required);
+
+  ASSERT_EQ(config->routes().size(), 1u);
+  const RouteSettings& route = config->routes()[0];
+  EXPECT_EQ(route.name, "r");
+  EXPECT_FALSE(route.exact);
+  EXPECT_EQ(route.match, "/");
+  EXPECT_EQ(route.upstream, "a");
+  EXPECT_EQ(route.upstream_index, 0);
+  EXPECT_EQ(route.deadline.default_timeout, absl::ZeroDuration());
+  EXPECT_EQ(route.deadline.max_timeout, absl::ZeroDuration());
+  EXPECT_EQ(route.deadline.offset, absl::ZeroDuration());
+  EXPECT_EQ(route.deadline.min_budget, absl::Milliseconds(1));
+  EXPECT_EQ(route.deadline.stream_idle_timeout, absl::ZeroDuration());
+}
+
+TEST(ConfigTest, DefaultsAreFilledIntoTheProto) {
+  auto config = MustParse(kMinimal);
+  ASSERT_NE(config, nullptr);
+  const config::v1::Config& p = config->proto();
+  EXPECT_EQ(p.listeners().data(), "0.0.0.0:8080");
+  EXPECT_EQ(p.listeners().admin(), "127.0.0.1:9901");
+  EXPECT_EQ(p.listeners().metrics(), "0.0.0.0:9090");
+  EXPECT_EQ(p.workers(), 0u);  // "one per core" stays 0: same hash anywhere
+  EXPECT_EQ(p.drain_timeout(), "30s");
+  EXPECT_EQ(p.proxy().stream_window(), 2u);
+  EXPECT_EQ(p.proxy().max_receive_message_bytes(), 4194304u);
+  EXPECT_EQ(p.proxy().max_concurrent_streams(), 1000u);
+  EXPECT_EQ(p.upstreams(0).channels(), 2u);
+  EXPECT_EQ(p.upstreams(0).lb_policy(), "round_robin");
+  EXPECT_EQ(p.upstreams(0).keepalive().time(), "0s");
+  EXPECT_EQ(p.upstreams(0).keepalive().timeout(), "20s");
+  EXPECT_EQ(p.upstreams(0).max_message_bytes(), 4194304u);
+  EXPECT_FALSE(p.upstreams(0).has_tls());
+  EXPECT_EQ(p.routes(0).deadline().default_timeout(), "0s");
+  EXPECT_EQ(p.routes(0).deadline().max_timeout(), "0s");
+  EXPECT_EQ(p.routes(0).deadline().offset(), "0s");
+  EXPECT_EQ(p.routes(0).deadline().min_budget(), "1ms");
+  EXPECT_EQ(p.routes(0).deadline().stream_idle_timeout(), "0s");
+}
+
+TEST(ConfigTest, FullConfigWithEveryField) {
+  auto config = MustParse(R"(
+listeners:
+  data: "[::1]:18080"
+  admin: localhost:19901
+  metrics: 10.1.2.3:0
+workers: 3
+drain_timeout: 1m30s
+upstreams:
+  - name: backend-1.v2
+    target: dns:///backend.default.svc.cluster.local:50051
+    channels: 64
+    lb_policy: pick_first
+    keepalive:
+      time: 30s
+      timeout: 5s
+      permit_without_calls: true
+    max_message_bytes: 1048576
+    tls:
+      enabled: true
+      ca_file: /etc/ssl/ca.pem
+      cert_file: /etc/ssl/client.pem
+      key_file: /etc/ssl/client.key
+      server_name: backend.example.com
+    required: true
+  - name: "123"
+    target: unix:/run/app.sock
+routes:
+  - name: get_user
+    match:
+      method: /acme.users.v1.Users/GetUser
+    upstream: backend-1.v2
+    deadline:
+      default_timeout: 1.5s
+      max_timeout: 2m
+      offset: 250ms
+      min_budget: 2ms
+      stream_idle_timeout: 1h30m
+  - name: rest
+    match: {prefix: /acme.}
+    upstream: 123
+proxy:
+  stream_window: 1
+  forwarded_for_header: X-Forwarded-For
+  max_receive_message_bytes: 65536
+  max_concurrent_streams: 100
+)");
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->data_address(), "[::1]:18080");
+  EXPECT_EQ(config->admin_address(), "localhost:19901");
+  EXPECT_EQ(config->metrics_address(), "10.1.2.3:0");
+  EXPECT_EQ(config->workers(), 3);
+  EXPECT_EQ(config->drain_timeout(), absl::Seconds(90));
+  EXPECT_EQ(config->stream_window(), 1);
+  EXPECT_EQ(config->forwarded_for_header(), "x-forwarded-for");
+  EXPECT_EQ(config->proto().proxy().forwarded_for_header(), "x-forwarded-for");
+  EXPECT_EQ(config->max_receive_message_bytes(), 65536);
+  EXPECT_EQ(config->max_concurrent_streams(), 100);
+
+  ASSERT_EQ(config->upstreams().size(), 2u);
+  const UpstreamSettings& b = config->upstreams()[0];
+  EXPECT_EQ(b.name, "backend-1.v2");
+  EXPECT_EQ(b.target, "dns:///backend.default.svc.cluster.local:50051");
+  EXPECT_EQ(b.channels, 64);
+  EXPECT_EQ(b.lb_policy, "pick_first");
+  EXPECT_EQ(b.keepalive_time, absl::Seconds(30));
+  EXPECT_EQ(b.keepalive_timeout, absl::Seconds(5));
+  EXPECT_TRUE(b.keepalive_permit_without_calls);
+  EXPECT_EQ(b.max_message_bytes, 1048576);
+  EXPECT_TRUE(b.tls);
+  EXPECT_EQ(b.tls_ca_file, "/etc/ssl/ca.pem");
+  EXPECT_EQ(b.tls_cert_file, "/etc/ssl/client.pem");
+  EXPECT_EQ(b.tls_key_file, "/etc/ssl/client.key");
+  EXPECT_EQ(b.tls_server_name, "backend.example.com");
+  EXPECT_TRUE(b.required);
+  // A name that looks like a number is still a string.
+  EXPECT_EQ(config->upstreams()[1].name, "123");
+  EXPECT_EQ(config->upstreams()[1].target, "unix:/run/app.sock");
+
+  ASSERT_EQ(config->routes().size(), 2u);
+  const RouteSettings& get_user = config->routes()[0];
+  EXPECT_TRUE(get_user.exact);
+  EXPECT_EQ(get_user.match, "/acme.users.v1.Users/GetUser");
+  EXPECT_EQ(get_user.upstream_index, 0);
+  EXPECT_EQ(get_user.deadline.default_timeout, absl::Milliseconds(1500));
+  EXPECT_EQ(get_user.deadline.max_timeout, absl::Minutes(2));
+  EXPECT_EQ(get_user.deadline.offset, absl::Milliseconds(250));
+  EXPECT_EQ(get_user.deadline.min_budget, absl::Milliseconds(2));
+  EXPECT_EQ(get_user.deadline.stream_idle_timeout, absl::Minutes(90));
+  const RouteSettings& rest = config->routes()[1];
+  EXPECT_FALSE(rest.exact);
+  EXPECT_EQ(rest.match, "/acme.");
+  EXPECT_EQ(rest.upstream, "123");
+  EXPECT_EQ(rest.upstream_index, 1);
+}
+
+TEST(ConfigTest, NullValuesLeaveFieldsUnset) {
+  auto config =
+      MustParse(MinimalWith("listeners:\nproxy:\n  stream_window:\n"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->data_address(), "0.0.0.0:8080");
+  EXPECT_EQ(config->stream_window(), 2);
+}
+
+TEST(ConfigTest, WorkersZeroMeansOnePerCore) {
+  auto config = MustParse(MinimalWith("workers: 0\n"));
+  ASSERT_NE(config, nullptr);
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  EXPECT_EQ(config->workers(), std::clamp(cores, 1, 256));
+}
+
+TEST(ConfigTest, HashIsSha256OfTheCanonicalJson) {
+  auto config = MustParse(kMinimal);
+  ASSERT_NE(config, nullptr);
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  ASSERT_TRUE(google::protobuf::util::MessageToJsonString(config->proto(),
+                                                          &json, options)
+                  .ok());
+  EXPECT_EQ(config->hash().size(), 16u);
+  EXPECT_EQ(config->hash(), Sha256Hex16(json));
+}
+
+TEST(ConfigTest, HashIgnoresSpellingAndFollowsContent) {
+  auto minimal = MustParse(kMinimal);
+  // The same config, with its defaults spelled out and in flow style.
+  auto explicit_defaults = MustParse(R"(
+listeners: {data: "0.0.0.0:8080", admin: "127.0.0.1:9901"}
+drain_timeout: 30s
+upstreams: [{name: a, target: "127.0.0.1:50051", channels: 2}]
+routes: [{name: r, match: {prefix: /}, upstream: a,
+          deadline: {min_budget: 1ms}}]
+)");
+  auto other = MustParse(MinimalWith("drain_timeout: 31s\n"));
+  ASSERT_NE(minimal, nullptr);
+  ASSERT_NE(explicit_defaults, nullptr);
+  ASSERT_NE(other, nullptr);
+  EXPECT_EQ(minimal->hash(), explicit_defaults->hash());
+  EXPECT_NE(minimal->hash(), other->hash());
+}
+
+TEST(ConfigTest, FromProtoNamesTheSource) {
+  config::v1::Config proto;
+  config::v1::Upstream* upstream = proto.add_upstreams();
+  upstream->set_name("a");
+  upstream->set_target("127.0.0.1:1");
+  config::v1::Route* route = proto.add_routes();
+  route->set_name("r");
+  route->mutable_match()->set_method("/pkg.Svc/Call");
+  route->set_upstream("a");
+  proto.mutable_listeners()->set_data("127.0.0.1:0");
+
+  auto config = Config::FromProto(proto, "flags");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ((*config)->source(), "flags");
+  EXPECT_EQ((*config)->data_address(), "127.0.0.1:0");
+  EXPECT_TRUE((*config)->routes()[0].exact);
+
+  proto.mutable_listeners()->set_data("8080");
+  auto bad = Config::FromProto(proto, "flags");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(),
+            "flags: listeners.data: invalid address \"8080\" (expected "
+            "host:port, e.g. \"0.0.0.0:8080\")");
+}
+
+// ---------------------------------------------------------------------------
+// Schema errors, found while converting YAML to JSON.
+
+TEST(ConfigErrorTest, UnknownFieldSuggestsTheNearName) {
+  EXPECT_EQ(ErrorOf(R"(upstreams:
+  - {name: a, target: "127.0.0.1:1"}
+routes:
+  - name: r
+    match: {prefix: /}
+    upstream: a
+  - name: s
+    matc: {prefix: /x}
+    upstream: a
+)"),
+            "test.yaml: routes[1].matc (line 8): unknown field \"matc\" "
+            "(did you mean \"match\"?)");
+}
+
+TEST(ConfigErrorTest, CamelCaseFieldSuggestsTheProtoName) {
+  EXPECT_EQ(ErrorOf(MinimalWith("drainTimeout: 5s\n")),
+            "test.yaml: drainTimeout (line 8): unknown field "
+            "\"drainTimeout\" (did you mean \"drain_timeout\"?)");
+}
+
+TEST(ConfigErrorTest, UnknownFieldListsTheKnownOnes) {
+  EXPECT_EQ(ErrorOf(MinimalWith("limits: {}\n")),
+            "test.yaml: limits (line 8): unknown field \"limits\" (known "
+            "fields: listeners, workers, drain_timeout, upstreams, routes, "
+            "proxy)");
+}
+
+TEST(ConfigErrorTest, IntegerFieldRejectsText) {
+  EXPECT_EQ(ErrorOf(MinimalWith("workers: abc\n")),
+            "test.yaml: workers (line 8): expected an unsigned integer, got "
+            "\"abc\"");
+}
+
+TEST(ConfigErrorTest, UnsignedFieldRejectsNegative) {
+  EXPECT_EQ(ErrorOf(MinimalWith("workers: -1\n")),
+            "test.yaml: workers (line 8): expected an unsigned integer, got "
+            "\"-1\"");
+}
+
+TEST(ConfigErrorTest, IntegerOutOfRangeForItsType) {
+  EXPECT_EQ(ErrorOf(MinimalWith("proxy: {stream_window: 5000000000}\n")),
+            "test.yaml: proxy.stream_window (line 8): 5000000000 is out of "
+            "range for uint32");
+}
+
+TEST(ConfigErrorTest, StringFieldRejectsAMap) {
+  EXPECT_EQ(ErrorOf(MinimalWith("listeners:\n  data:\n    port: 8080\n")),
+            "test.yaml: listeners.data (line 10): expected a string, got a "
+            "map");
+}
+
+TEST(ConfigErrorTest, BoolFieldRejectsOtherWords) {
+  EXPECT_EQ(ErrorOf(R"(upstreams:
+  - name: a
+    target: 127.0.0.1:1
+    required: maybe
+routes: [{name: r, match: {prefix: /}, upstream: a}]
+)"),
+            "test.yaml: upstreams[0].required (line 4): expected true or "
+            "false, got \"maybe\"");
+}
+
+TEST(ConfigErrorTest, MessageFieldRejectsAScalar) {
+  EXPECT_EQ(ErrorOf(MinimalWith("listeners: 8080\n")),
+            "test.yaml: listeners (line 8): expected a map, got \"8080\"");
+}
+
+TEST(ConfigErrorTest, RepeatedFieldRejectsAMap) {
+  EXPECT_EQ(ErrorOf("upstreams:\n  name: a\n  target: x:1\n"
+                    "routes: [{name: r, match: {prefix: /}, upstream: a}]\n"),
+            "test.yaml: upstreams (line 2): expected a list (\"- item\" lines "
+            "or [a, b]), got a map");
+}
+
+TEST(ConfigErrorTest, MethodAndPrefixAreExclusive) {
+  EXPECT_EQ(ErrorOf(WithRoute("    match:\n"
+                              "      method: /a.B/C\n"
+                              "      prefix: /a.B/\n"
+                              "    upstream: a\n")),
+            "test.yaml: routes[0].match (line 6): only one of \"method\" or "
+            "\"prefix\" may be set (they are alternatives)");
+}
+
+TEST(ConfigErrorTest, DuplicateYamlKey) {
+  EXPECT_EQ(ErrorOf(MinimalWith("workers: 1\nworkers: 2\n")),
+            "test.yaml: workers (line 9): duplicate key \"workers\" (first at "
+            "line 8)");
+}
+
+TEST(ConfigErrorTest, KeysMustBeFieldNames) {
+  EXPECT_EQ(ErrorOf(MinimalWith("[a, b]: 1\n")),
+            "test.yaml: top level (line 8): keys must be field names, got a "
+            "list");
+}
+
+TEST(ConfigErrorTest, StringsMustBeUtf8) {
+  EXPECT_EQ(ErrorOf(WithRoute("    match: {prefix: \"/\xff\"}\n"
+                              "    upstream: a\n")),
+            "test.yaml: routes[0].match.prefix (line 5): not valid UTF-8 "
+            "text");
+}
+
+TEST(ConfigErrorTest, AllSchemaErrorsAreReported) {
+  EXPECT_EQ(ErrorOf(R"(workers: many
+listeners: {data: [1, 2], admn: x}
+upstreams:
+  - {name: a, target: "127.0.0.1:1", channels: two}
+routes: [{name: r, match: {prefix: /}, upstream: a}]
+)"),
+            "test.yaml: workers (line 1): expected an unsigned integer, got "
+            "\"many\"\n"
+            "test.yaml: listeners.data (line 2): expected a string, got a "
+            "list\n"
+            "test.yaml: listeners.admn (line 2): unknown field \"admn\" (did "
+            "you mean \"admin\"?)\n"
+            "test.yaml: upstreams[0].channels (line 4): expected an unsigned "
+            "integer, got \"two\"");
+}
+
+// ---------------------------------------------------------------------------
+// Document-level errors.
+
+TEST(ConfigErrorTest, BadYamlSyntax) {
+  EXPECT_EQ(ErrorOf("upstreams:\n  - name: a\n    target: [1, 2\n"),
+            "test.yaml: invalid YAML (line 4, column 1): end of sequence flow "
+            "not found");
+}
+
+TEST(ConfigErrorTest, EmptyFile) {
+  const std::string expected =
+      "test.yaml: the document is empty: expected a map of "
+      "sluice.config.v1.Config fields";
+  EXPECT_EQ(ErrorOf(""), expected);
+  EXPECT_EQ(ErrorOf("# only a comment\n"), expected);
+  EXPECT_EQ(ErrorOf("---\n"), expected);
+}
+
+TEST(ConfigErrorTest, TopLevelIsNotAMap) {
+  EXPECT_EQ(ErrorOf("- upstreams\n- routes\n"),
+            "test.yaml: top level (line 1): expected a map of "
+            "sluice.config.v1.Config fields, got a list");
+  EXPECT_EQ(ErrorOf("hello\n"),
+            "test.yaml: top level (line 1): expected a map of "
+            "sluice.config.v1.Config fields, got \"hello\"");
+}
+
+TEST(ConfigErrorTest, TwoDocuments) {
+  EXPECT_EQ(ErrorOf(absl::StrCat(kMinimal, "---\n", kMinimal)),
+            "test.yaml: expected one YAML document, found 2 (separated by "
+            "\"---\")");
+}
+
+TEST(ConfigErrorTest, MissingFile) {
+  auto config = LoadConfigFile("/nonexistent/sluice.yaml");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(config.status().message(),
+            "/nonexistent/sluice.yaml: cannot open config file: No such file "
+            "or directory");
+}
+
+TEST(ConfigErrorTest, FileErrorsNameThePath) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string path =
+      absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/bad_config.yaml");
+  std::ofstream(path) << MinimalWith("wokers: 2\n");
+  auto config = LoadConfigFile(path);
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().message(),
+            absl::StrCat(path,
+                         ": wokers (line 8): unknown field \"wokers\" (did "
+                         "you mean \"workers\"?)"));
+
+  std::ofstream(path) << kMinimal;
+  auto good = LoadConfigFile(path);
+  ASSERT_TRUE(good.ok()) << good.status();
+  EXPECT_EQ((*good)->source(), path);
+}
+
+// ---------------------------------------------------------------------------
+// Validation errors, found in the proto.
+
+TEST(ConfigErrorTest, BadDuration) {
+  EXPECT_EQ(ErrorOf(WithRoute("    match: {prefix: /}\n"
+                              "    upstream: a\n"
+                              "    deadline:\n"
+                              "      max_timeout: 5 seconds\n")),
+            "test.yaml: routes[0].deadline.max_timeout: invalid duration "
+            "\"5 seconds\" (use e.g. \"250ms\", \"1.5s\", \"2m\")");
+}
+
+TEST(ConfigErrorTest, DurationWithoutUnit) {
+  EXPECT_EQ(ErrorOf(MinimalWith("drain_timeout: 30\n")),
+            "test.yaml: drain_timeout: invalid duration \"30\" (use e.g. "
+            "\"250ms\", \"1.5s\", \"2m\")");
+}
+
+TEST(ConfigErrorTest, NegativeDuration) {
+  EXPECT_EQ(ErrorOf(WithRoute("    match: {prefix: /}\n"
+                              "    upstream: a\n"
+                              "    deadline: {offset: -5ms}\n")),
+            "test.yaml: routes[0].deadline.offset: negative duration \"-5ms\" "
+            "(must be >= 0)");
+}
+
+TEST(ConfigErrorTest, InfiniteDuration) {
+  EXPECT_EQ(ErrorOf(MinimalWith("drain_timeout: inf\n")),
+            "test.yaml: drain_timeout: infinite duration \"inf\" (use a "
+            "finite one, e.g. \"1h\")");
+}
+
+TEST(ConfigErrorTest, MaxTimeoutBelowDefaultTimeout) {
+  EXPECT_EQ(ErrorOf(WithRoute("    match: {prefix: /}\n"
+                              "    upstream: a\n"
+                              "    deadline: {default_timeout: 10s, "
+                              "max_timeout: 5s}\n")),
+            "test.yaml: routes[0].deadline.max_timeout: 5s is less than "
+            "default_timeout 10s");
+}
+
+TEST(ConfigErrorTest, UnknownUpstreamInRoute) {
+  EXPECT_EQ(ErrorOf(WithRoute("    match: {prefix: /}\n"
+                              "    upstream: b\n")),
+            "test.yaml: routes[0].upstream: unknown upstream \"b\"");
+}
+
+TEST(ConfigErrorTest, DuplicateUpstreamNames) {
+  EXPECT_EQ(ErrorOf(R"(upstreams:
+  - {name: a, target: "127.0.0.1:1"}
+  - {name: b, target: "127.0.0.1:2"}
+  - {name: a, target: "127.0.0.1:3"}
+routes: [{name: r, match: {prefix: /}, upstream: a}]
+)"),
+            "test.yaml: upstreams[2].name: duplicate name \"a\" (first at "
+            "upstreams[0])");
+}
+
+TEST(ConfigErrorTest, DuplicateRouteNames) {
+  EXPECT_EQ(ErrorOf(R"(upstreams: [{name: a, target: "127.0.0.1:1"}]
+routes:
+  - {name: r, match: {method: /a.B/C}, upstream: a}
+  - {name: r, match: {prefix: /}, upstream: a}
+)"),
+            "test.yaml: routes[1].name: duplicate name \"r\" (first at "
+            "routes[0])");
+}
+
+TEST(ConfigErrorTest, InvalidAndMissingNames) {
+  EXPECT_EQ(ErrorOf(R"(upstreams:
+  - {name: "my upstream", target: "127.0.0.1:1"}
+  - {target: "127.0.0.1:2"}
+routes: [{match: {prefix: /}, upstream: a}]
+)"),
+            "test.yaml: upstreams[0].name: invalid name \"my upstream\" (use "
+            "letters, digits, '_', '.', '-')\n"
+            "test.yaml: upstreams[1].name: required\n"
+            "test.yaml: routes[0].name: required\n"
+            "test.yaml: routes[0].upstream: unknown upstream \"a\"");
+}
+
+TEST(ConfigErrorTest, EmptyRoutes) {
+  EXPECT_EQ(ErrorOf("upstreams: [{name: a, target: \"127.0.0.1:1\"}]\n"
+                    "routes: []\n"),
+            "test.yaml: routes: at least one route is required");
+}
+
+TEST(ConfigErrorTest, NoUpstreams) {
+  // Every problem is reported, not just the first.
+  EXPECT_EQ(ErrorOf("routes: [{name: r, match: {prefix: /}, upstream: a}]\n"),
+            "test.yaml: upstreams: at least one upstream is required\n"
+            "test.yaml: routes[0].upstream: unknown upstream \"a\"");
+}
+
+TEST(ConfigErrorTest, MissingTargetAndRouteFields) {
+  EXPECT_EQ(ErrorOf("upstreams: [{name: a}]\nroutes: [{name: r}]\n"),
+            "test.yaml: upstreams[0].target: required (e.g. "
+            "\"127.0.0.1:50051\" or \"dns:///backend:50051\")\n"
+            "test.yaml: routes[0].match: required: set \"method\" (e.g. "
+            "\"/package.Service/Method\") or \"prefix\" (e.g. "
+            "\"/package.Service/\")\n"
+            "test.yaml: routes[0].upstream: required");
+}
+
+TEST(ConfigErrorTest, AddressWithoutHost) {
+  EXPECT_EQ(ErrorOf(MinimalWith("listeners: {data: 8080}\n")),
+            "test.yaml: listeners.data: invalid address \"8080\" (expected "
+            "host:port, e.g. \"0.0.0.0:8080\")");
+  EXPECT_EQ(ErrorOf(MinimalWith("listeners: {data: \":8080\"}\n")),
+            "test.yaml: listeners.data: invalid address \":8080\": the host "
+            "is missing (use \"0.0.0.0:8080\" for every interface)");
+}
+
+TEST(ConfigErrorTest, AddressWithBadPortOrHost) {
+  EXPECT_EQ(ErrorOf(MinimalWith("listeners:\n"
+                                "  data: 0.0.0.0:65536\n"
+                                "  admin: \"::1:9901\"\n"
+                                "  metrics: 300.1.1.1:9090\n")),
+            "test.yaml: listeners.data: invalid address \"0.0.0.0:65536\": "
+            "port \"65536\" is not a number in 0..65535\n"
+            "test.yaml: listeners.admin: invalid address \"::1:9901\": put an "
+            "IPv6 host in brackets, e.g. \"[::1]:9901\"\n"
+            "test.yaml: listeners.metrics: invalid address "
+            "\"300.1.1.1:9090\": \"300.1.1.1\" is not an IPv4 address");
+  EXPECT_EQ(ErrorOf(MinimalWith("listeners:\n"
+                                "  data: \"[::g]:80\"\n"
+                                "  admin: bad_host:80\n"
+                                "  metrics: localhost:http\n")),
+            "test.yaml: listeners.data: invalid address \"[::g]:80\": \"::g\" "
+            "is not an IPv6 address\n"
+            "test.yaml: listeners.admin: invalid address \"bad_host:80\": "
+            "\"bad_host\" is not a valid host name\n"
+            "test.yaml: listeners.metrics: invalid address "
+            "\"localhost:http\": port \"http\" is not a number in 0..65535");
+}
+
+TEST(ConfigErrorTest, ListenersSharingAPort) {
+  EXPECT_EQ(ErrorOf(MinimalWith("listeners:\n"
+                                "  data: 0.0.0.0:9000\n"
+                                "  admin: 127.0.0.1:9000\n"
+                                "  metrics: 127.0.0.1:0\n")),
+            "test.yaml: listeners.admin: port 9000 is already used by "
+            "listeners.data");
+}
+
+TEST(ConfigErrorTest, BadMethodShape) {
+  EXPECT_EQ(ErrorOf(WithRoute("    match: {method: acme.Users/Get}\n"
+                              "    upstream: a\n")),
+            "test.yaml: routes[0].match.method: invalid method "
+            "\"acme.Users/Get\" (expected \"/package.Service/Method\")");
+  EXPECT_EQ(ErrorOf(WithRoute("    match: {method: /acme.Users/}\n"
+                              "    upstream: a\n")),
+            "test.yaml: routes[0].match.method: invalid method "
+            "\"/acme.Users/\" (expected \"/package.Service/Method\")");
+}
+
+TEST(ConfigErrorTest, BadPrefix) {
+  EXPECT_EQ(ErrorOf(WithRoute("    match: {prefix: acme.Users}\n"
+                              "    upstream: a\n")),
+            "test.yaml: routes[0].match.prefix: invalid prefix "
+            "\"acme.Users\" (must start with \"/\", e.g. "
+            "\"/package.Service/\", or be \"/\" for every call)");
+}
+
+TEST(ConfigErrorTest, UnreachableRoute) {
+  EXPECT_EQ(ErrorOf(R"(upstreams: [{name: a, target: "127.0.0.1:1"}]
+routes:
+  - {name: all, match: {prefix: /}, upstream: a}
+  - {name: users, match: {method: /acme.Users/Get}, upstream: a}
+)"),
+            "test.yaml: routes[1].match: unreachable: routes[0] (\"all\", "
+            "prefix \"/\") comes first and takes every call this route "
+            "matches");
+}
+
+TEST(ConfigErrorTest, UpstreamSettingsOutOfRange) {
+  EXPECT_EQ(ErrorOf(R"(upstreams:
+  - name: a
+    target: "127.0.0.1:1"
+    channels: 65
+    lb_policy: least_request
+    max_message_bytes: 2000000000
+    keepalive: {timeout: 0s}
+    tls: {enabled: true, cert_file: /c.pem}
+routes: [{name: r, match: {prefix: /}, upstream: a}]
+)"),
+            "test.yaml: upstreams[0].channels: 65 is out of range (1..64)\n"
+            "test.yaml: upstreams[0].lb_policy: unknown policy "
+            "\"least_request\" (use \"round_robin\" or \"pick_first\")\n"
+            "test.yaml: upstreams[0].keepalive.timeout: must be greater than "
+            "0 (default \"20s\")\n"
+            "test.yaml: upstreams[0].max_message_bytes: 2000000000 is out of "
+            "range (1..1073741824)\n"
+            "test.yaml: upstreams[0].tls.key_file: required when cert_file "
+            "is set");
+}
+
+TEST(ConfigErrorTest, ProcessSettingsOutOfRange) {
+  EXPECT_EQ(ErrorOf(MinimalWith("workers: 300\n"
+                                "proxy:\n"
+                                "  stream_window: 65\n"
+                                "  forwarded_for_header: grpc-peer\n"
+                                "  max_receive_message_bytes: 1073741825\n")),
+            "test.yaml: workers: 300 is out of range (0..256); 0 means one "
+            "per CPU core\n"
+            "test.yaml: proxy.stream_window: 65 is out of range (1..64)\n"
+            "test.yaml: proxy.forwarded_for_header: \"grpc-peer\" is "
+            "reserved: names starting with \"grpc-\" belong to gRPC\n"
+            "test.yaml: proxy.max_receive_message_bytes: 1073741825 is out of "
+            "range (1..1073741824)");
+}
+
+TEST(ConfigErrorTest, BadForwardedForHeader) {
+  EXPECT_EQ(ErrorOf(MinimalWith("proxy: {forwarded_for_header: \"x peer\"}\n")),
+            "test.yaml: proxy.forwarded_for_header: invalid header name "
+            "\"x peer\" (use letters, digits, '-', '_', '.')");
+  EXPECT_EQ(ErrorOf(MinimalWith("proxy: {forwarded_for_header: x-peer-bin}\n")),
+            "test.yaml: proxy.forwarded_for_header: \"x-peer-bin\" names a "
+            "binary header (\"-bin\"); use a text header such as "
+            "\"x-forwarded-for\"");
+}
+
+// ---------------------------------------------------------------------------
+// YamlToJson on its own.
+
+TEST(YamlToJsonTest, TypesFollowTheSchema) {
+  auto json = YamlTextToJson(
+      "workers: 4\n"
+      "listeners: {data: 8080}\n"
+      "upstreams:\n"
+      "  - name: 007\n"
+      "    target: \"a\\\"b\\\\c\"\n"
+      "    required: yes\n"
+      "routes:\n"
+      "  - match: {method: /a.B/C}\n",
+      *config::v1::Config::descriptor());
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_EQ(
+      *json,
+      R"({"workers":4,"listeners":{"data":"8080"},)"
+      R"("upstreams":[{"name":"007","target":"a\"b\\c","required":true}],)"
+      R"("routes":[{"match":{"method":"/a.B/C"}}]})");
+}
+
+TEST(YamlToJsonTest, MessageRoundTrip) {
+  config::v1::Config proto;
+  ASSERT_TRUE(YamlTextToMessage(kMinimal, &proto).ok());
+  ASSERT_EQ(proto.upstreams_size(), 1);
+  EXPECT_EQ(proto.upstreams(0).target(), "127.0.0.1:50051");
+  EXPECT_EQ(proto.routes(0).match().prefix(), "/");
+}
+
+// ---------------------------------------------------------------------------
+// The shipped examples.
+
+// The examples in the test's runfiles (or, run by hand from the runfiles
+// folder, relative to it).
+std::string ExamplesDir() {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  if (srcdir == nullptr || workspace == nullptr) return "deploy/examples";
+  return absl::StrCat(srcdir, "/", workspace, "/deploy/examples");
+}
+
+TEST(ExamplesTest, EveryExampleLoads) {
+  std::vector<std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(ExamplesDir())) {
+    if (entry.path().extension() == ".yaml") files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  ASSERT_GE(files.size(), 2u) << "no examples found in " << ExamplesDir();
+  for (const std::string& file : files) {
+    auto config = LoadConfigFile(file);
+    EXPECT_TRUE(config.ok()) << config.status();
+  }
+}
+
+TEST(ExamplesTest, DemoIsWhatMakeRunNeeds) {
+  auto loaded = LoadConfigFile(ExamplesDir() + "/demo.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const Config& config = **loaded;
+  EXPECT_EQ(config.data_address(), "127.0.0.1:8080");
+  EXPECT_EQ(config.admin_address(), "127.0.0.1:9901");
+  EXPECT_EQ(config.metrics_address(), "127.0.0.1:9090");
+  ASSERT_EQ(config.upstreams().size(), 1u);
+  EXPECT_EQ(config.upstreams()[0].name, "demo");
+  EXPECT_EQ(config.upstreams()[0].target, "127.0.0.1:50051");
+  ASSERT_EQ(config.routes().size(), 3u);
+  const RouteSettings& ticker = config.routes()[0];
+  EXPECT_EQ(ticker.name, "ticker");
+  EXPECT_EQ(ticker.match, "/sluice.demo.v1.Ticker/");
+  EXPECT_EQ(ticker.deadline.stream_idle_timeout, absl::Seconds(60));
+  const RouteSettings& testing = config.routes()[1];
+  EXPECT_EQ(testing.name, "testing");
+  EXPECT_EQ(testing.match, "/grpc.testing.TestService/");
+  EXPECT_EQ(testing.deadline.default_timeout, absl::Seconds(10));
+  EXPECT_EQ(testing.deadline.max_timeout, absl::Seconds(60));
+  EXPECT_EQ(testing.deadline.offset, absl::Milliseconds(5));
+  const RouteSettings& fallback = config.routes()[2];
+  EXPECT_EQ(fallback.name, "default");
+  EXPECT_FALSE(fallback.exact);
+  EXPECT_EQ(fallback.match, "/");
+}
+
+TEST(ExamplesTest, SidecarListensForProbes) {
+  auto loaded = LoadConfigFile(ExamplesDir() + "/sidecar.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const Config& config = **loaded;
+  EXPECT_EQ(config.data_address(), "0.0.0.0:8080");
+  EXPECT_EQ(config.admin_address(), "0.0.0.0:9901");
+  EXPECT_EQ(config.upstreams()[0].target, "127.0.0.1:50051");
+  ASSERT_EQ(config.routes().size(), 1u);
+  EXPECT_EQ(config.routes()[0].match, "/");
+}
+
+}  // namespace
+}  // namespace sluice

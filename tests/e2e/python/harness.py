@@ -1,0 +1,204 @@
+"""End-to-end test harness: real binaries on 127.0.0.1, Python clients.
+
+Runs under Debian's /usr/bin/python3 (python3-grpcio). Generates the Python
+stubs it needs with /usr/bin/protoc + grpc_python_plugin into a temporary
+folder, starts the demo upstream and sluice on port 0 (their --ready_file
+tells the bound addresses) and stops only the processes it started, by PID.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import xml.etree.ElementTree as ET
+
+ROOT = os.environ.get("TEST_SRCDIR") and os.path.join(
+    os.environ["TEST_SRCDIR"], os.environ.get("TEST_WORKSPACE", "sluice"))
+if not ROOT or not os.path.isdir(ROOT):
+    ROOT = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+
+SLUICE = os.path.join(ROOT, "server", "sluice")
+DEMO_UPSTREAM = os.path.join(ROOT, "server", "demo", "demo_upstream")
+TMP = os.environ.get("TEST_TMPDIR") or tempfile.mkdtemp(prefix="sluice-e2e-")
+
+_PROTOS = [
+    ("/usr/share/grpc-proto", "grpc/testing/empty.proto"),
+    ("/usr/share/grpc-proto", "grpc/testing/messages.proto"),
+    ("/usr/share/grpc-proto", "grpc/testing/test.proto"),
+    ("/usr/share/grpc-proto", "grpc/health/v1/health.proto"),
+    (os.path.join(ROOT, "proto"), "sluice/demo/v1/ticker.proto"),
+    (os.path.join(ROOT, "proto"), "sluice/admin/v1/admin.proto"),
+]
+
+
+def _generate_stubs():
+    out = os.path.join(TMP, "pystubs")
+    if not os.path.isdir(out):
+        os.makedirs(out + ".tmp", exist_ok=True)
+        includes = sorted({inc for inc, _ in _PROTOS}) + ["/usr/include"]
+        for inc, rel in _PROTOS:
+            cmd = ["/usr/bin/protoc"] + ["-I" + i for i in includes] + [
+                "--python_out=" + out + ".tmp",
+                "--grpc_out=" + out + ".tmp",
+                "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",
+                os.path.join(inc, rel)]
+            subprocess.run(cmd, check=True)
+        os.rename(out + ".tmp", out)
+    if out not in sys.path:
+        sys.path.insert(0, out)
+
+
+_generate_stubs()
+
+import grpc  # noqa: E402
+
+
+class Proc:
+    """A process this test started; stop() signals only its own PID."""
+
+    def __init__(self, name, argv, ready_file):
+        self.name = name
+        self.log_path = os.path.join(TMP, f"{name}-{time.monotonic_ns()}.log")
+        self.log = open(self.log_path, "wb")
+        self.ready_file = ready_file
+        self.popen = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        self.pid = self.popen.pid
+        self.info = self._wait_ready()
+
+    def _wait_ready(self, timeout=20.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.popen.returncode}:\n{self.output()}")
+            if os.path.exists(self.ready_file):
+                with open(self.ready_file) as f:
+                    return json.load(f)
+            time.sleep(0.02)  # waiting for a child process to bind, not for logic time
+        raise RuntimeError(f"{self.name} not ready in {timeout}s:\n{self.output()}")
+
+    def output(self):
+        self.log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def signal(self, sig):
+        if self.popen.poll() is None:
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout=30.0):
+        return self.popen.wait(timeout=timeout)
+
+    def stop(self, timeout=30.0):
+        if self.popen.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait()
+        self.log.close()
+        return self.popen.returncode
+
+
+def _ready_path(name):
+    return os.path.join(TMP, f"{name}-{time.monotonic_ns()}.ready.json")
+
+
+def start_upstream(address="127.0.0.1:0"):
+    ready = _ready_path("upstream")
+    p = Proc("upstream", [DEMO_UPSTREAM, f"--listen={address}", f"--ready_file={ready}"], ready)
+    p.address = p.info["address"]
+    return p
+
+
+def write_config(text):
+    path = os.path.join(TMP, f"config-{time.monotonic_ns()}.yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def start_sluice(config_path=None, upstream=None, extra=()):
+    ready = _ready_path("sluice")
+    argv = [SLUICE, f"--ready_file={ready}", "--listen=127.0.0.1:0",
+            "--admin=127.0.0.1:0", "--metrics=127.0.0.1:0", "--workers=2"]
+    if config_path:
+        argv.append(f"--config={config_path}")
+    if upstream:
+        argv.append(f"--upstream={upstream}")
+    argv += list(extra)
+    p = Proc("sluice", argv, ready)
+    p.data, p.admin, p.metrics = p.info["data"], p.info["admin"], p.info["metrics"]
+    return p
+
+
+def channel(address):
+    ch = grpc.insecure_channel(address)
+    grpc.channel_ready_future(ch).result(timeout=10)
+    return ch
+
+
+def scrape(metrics_address):
+    import urllib.request
+    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def metric_value(text, name, labels=None):
+    """Sum of the samples of `name` whose labels include `labels`."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, rest = head.partition("{")
+        if metric != name:
+            continue
+        have = {}
+        if rest:
+            for part in rest.rstrip("}").split(","):
+                if "=" in part:
+                    k, v = part.split("=", 1)
+                    have[k] = v.strip('"')
+        if labels and any(have.get(k) != v for k, v in labels.items()):
+            continue
+        total += float(value)
+        found = True
+    return total if found else None
+
+
+def trailer(metadata, key):
+    for k, v in metadata or ():
+        if k == key:
+            return v
+    return None
+
+
+def main():
+    """Runs the unittest cases of __main__ and writes JUnit XML for Bazel."""
+    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules["__main__"])
+    result = unittest.TextTestRunner(verbosity=2).run(suite)
+    xml_path = os.environ.get("XML_OUTPUT_FILE")
+    if xml_path:
+        root = ET.Element("testsuites")
+        ts = ET.SubElement(root, "testsuite", name=os.path.basename(sys.argv[0]),
+                           tests=str(result.testsRun))
+        bad = {t.id(): msg for t, msg in result.failures + result.errors}
+        for test in _iter_tests(suite):
+            tc = ET.SubElement(ts, "testcase", name=test.id())
+            if test.id() in bad:
+                ET.SubElement(tc, "failure", message="failed").text = bad[test.id()]
+        ET.ElementTree(root).write(xml_path)
+    sys.exit(0 if result.wasSuccessful() else 1)
+
+
+def _iter_tests(suite):
+    for t in suite:
+        if isinstance(t, unittest.TestSuite):
+            yield from _iter_tests(t)
+        else:
+            yield t
