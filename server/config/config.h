@@ -68,6 +68,7 @@ class Config {
   }
   int max_receive_message_bytes() const { return max_receive_message_bytes_; }
   int max_concurrent_streams() const { return max_concurrent_streams_; }
+  bool bdp_probe() const { return proto_.proxy().bdp_probe(); }
   const std::vector<UpstreamSettings>& upstreams() const { return upstreams_; }
   const std::vector<RouteSettings>& routes() const { return routes_; }
   // Hex prefix (16 chars) of SHA-256 over the canonical JSON of proto().

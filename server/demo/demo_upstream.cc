@@ -2,34 +2,16 @@
 
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
-#include "grpcpp/impl/server_builder_option.h"
-#include "grpcpp/impl/server_builder_plugin.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
-#include "grpcpp/support/channel_arguments.h"
 
 namespace sluice::demo {
 namespace {
-
-// Adds the reflection plugin to one ServerBuilder, unlike
-// grpc::reflection::InitProtoReflectionServerBuilderPlugin, which adds it to
-// every ServerBuilder of the process.
-class ReflectionOption final : public grpc::ServerBuilderOption {
- public:
-  void UpdateArguments(grpc::ChannelArguments* /*args*/) override {}
-  void UpdatePlugins(
-      std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins)
-      override {
-    plugins->push_back(
-        std::make_unique<grpc::reflection::ProtoServerReflectionPlugin>());
-  }
-};
 
 // "host:port" -> the host to dial, or "" if `listen` has no ':'.
 std::string DialHost(absl::string_view listen) {
@@ -57,13 +39,15 @@ absl::StatusOr<int> DemoUpstream::Start(absl::string_view listen) {
     return absl::InvalidArgumentError(
         absl::StrCat("listen address must be host:port, got '", listen, "'"));
   }
+  // Process-wide and idempotent; linking libgrpc++_reflection already does
+  // it from a static initializer.
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(std::string(listen),
                            grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&test_service_);
   builder.RegisterService(&ticker_service_);
-  builder.SetOption(std::make_unique<ReflectionOption>());
 
   const bool health_was_enabled = grpc::DefaultHealthCheckServiceEnabled();
   grpc::EnableDefaultHealthCheckService(true);
@@ -78,10 +62,10 @@ absl::StatusOr<int> DemoUpstream::Start(absl::string_view listen) {
   if (grpc::HealthCheckServiceInterface* health =
           server_->GetHealthCheckService()) {
     health->SetServingStatus(true);
-    health->SetServingStatus(
-        grpc::testing::TestService::service_full_name(), true);
-    health->SetServingStatus(
-        sluice::demo::v1::Ticker::service_full_name(), true);
+    health->SetServingStatus(grpc::testing::TestService::service_full_name(),
+                             true);
+    health->SetServingStatus(sluice::demo::v1::Ticker::service_full_name(),
+                             true);
   }
   port_ = port;
   address_ = absl::StrCat(host, ":", port);

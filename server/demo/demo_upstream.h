@@ -21,16 +21,18 @@ namespace sluice::demo {
 // (gRPC's default service: "" and both service names SERVING; NOT_SERVING
 // once Shutdown starts) and server reflection (grpc.reflection.v1alpha).
 //
-// Reflection is added to this server only (a per-builder option), not
-// process-wide, so other servers in the same process, such as Sluice's
-// data port, keep proxying reflection. The default health service is
-// switched on for this server's build and the previous process-wide setting
-// restored right after; do not build other servers concurrently with Start.
+// Health and reflection are process-wide gRPC settings. Reflection: linking
+// //third_party:grpc++_reflection registers the reflection plugin for every
+// ServerBuilder in the process (a static initializer in libgrpc++_reflection;
+// Start also calls InitProtoReflectionServerBuilderPlugin). Health: Start
+// switches the default health service on for this server's build and
+// restores the previous setting right after, so do not build other servers
+// concurrently with Start.
 //
 // Ownership and threads: owned by one thread (main, or a test fixture),
-// which calls Start once and Shutdown at most once; the destructor shuts
-// down with no grace if needed. The services run on gRPC's callback
-// threads; the service accessors are thread-safe.
+// which calls Start once and then Shutdown (idempotent); the destructor
+// shuts down with no grace if that has not happened. The services run on
+// gRPC's callback threads; the service accessors are thread-safe.
 class DemoUpstream {
  public:
   DemoUpstream();

@@ -36,8 +36,8 @@ absl::Status WriteReadyFile(const std::string& path,
     if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ",
-                                            path));
+    return absl::InternalError(
+        absl::StrCat("cannot rename ", tmp, " to ", path));
   }
   return absl::OkStatus();
 }
@@ -74,8 +74,7 @@ int main(int argc, char** argv) {
     }
   }
   // After the ready file, so whoever reads this line may read the file.
-  std::cout << "demo-upstream listening on " << upstream.address()
-            << std::endl;
+  std::cout << "demo-upstream listening on " << upstream.address() << std::endl;
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);

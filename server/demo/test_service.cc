@@ -41,9 +41,9 @@ enum Method : int {
 };
 
 constexpr const char* kMethodNames[] = {
-    "EmptyCall",          "UnaryCall",      "CacheableUnaryCall",
+    "EmptyCall",           "UnaryCall",          "CacheableUnaryCall",
     "StreamingOutputCall", "StreamingInputCall", "FullDuplexCall",
-    "HalfDuplexCall",     "UnimplementedCall",
+    "HalfDuplexCall",      "UnimplementedCall",
 };
 
 constexpr int64_t kMaxPayloadBytes = int64_t{64} << 20;
@@ -302,7 +302,7 @@ class PlannedWriter : public Base {
 
   CallStats* const stats_;
   const Method method_;
-  StreamingOutputCallResponse response_;  // token holder only
+  StreamingOutputCallResponse response_;      // token holder only
   bool waited_ ABSL_GUARDED_BY(mu_) = false;  // waited for plan_[next_]
   bool alarm_pending_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;  // OnDone ran
@@ -313,8 +313,7 @@ class StreamingOutputReactor final
     : public PlannedWriter<
           grpc::ServerWriteReactor<StreamingOutputCallResponse>> {
  public:
-  StreamingOutputReactor(CallStats* stats,
-                         grpc::CallbackServerContext* context,
+  StreamingOutputReactor(CallStats* stats, grpc::CallbackServerContext* context,
                          const StreamingOutputCallRequest& request)
       : PlannedWriter(stats, kStreamingOutputCall, context) {
     grpc::Status status;
@@ -348,9 +347,8 @@ class StreamingOutputReactor final
 // FullDuplexCall (ping-pong: read one request, write its responses, read
 // the next) and HalfDuplexCall (read all, then write all).
 class DuplexReactor final
-    : public PlannedWriter<
-          grpc::ServerBidiReactor<StreamingOutputCallRequest,
-                                  StreamingOutputCallResponse>> {
+    : public PlannedWriter<grpc::ServerBidiReactor<
+          StreamingOutputCallRequest, StreamingOutputCallResponse>> {
  public:
   DuplexReactor(CallStats* stats, Method method,
                 grpc::CallbackServerContext* context)

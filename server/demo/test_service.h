@@ -81,8 +81,7 @@ class TestService final : public grpc::testing::TestService::CallbackService {
                           grpc::testing::StreamingOutputCallResponse>*
   HalfDuplexCall(grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* UnimplementedCall(
-      grpc::CallbackServerContext* context,
-      const grpc::testing::Empty* request,
+      grpc::CallbackServerContext* context, const grpc::testing::Empty* request,
       grpc::testing::Empty* response) override;
 
   // Observability. `method` is a short name ("UnaryCall") or a full one

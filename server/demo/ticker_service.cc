@@ -152,13 +152,13 @@ class TickReactor final : public grpc::ServerWriteReactor<Tick> {
   }
 
   CallStats* const stats_;
-  const uint64_t count_;          // 0: unbounded
+  const uint64_t count_;  // 0: unbounded
   const absl::Duration interval_;
   Tick tick_;  // token holder only; the payload is filled once
 
   absl::Mutex mu_;
   uint64_t sent_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Time due_ ABSL_GUARDED_BY(mu_);  // when the next tick is due
+  absl::Time due_ ABSL_GUARDED_BY(mu_);       // when the next tick is due
   bool broken_ ABSL_GUARDED_BY(mu_) = false;  // cancelled, or a write failed
   bool alarm_pending_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;  // OnDone ran
@@ -181,9 +181,7 @@ int64_t TickerService::MessagesWritten() const {
   return stats_.Total().messages_written;
 }
 
-int64_t TickerService::StreamsStarted() const {
-  return stats_.Total().started;
-}
+int64_t TickerService::StreamsStarted() const { return stats_.Total().started; }
 
 int64_t TickerService::StreamsOpen() const {
   return stats_.Total().in_flight();

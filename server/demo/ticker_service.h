@@ -42,7 +42,7 @@ class TickerService final : public sluice::demo::v1::Ticker::CallbackService {
       const sluice::demo::v1::SubscribeRequest* request) override;
 
   // Observability.
-  int64_t MessagesWritten() const;   // ticks whose write completed
+  int64_t MessagesWritten() const;  // ticks whose write completed
   int64_t StreamsStarted() const;
   int64_t StreamsOpen() const;       // started and not yet finished (OnDone)
   int64_t StreamsCancelled() const;  // OnCancel ran

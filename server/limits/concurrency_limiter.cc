@@ -43,8 +43,7 @@ thread_local bool tls_dispatching = false;
 
 }  // namespace
 
-ConcurrencyLimiter::ConcurrencyLimiter(int64_t max_in_flight,
-                                       int64_t max_queue)
+ConcurrencyLimiter::ConcurrencyLimiter(int64_t max_in_flight, int64_t max_queue)
     : max_in_flight_(std::max<int64_t>(0, max_in_flight)),
       max_queue_(std::max<int64_t>(0, max_queue)) {}
 
@@ -150,6 +149,7 @@ int64_t ConcurrencyLimiter::max_queue() const {
 }
 
 void ConcurrencyLimiter::PushBackLocked(Waiter* waiter) {
+  assert(!waiter->queued_ && "Waiter enqueued twice");
   waiter->prev_ = tail_;
   waiter->next_ = nullptr;
   waiter->grant_next_ = nullptr;

@@ -32,8 +32,7 @@ KeyedTokenBuckets::KeyedTokenBuckets(const TokenBucket::Config& per_key,
 }
 
 KeyedTokenBuckets::Decision KeyedTokenBuckets::TryTake(absl::string_view key,
-                                                       int64_t now,
-                                                       int64_t n) {
+                                                       int64_t now, int64_t n) {
   const size_t hash = KeyHash()(key);
   Shard& shard = shards_[ShardIndex(hash)];
   Decision result;
@@ -47,8 +46,8 @@ KeyedTokenBuckets::Decision KeyedTokenBuckets::TryTake(absl::string_view key,
       return result;
     }
     int64_t new_tat;
-    static_cast<TokenBucket::Decision&>(result) = config_.Take(
-        TokenBucket::Config::kFreshTat, now, n, &new_tat);
+    static_cast<TokenBucket::Decision&>(result) =
+        config_.Take(TokenBucket::Config::kFreshTat, now, n, &new_tat);
     // Nothing taken (probe, or more than a burst): a fresh bucket is what a
     // missing key already means.
     if (new_tat == TokenBucket::Config::kFreshTat) return result;

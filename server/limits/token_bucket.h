@@ -92,8 +92,7 @@ class TokenBucket {
     // Tries to take `n` tokens. On admission sets *new_tat to the TAT to
     // store; otherwise leaves it equal to `tat`. n <= 0 is a probe: admitted,
     // nothing taken.
-    Decision Take(int64_t tat, int64_t now, int64_t n,
-                  int64_t* new_tat) const {
+    Decision Take(int64_t tat, int64_t now, int64_t n, int64_t* new_tat) const {
       const int64_t base = std::max(tat, now);
       *new_tat = tat;
       Decision d;

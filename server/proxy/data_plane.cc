@@ -1,5 +1,6 @@
 #include "server/proxy/data_plane.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -15,6 +16,10 @@ namespace {
 // Accepts kept posted per worker, so a burst of new calls does not wait for
 // the worker to re-arm one accept at a time.
 constexpr int kAcceptsPerWorker = 16;
+
+// How long a drain keeps answering new calls itself before it closes the
+// port (GOAWAY).
+constexpr absl::Duration kRefuseWindow = absl::Milliseconds(500);
 
 bool SameUpstreams(const Config& a, const Config& b) {
   if (a.upstreams().size() != b.upstreams().size()) return false;
@@ -71,6 +76,8 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                              config->max_concurrent_streams());
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE,
+                             config->bdp_probe() ? 1 : 0);
   // The data port answers every method through the generic service: no
   // built-in health service and no reflection here.
   builder.SetOption(std::make_unique<grpc::HealthCheckServiceServerBuilderOption>(
@@ -153,7 +160,15 @@ void DataPlane::CallAccepted() {
 
 void DataPlane::CallFreed() {
   metrics_->calls_in_flight().Decrement();
-  if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
+  in_flight_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void DataPlane::CallObjectCreated() {
+  alive_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void DataPlane::CallObjectDestroyed() {
+  if (alive_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
       draining_.load()) {
     absl::MutexLock lock(&freed_mu_);
     freed_cv_.SignalAll();
@@ -167,17 +182,25 @@ void DataPlane::Drain(absl::Duration timeout) {
   draining_.store(true);
   const absl::Time force_at = absl::Now() + timeout;
   for (auto& w : workers_) w->ScheduleForceDrain(force_at);
+  // For a short window, keep accepting so that calls racing the drain get
+  // a clear UNAVAILABLE + `sluice-reason: draining` (which clients retry
+  // elsewhere) instead of being cancelled by the transport; health is
+  // NOT_SERVING already, so load balancers stop sending meanwhile.
+  if (in_flight_.load() > 0 || timeout > absl::ZeroDuration()) {
+    absl::SleepFor(std::min(kRefuseWindow, timeout));
+  }
+  accepting_.store(false);
   // Stops accepting at once; waits for live calls until the deadline (the
   // workers finish them with UNAVAILABLE at force_at), then cancels any
   // left.
   server_->Shutdown(absl::ToChronoTime(force_at + absl::Seconds(2)));
   for (auto& w : workers_) w->CancelForceDrain();
-  // Calls may still have upstream operations out; no queue may shut down
-  // while a call could post to it.
+  // Calls (and accepts whose completion is still queued) may still post
+  // operations; no queue may shut down while any call object is alive.
   {
     const absl::Time give_up = absl::Now() + absl::Seconds(10);
     absl::MutexLock lock(&freed_mu_);
-    while (in_flight_.load() > 0 && absl::Now() < give_up) {
+    while (alive_.load() > 0 && absl::Now() < give_up) {
       freed_cv_.WaitWithDeadline(&freed_mu_, give_up);
     }
   }

@@ -45,6 +45,8 @@ class DataPlane {
     return in_flight_.load(std::memory_order_relaxed);
   }
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
+  // False once the drain closes the port: accepts are not re-posted.
+  bool accepting() const { return accepting_.load(std::memory_order_relaxed); }
   std::shared_ptr<const Config> config() const;
   std::shared_ptr<UpstreamPool> pool() const;
 
@@ -53,6 +55,9 @@ class DataPlane {
   std::shared_ptr<const ProxySnapshot> snapshot(int worker_index);
   void CallAccepted();
   void CallFreed();
+  // Every ProxyCall object, accepted or still waiting for a call.
+  void CallObjectCreated();
+  void CallObjectDestroyed();
 
  private:
   DataPlane() = default;
@@ -73,9 +78,11 @@ class DataPlane {
   std::atomic<uint64_t> version_{1};
 
   std::atomic<int64_t> in_flight_{0};
+  std::atomic<int64_t> alive_{0};
   std::atomic<bool> draining_{false};
+  std::atomic<bool> accepting_{true};
   absl::Mutex freed_mu_;
-  absl::CondVar freed_cv_;  // signalled when the last call is freed
+  absl::CondVar freed_cv_;  // signalled when the last call object dies
   absl::Mutex drain_mu_;
   bool drained_ ABSL_GUARDED_BY(drain_mu_) = false;
 };

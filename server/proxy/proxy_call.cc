@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "grpc/grpc.h"
 #include "absl/time/clock.h"
 #include "server/proxy/data_plane.h"
 #include "server/proxy/deadline_budget.h"
@@ -37,9 +38,12 @@ void ProxyCall::Accept(Worker* worker) {
                                           &call->accept_tag_);
 }
 
-ProxyCall::ProxyCall(Worker* worker) : worker_(worker) {}
+ProxyCall::ProxyCall(Worker* worker) : worker_(worker) {
+  worker_->plane()->CallObjectCreated();
+}
 
 ProxyCall::~ProxyCall() {
+  DataPlane* plane = worker_->plane();
   if (accepted_) {
     worker_->Unlink(this);
     worker_->plane()->CallFreed();
@@ -49,6 +53,7 @@ ProxyCall::~ProxyCall() {
           absl::ToDoubleSeconds(absl::Now() - accepted_at_));
     }
   }
+  plane->CallObjectDestroyed();
 }
 
 void ProxyCall::Release() {
@@ -63,7 +68,7 @@ void ProxyCall::OnAccepted(bool ok) {
     return;
   }
   DataPlane* plane = worker_->plane();
-  if (!plane->draining()) ProxyCall::Accept(worker_);  // keep accepting
+  if (plane->accepting()) ProxyCall::Accept(worker_);  // keep accepting
   accepted_ = true;
   accepted_at_ = absl::Now();
   last_activity_ = accepted_at_;
@@ -131,6 +136,7 @@ void ProxyCall::StartUpstream() {
   grpc::GenericStub* stub = snap_->pool->Pick(route_->upstream_index);
   ustream_ = stub->PrepareCall(&uctx_, sctx_.method(), worker_->cq());
   upstream_started_ = true;
+  upstream_start_pending_ = true;
   ++outstanding_;
   ustream_->StartCall(&ustart_tag_);
   ++outstanding_;
@@ -143,6 +149,8 @@ void ProxyCall::StartUpstream() {
 
 void ProxyCall::OnUpstreamStarted(bool /*ok*/) {
   // A failed start shows up as failed reads/writes and in Finish's status.
+  upstream_start_pending_ = false;
+  AdvanceClientToUpstream();
   Release();
 }
 
@@ -175,7 +183,8 @@ void ProxyCall::OnDownstreamInitialMetadataSent(bool ok) {
 void ProxyCall::AdvanceClientToUpstream() {
   Pump& p = c2u_;
   if (!upstream_started_ || finish_posted_ || local_status_) return;
-  if (!p.writing && !p.dst_failed && !p.queue.empty()) {
+  if (!upstream_start_pending_ && !p.writing && !p.dst_failed &&
+      !p.queue.empty()) {
     p.write_buf = std::move(p.queue.front());
     p.queue.pop_front();
     grpc::WriteOptions options;
@@ -189,8 +198,8 @@ void ProxyCall::AdvanceClientToUpstream() {
     ++outstanding_;
     sstream_.Read(&p.read_buf, &cread_tag_);
   }
-  if (p.src_done && !p.closed && !p.writing && p.queue.empty() &&
-      !p.dst_failed) {
+  if (!upstream_start_pending_ && p.src_done && !p.closed && !p.writing &&
+      p.queue.empty() && !p.dst_failed) {
     p.closed = true;
     ++outstanding_;
     ustream_->WritesDone(&uwritesdone_tag_);
@@ -204,10 +213,15 @@ void ProxyCall::OnClientRead(bool ok) {
     last_activity_ = absl::Now();
     stats_->msg_received->Increment();
     p.queue.push_back(std::move(p.read_buf));
+    AdvanceClientToUpstream();
+  } else if (grpc_call_failed_before_recv_message(sctx_.c_call())) {
+    // The client cancelled or vanished (not a graceful half-close): never
+    // half-close upstream, which would commit a cancelled upload; cancel it.
+    OnClientGone();
   } else {
-    p.src_done = true;  // half-close, or the client is gone (see OnDone)
+    p.src_done = true;  // a graceful half-close: forward it
+    AdvanceClientToUpstream();
   }
-  AdvanceClientToUpstream();
   Release();
 }
 
@@ -343,7 +357,12 @@ void ProxyCall::OnDownstreamFinished(bool /*ok*/) {
 
 void ProxyCall::OnDone(bool /*ok*/) {
   done_seen_ = true;
-  if (sctx_.IsCancelled() && !counted_cancel_) {
+  if (sctx_.IsCancelled()) OnClientGone();
+  Release();
+}
+
+void ProxyCall::OnClientGone() {
+  if (!counted_cancel_) {
     counted_cancel_ = true;
     if (stats_ != nullptr && !finish_posted_) stats_->client_cancels->Increment();
     // The client cancelled or vanished: cancel the upstream call at once.
@@ -358,7 +377,6 @@ void ProxyCall::OnDone(bool /*ok*/) {
       MaybeFinishDownstream();
     }
   }
-  Release();
 }
 
 // ---- idle timeout ----

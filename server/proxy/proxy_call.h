@@ -80,6 +80,8 @@ class ProxyCall {
   // Ends the call with a status Sluice originates (and cancels upstream).
   void Abort(grpc::StatusCode code, const std::string& message, Reason reason);
   void MaybeFinishDownstream();
+  // The client cancelled or disconnected: cancel upstream, count it once.
+  void OnClientGone();
   void ArmIdleAlarm(absl::Time at);
   // Drops one outstanding count; deletes the call when it may.
   void Release();
@@ -107,6 +109,7 @@ class ProxyCall {
   bool accepted_ = false;
   bool done_seen_ = false;          // AsyncNotifyWhenDone fired
   bool upstream_started_ = false;
+  bool upstream_start_pending_ = false;  // StartCall's batch in flight
   bool upstream_init_read_ = false;  // initial metadata received
   bool sinit_pending_ = false;       // SendInitialMetadata in flight
   bool sinit_sent_ = false;

@@ -65,6 +65,7 @@ absl::StatusOr<std::unique_ptr<UpstreamPool>> UpstreamPool::Create(
       // Transparent proxying: never retry on the client's behalf.
       args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
       args.SetString(GRPC_ARG_PRIMARY_USER_AGENT_STRING, "sluice");
+      args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, config.bdp_probe() ? 1 : 0);
       if (u.keepalive_time > absl::ZeroDuration()) {
         args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
                     static_cast<int>(absl::ToInt64Milliseconds(u.keepalive_time)));

@@ -112,7 +112,7 @@ TEST(ConcurrencyLimiterTest, CancelBeforeGrant) {
   ASSERT_EQ(limiter.AcquireOrEnqueue(&a), AcquireResult::kQueued);
   ASSERT_EQ(limiter.AcquireOrEnqueue(&b), AcquireResult::kQueued);
   ASSERT_EQ(limiter.AcquireOrEnqueue(&c), AcquireResult::kQueued);
-  EXPECT_TRUE(limiter.Cancel(&b));  // from the middle
+  EXPECT_TRUE(limiter.Cancel(&b));   // from the middle
   EXPECT_FALSE(limiter.Cancel(&b));  // not queued any more
   EXPECT_EQ(limiter.QueueDepth(), 2);
   limiter.Release();
@@ -400,6 +400,8 @@ TEST(ConcurrencyLimiterTest, CancelVersusGrantRace) {
       granted += slot.outcome == kGrantedFirst;
     }
   }
+  RecordProperty("cancelled", static_cast<int>(cancelled));
+  RecordProperty("granted_before_cancel", static_cast<int>(granted));
   // Both sides of the race must actually have happened.
   EXPECT_GT(cancelled, 0);
   EXPECT_GT(granted, 0);

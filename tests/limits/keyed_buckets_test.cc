@@ -139,8 +139,7 @@ TEST(KeyedTokenBucketsTest, BoundHoldsUnderAMillionDistinctKeys) {
   int64_t flood_admitted = 0;
   for (int i = 0; i < kFlood; ++i) {
     clock.Advance(absl::Microseconds(1));
-    if (buckets.TryTake(absl::StrCat("flood-", i), clock.NowNanos())
-            .admitted) {
+    if (buckets.TryTake(absl::StrCat("flood-", i), clock.NowNanos()).admitted) {
       ++flood_admitted;
     }
     if (i % 64 == 0) {
@@ -186,9 +185,8 @@ TEST(KeyedTokenBucketsTest, TopKeysFewestTokensFirst) {
   for (int i = 0; i < 10; ++i) {
     // key i takes i tokens, so it has 10 - i left.
     if (i > 0) {
-      ASSERT_TRUE(
-          buckets.TryTake(absl::StrCat("key", i), clock.NowNanos(), i)
-              .admitted);
+      ASSERT_TRUE(buckets.TryTake(absl::StrCat("key", i), clock.NowNanos(), i)
+                      .admitted);
     }
   }
   const std::vector<KeyedTokenBuckets::KeyTokens> top =

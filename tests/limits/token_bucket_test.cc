@@ -35,9 +35,9 @@ TEST(TokenBucketConfigTest, Intervals) {
   EXPECT_EQ(TokenBucket::Config::PerSecond(0, 5).burst(), 1);
   EXPECT_EQ(TokenBucket::Config::PerSecond(-1, 5).interval_nanos(),
             int64_t{1} << 62);
-  EXPECT_EQ(TokenBucket::Config::PerPeriod(0, absl::Seconds(1), 5)
-                .interval_nanos(),
-            int64_t{1} << 62);
+  EXPECT_EQ(
+      TokenBucket::Config::PerPeriod(0, absl::Seconds(1), 5).interval_nanos(),
+      int64_t{1} << 62);
   EXPECT_EQ(TokenBucket::Config::PerPeriod(1, absl::InfiniteDuration(), 5)
                 .interval_nanos(),
             int64_t{1} << 62);
@@ -86,7 +86,9 @@ TEST(TokenBucketTest, RetryAfterIsExact) {
   SimulatedClock clock(kSecond);
   TokenBucket bucket(7.0, 3);  // T = 142857143 ns
   const int64_t t = bucket.config().interval_nanos();
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(bucket.TryTake(clock.NowNanos()).admitted);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(bucket.TryTake(clock.NowNanos()).admitted);
+  }
   clock.Advance(absl::Milliseconds(30));
   for (int64_t n : {1, 2, 3}) {
     const TokenBucket::Decision d = bucket.TryTake(clock.NowNanos(), n);
@@ -159,8 +161,8 @@ TEST(TokenBucketTest, TwiceTheRateAdmitsRateTimesTimePlusBurst) {
     double rate;
     int64_t burst;
   };
-  for (const Case& c : {Case{100, 20}, Case{1000, 1}, Case{33.3, 7},
-                        Case{5000, 500}}) {
+  for (const Case& c :
+       {Case{100, 20}, Case{1000, 1}, Case{33.3, 7}, Case{5000, 500}}) {
     SimulatedClock clock(kSecond);
     TokenBucket bucket(c.rate, c.burst);
     const int64_t admitted = Offer(bucket, clock, 2 * c.rate, 10);

@@ -56,6 +56,13 @@ _generate_stubs()
 
 import grpc  # noqa: E402
 
+# The generated grpc/testing and grpc/health/v1 modules sit under the name of
+# grpcio's own (regular) package `grpc`, which would hide them: let `grpc`
+# find its missing subpackages in the generated folder too.
+_STUB_GRPC = os.path.join(TMP, "pystubs", "grpc")
+if _STUB_GRPC not in grpc.__path__:
+    grpc.__path__.append(_STUB_GRPC)
+
 
 class Proc:
     """A process this test started; stop() signals only its own PID."""
@@ -81,7 +88,8 @@ class Proc:
         raise RuntimeError(f"{self.name} not ready in {timeout}s:\n{self.output()}")
 
     def output(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
@@ -178,9 +186,62 @@ def trailer(metadata, key):
     return None
 
 
+def wait_until(fn, timeout=10.0, interval=0.02, what="condition"):
+    """Polls fn() until it returns a truthy value (returned) or `timeout`
+    seconds pass (AssertionError naming `what` and the last value). For
+    observing state another process changes, not for waiting on time."""
+    end = time.monotonic() + timeout
+    last = None
+    while True:
+        last = fn()
+        if last:
+            return last
+        if time.monotonic() >= end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
+                                 f"last value {last!r}")
+        time.sleep(interval)
+
+
+def metric(proc, name, labels=None):
+    """metric_value() of one fresh scrape of a sluice Proc's /metrics."""
+    return metric_value(scrape(proc.metrics), name, labels)
+
+
+def wait_for_metric(proc, name, want, labels=None, timeout=10.0):
+    """Polls /metrics until `name` (summed over `labels`) equals `want`."""
+    seen = []
+
+    def check():
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"{proc.name} exited {proc.popen.returncode} while waiting "
+                                 f"for {name} == {want}")
+        try:
+            v = metric(proc, name, labels) or 0.0
+        except OSError:  # not answering (yet, or any more): look again
+            return False
+        seen[:] = [v]
+        return v == want
+    try:
+        wait_until(check, timeout=timeout, interval=0.05, what=f"{name}{labels or ''} == {want}")
+    except AssertionError as e:
+        raise AssertionError(f"{e} (last {seen})\n--- {proc.name} log ---\n"
+                             f"{proc.output()[-4000:]}") from None
+    return want
+
+
+def closed_port():
+    """A 127.0.0.1 port nothing listens on (bound, then released)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def main():
     """Runs the unittest cases of __main__ and writes JUnit XML for Bazel."""
     suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules["__main__"])
+    # Listed before running: a suite drops its tests as it runs them.
+    tests = list(_iter_tests(suite))
     result = unittest.TextTestRunner(verbosity=2).run(suite)
     xml_path = os.environ.get("XML_OUTPUT_FILE")
     if xml_path:
@@ -188,7 +249,7 @@ def main():
         ts = ET.SubElement(root, "testsuite", name=os.path.basename(sys.argv[0]),
                            tests=str(result.testsRun))
         bad = {t.id(): msg for t, msg in result.failures + result.errors}
-        for test in _iter_tests(suite):
+        for test in tests:
             tc = ET.SubElement(ts, "testcase", name=test.id())
             if test.id() in bad:
                 ET.SubElement(tc, "failure", message="failed").text = bad[test.id()]

@@ -1,0 +1,321 @@
+// Sluice's own behaviour on the data path: routing, deadline budgets, idle
+// timeouts, metadata forwarding, backpressure, cancellation and drain.
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "gtest/gtest.h"
+#include "tests/proxy/proxy_fixture.h"
+
+namespace sluice {
+namespace {
+
+using grpc::testing::Empty;
+using grpc::testing::SimpleRequest;
+using grpc::testing::SimpleResponse;
+using sluice::demo::v1::SubscribeRequest;
+using sluice::demo::v1::Tick;
+
+// Routes: TestService calls with a deadline policy; Ticker with an idle
+// timeout; nothing else.
+class ProxyBehaviourTest : public ProxyFixture {
+ protected:
+  std::string RoutesYaml() override {
+    return R"(
+routes:
+  - name: budget
+    match: {method: "/grpc.testing.TestService/CacheableUnaryCall"}
+    upstream: demo
+    deadline: {min_budget: 200ms}
+  - name: clamp
+    match: {method: "/grpc.testing.TestService/EmptyCall"}
+    upstream: demo
+    deadline: {default_timeout: 2s, max_timeout: 3s}
+  - name: testing
+    match: {prefix: "/grpc.testing.TestService/"}
+    upstream: demo
+    deadline: {offset: 100ms}
+  - name: ticker
+    match: {prefix: "/sluice.demo.v1.Ticker/"}
+    upstream: demo
+    deadline: {stream_idle_timeout: 300ms}
+)";
+  }
+  std::string ProxyYaml() override {
+    return "proxy: {forwarded_for_header: x-forwarded-for}\n";
+  }
+};
+
+TEST_F(ProxyBehaviourTest, NoRouteIsUnimplementedWithReason) {
+  auto stub = grpc::testing::UnimplementedService::NewStub(channel_);
+  grpc::ClientContext ctx;
+  Empty req, resp;
+  grpc::Status s = stub->UnimplementedCall(&ctx, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(Trailer(ctx, "sluice-reason"), "no_route");
+  EXPECT_EQ(upstream_.test_service().stats().Total().started, 0);
+}
+
+TEST_F(ProxyBehaviourTest, DeadlineOffsetIsSubtracted) {
+  grpc::ClientContext ctx;
+  const absl::Time client_deadline = absl::Now() + absl::Seconds(5);
+  ctx.set_deadline(absl::ToChronoTime(client_deadline));
+  SimpleRequest req;
+  SimpleResponse resp;
+  ASSERT_TRUE(test_->UnaryCall(&ctx, req, &resp).ok());
+  auto rec = upstream_.test_service().stats().LastCall("UnaryCall");
+  ASSERT_TRUE(rec.has_value());
+  // gRPC carries deadlines as timeouts rounded up to a coarse unit, and
+  // each hop re-bases them on its own receive time.
+  EXPECT_LE(rec->deadline, client_deadline - absl::Milliseconds(100) +
+                               absl::Milliseconds(30));
+  EXPECT_GE(rec->deadline, client_deadline - absl::Milliseconds(100) -
+                               absl::Milliseconds(250));
+}
+
+TEST_F(ProxyBehaviourTest, DefaultTimeoutWhenClientSendsNone) {
+  grpc::ClientContext ctx;
+  Empty req, resp;
+  const absl::Time before = absl::Now();
+  ASSERT_TRUE(test_->EmptyCall(&ctx, req, &resp).ok());
+  auto rec = upstream_.test_service().stats().LastCall("EmptyCall");
+  ASSERT_TRUE(rec.has_value());
+  EXPECT_GE(rec->deadline, before + absl::Seconds(2) - absl::Milliseconds(50));
+  EXPECT_LE(rec->deadline, absl::Now() + absl::Seconds(2) +
+                               absl::Milliseconds(50));
+}
+
+TEST_F(ProxyBehaviourTest, MaxTimeoutClampsTheClientsDeadline) {
+  grpc::ClientContext ctx;
+  SetTimeout(&ctx, absl::Seconds(60));
+  Empty req, resp;
+  ASSERT_TRUE(test_->EmptyCall(&ctx, req, &resp).ok());
+  auto rec = upstream_.test_service().stats().LastCall("EmptyCall");
+  ASSERT_TRUE(rec.has_value());
+  EXPECT_LE(rec->deadline, absl::Now() + absl::Seconds(3) +
+                               absl::Milliseconds(50));
+}
+
+TEST_F(ProxyBehaviourTest, TooSmallBudgetIsRejectedWithoutCallingUpstream) {
+  grpc::ClientContext ctx;
+  SetTimeout(&ctx, absl::Milliseconds(150));
+  SimpleRequest req;
+  SimpleResponse resp;
+  grpc::Status s = test_->CacheableUnaryCall(&ctx, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(Trailer(ctx, "sluice-reason"), "deadline_budget");
+  EXPECT_EQ(upstream_.test_service().stats().Get("CacheableUnaryCall").started,
+            0);
+  // With enough budget the same route works.
+  grpc::ClientContext ok_ctx;
+  SetTimeout(&ok_ctx, absl::Seconds(5));
+  EXPECT_TRUE(test_->CacheableUnaryCall(&ok_ctx, req, &resp).ok());
+}
+
+TEST_F(ProxyBehaviourTest, IdleStreamTimesOut) {
+  grpc::ClientContext ctx;
+  SubscribeRequest req;
+  req.set_count(0);
+  req.set_interval_ms(60000);  // the first tick is a minute away
+  auto reader = ticker_->Subscribe(&ctx, req);
+  Tick tick;
+  // No tick comes before the idle timeout.
+  while (reader->Read(&tick)) {
+  }
+  grpc::Status s = reader->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(Trailer(ctx, "sluice-reason"), "idle_timeout");
+  EXPECT_TRUE(upstream_.ticker_service().stats().Await(
+      "Subscribe", [](const demo::MethodStats& m) { return m.cancelled == 1; },
+      absl::Seconds(10)));
+  EXPECT_TRUE(AwaitNoCallsInFlight());
+}
+
+TEST_F(ProxyBehaviourTest, ActiveStreamDoesNotTimeOut) {
+  grpc::ClientContext ctx;
+  SubscribeRequest req;
+  req.set_count(12);
+  req.set_interval_ms(50);  // 600 ms in all, never 300 ms idle
+  auto reader = ticker_->Subscribe(&ctx, req);
+  Tick tick;
+  int n = 0;
+  while (reader->Read(&tick)) ++n;
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(n, 12);
+}
+
+TEST_F(ProxyBehaviourTest, MetadataIsForwardedByteExact) {
+  grpc::ClientContext ctx;
+  const std::string binary("\x00\x01\xfe\xff", 4);
+  ctx.AddMetadata("x-custom", "value one");
+  ctx.AddMetadata("x-custom", "value two");
+  ctx.AddMetadata("x-blob-bin", binary);
+  ctx.AddMetadata("x-forwarded-for", "10.1.2.3");
+  Empty req, resp;
+  ASSERT_TRUE(test_->EmptyCall(&ctx, req, &resp).ok());
+  auto rec = upstream_.test_service().stats().LastCall("EmptyCall");
+  ASSERT_TRUE(rec.has_value());
+  EXPECT_EQ(rec->Values("x-custom"),
+            (std::vector<std::string>{"value one", "value two"}));
+  EXPECT_EQ(rec->Value("x-blob-bin"), binary);
+  EXPECT_EQ(rec->Value("x-forwarded-for"), "10.1.2.3, 127.0.0.1");
+  EXPECT_NE(rec->Value("user-agent").value_or("").find("sluice"),
+            std::string::npos);
+}
+
+TEST_F(ProxyBehaviourTest, SlowReaderHoldsTheUpstreamBack) {
+  grpc::ClientContext ctx;
+  SubscribeRequest req;
+  req.set_count(100000);
+  req.set_interval_ms(0);
+  req.set_payload_bytes(1024);
+  auto reader = ticker_->Subscribe(&ctx, req);
+  Tick tick;
+  constexpr int kRead = 200;
+  for (int i = 0; i < kRead; ++i) {
+    ASSERT_TRUE(reader->Read(&tick));
+    // The client is slow: 2 ms per message, for 400 ms in all.
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  const int64_t written =
+      upstream_.ticker_service().stats().Get("Subscribe").messages_written;
+  // What may be in flight is bounded by the HTTP/2 flow-control windows of
+  // the two hops (64 KiB each with bdp_probe off) plus Sluice's window of 2
+  // messages, not by how much the upstream could produce (100 MB).
+  // Measured: about 100 messages of 1 KiB.
+  RecordProperty("upstream_messages_written", static_cast<int>(written));
+  std::cout << "slow reader: read " << kRead << ", upstream wrote " << written
+            << "\n";
+  EXPECT_LT(written, kRead + 300) << "upstream wrote " << written;
+  ctx.TryCancel();
+  reader->Finish();
+  EXPECT_TRUE(AwaitNoCallsInFlight());
+}
+
+TEST_F(ProxyBehaviourTest, ThousandCancelledStreamsAreAllCancelledUpstream) {
+  constexpr int kStreams = 1000;
+  grpc::CompletionQueue cq;
+  struct Stream {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientAsyncReader<Tick>> reader;
+    Tick tick;
+    grpc::Status status;
+  };
+  std::vector<std::unique_ptr<Stream>> streams;
+  SubscribeRequest req;
+  req.set_count(0);
+  req.set_interval_ms(100);
+  for (int i = 0; i < kStreams; ++i) {
+    auto s = std::make_unique<Stream>();
+    s->reader = ticker_->AsyncSubscribe(&s->ctx, req, &cq, s.get());
+    streams.push_back(std::move(s));
+  }
+  // Each stream: started, then its first tick read.
+  int events = 0;
+  void* tag;
+  bool ok;
+  std::vector<int> phase(kStreams, 0);
+  auto index_of = [&](void* t) {
+    for (int i = 0; i < kStreams; ++i) {
+      if (streams[i].get() == t) return i;
+    }
+    return -1;
+  };
+  while (events < 2 * kStreams &&
+         cq.AsyncNext(&tag, &ok, absl::ToChronoTime(absl::Now() +
+                                                    absl::Seconds(20))) ==
+             grpc::CompletionQueue::GOT_EVENT) {
+    int i = index_of(tag);
+    ASSERT_GE(i, 0);
+    ASSERT_TRUE(ok) << "stream " << i << " phase " << phase[i];
+    ++events;
+    if (phase[i]++ == 0) streams[i]->reader->Read(&streams[i]->tick, tag);
+  }
+  ASSERT_EQ(events, 2 * kStreams);
+  ASSERT_EQ(upstream_.ticker_service().stats().Get("Subscribe").in_flight(),
+            kStreams);
+  for (auto& s : streams) s->ctx.TryCancel();
+  for (auto& s : streams) s->reader->Finish(&s->status, s.get());
+  int finished = 0;
+  while (finished < kStreams &&
+         cq.AsyncNext(&tag, &ok, absl::ToChronoTime(absl::Now() +
+                                                    absl::Seconds(20))) ==
+             grpc::CompletionQueue::GOT_EVENT) {
+    ++finished;
+  }
+  ASSERT_EQ(finished, kStreams);
+  for (auto& s : streams) {
+    EXPECT_EQ(s->status.error_code(), grpc::StatusCode::CANCELLED);
+  }
+  EXPECT_TRUE(upstream_.ticker_service().stats().Await(
+      "Subscribe",
+      [](const demo::MethodStats& m) {
+        return m.cancelled == kStreams && m.in_flight() == 0;
+      },
+      absl::Seconds(10)));
+  EXPECT_TRUE(AwaitNoCallsInFlight());
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+}
+
+TEST_F(ProxyBehaviourTest, GenericMethodsOfAnyServiceAreForwarded) {
+  // A raw generic call, as a client without the .proto would make it.
+  grpc::GenericStub stub(channel_);
+  grpc::ClientContext ctx;
+  SetTimeout(&ctx, absl::Seconds(5));
+  SimpleRequest req;
+  req.set_response_size(7);
+  std::string bytes = req.SerializeAsString();
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::CompletionQueue cq;
+  auto call = stub.PrepareUnaryCall(&ctx, "/grpc.testing.TestService/UnaryCall",
+                                    request, &cq);
+  call->StartCall();
+  grpc::ByteBuffer response;
+  grpc::Status status;
+  call->Finish(&response, &status, &cq);
+  void* tag;
+  bool ok;
+  ASSERT_TRUE(cq.Next(&tag, &ok));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string out;
+  for (auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  SimpleResponse resp;
+  ASSERT_TRUE(resp.ParseFromString(out));
+  EXPECT_EQ(resp.payload().body().size(), 7u);
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+}
+
+// Drain, in process: a live stream finishes with UNAVAILABLE + draining at
+// the drain deadline, and the data plane stops.
+TEST_F(ProxyBehaviourTest, DrainFinishesLiveStreamsWithDraining) {
+  grpc::ClientContext ctx;
+  SubscribeRequest req;
+  req.set_count(0);
+  req.set_interval_ms(100);
+  auto reader = ticker_->Subscribe(&ctx, req);
+  Tick tick;
+  ASSERT_TRUE(reader->Read(&tick));
+  plane_->Drain(absl::Milliseconds(200));
+  while (reader->Read(&tick)) {
+  }
+  grpc::Status s = reader->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(Trailer(ctx, "sluice-reason"), "draining");
+  EXPECT_EQ(plane_->calls_in_flight(), 0);
+  EXPECT_TRUE(upstream_.ticker_service().stats().Await(
+      "Subscribe", [](const demo::MethodStats& m) { return m.cancelled == 1; },
+      absl::Seconds(10)));
+}
+
+}  // namespace
+}  // namespace sluice
