@@ -62,6 +62,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
   if (!plane.ok()) return plane.status();
   d->data_plane_ = std::move(*plane);
   d->data_address_ = WithPort(c.data_address(), d->data_plane_->port());
+  d->limit_collector_ =
+      std::make_shared<LimitCollector>(&d->data_plane_->limits());
+  d->exposer_->RegisterCollectable(d->limit_collector_);
 
   auto admin = AdminServer::Start(c.admin_address(), d.get());
   if (!admin.ok()) return admin.status();
@@ -84,6 +87,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
 }
 
 Daemon::~Daemon() {
+  // The exposer may be mid-scrape of the limits: stop it first.
+  if (exposer_ != nullptr && limit_collector_ != nullptr) {
+    exposer_->RemoveCollectable(limit_collector_);
+  }
   if (data_plane_ != nullptr) data_plane_->Drain(absl::ZeroDuration());
   if (admin_ != nullptr) admin_->Shutdown();
 }

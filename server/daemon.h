@@ -22,6 +22,7 @@
 #include "server/admin/admin_backend.h"
 #include "server/admin/admin_server.h"
 #include "server/config/config.h"
+#include "server/metrics/limit_collector.h"
 #include "server/metrics/proxy_metrics.h"
 #include "server/proxy/data_plane.h"
 
@@ -46,6 +47,7 @@ class Daemon : public AdminBackend {
   sluice::admin::v1::GetStatusResponse Status() override;
   std::shared_ptr<const Config> CurrentConfig() override;
   bool RequestDrain() override;
+  LimitRegistry* Limits() override { return &data_plane_->limits(); }
 
  private:
   Daemon() = default;
@@ -59,6 +61,7 @@ class Daemon : public AdminBackend {
   prometheus::Counter* reloads_ok_ = nullptr;
   prometheus::Counter* reloads_failed_ = nullptr;
   std::unique_ptr<DataPlane> data_plane_;
+  std::shared_ptr<LimitCollector> limit_collector_;
   std::unique_ptr<AdminServer> admin_;
   std::string data_address_;
   std::string admin_address_;

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "server/config/config.h"
+#include "server/limits/limit_registry.h"
 #include "sluice/admin/v1/admin.pb.h"
 
 namespace sluice {
@@ -18,6 +19,8 @@ class AdminBackend {
   virtual std::shared_ptr<const Config> CurrentConfig() = 0;
   // Starts a drain; false if one is already under way.
   virtual bool RequestDrain() = 0;
+  // The live limits (outlives the admin server).
+  virtual LimitRegistry* Limits() = 0;
 };
 
 }  // namespace sluice

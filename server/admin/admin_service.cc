@@ -1,6 +1,7 @@
 #include "server/admin/admin_service.h"
 
 #include "google/protobuf/util/json_util.h"
+#include "server/limits/clock.h"
 
 namespace sluice {
 
@@ -35,6 +36,98 @@ grpc::Status AdminService::Drain(grpc::ServerContext*,
                                  const sluice::admin::v1::DrainRequest*,
                                  sluice::admin::v1::DrainResponse* response) {
   response->set_started(backend_->RequestDrain());
+  return grpc::Status::OK;
+}
+
+namespace {
+
+void Describe(const LimitState& s, size_t top, sluice::admin::v1::LimitStatus* out) {
+  const LimitSettings& ls = s.settings();
+  const int64_t now = RealClock::Get().NowNanos();
+  out->set_route(s.route());
+  out->set_name(ls.name);
+  out->set_dry_run(ls.dry_run);
+  out->set_overridden(s.overridden());
+  if (s.has_rate()) {
+    out->set_rate_per_second(s.rate_per_second());
+    out->set_burst(s.rate_burst());
+    if (s.keyed()) {
+      out->set_keys(s.KeyCount());
+      for (const auto& kt : s.TopKeys(top, now)) {
+        auto* k = out->add_top_keys();
+        k->set_key(kt.key);
+        k->set_tokens(kt.tokens);
+      }
+    } else {
+      out->set_tokens(s.Tokens(now));
+    }
+  }
+  for (const std::string& part : ls.key) out->add_key(part);
+  if (auto* c = const_cast<LimitState&>(s).concurrency()) {
+    out->set_concurrency_max(c->max_in_flight());
+    out->set_in_flight(c->InFlight());
+    out->set_queue_max(c->max_queue());
+    out->set_queue_depth(c->QueueDepth());
+  }
+  out->set_messages_per_second(ls.messages_per_second);
+  out->set_admitted(s.admitted.load());
+  out->set_rejected(s.rejected.load());
+  out->set_dry_run_rejected(s.dry_run_rejected.load());
+  out->set_queued(s.queued.load());
+}
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:
+      code = grpc::StatusCode::INVALID_ARGUMENT;
+      break;
+    case absl::StatusCode::kFailedPrecondition:
+      code = grpc::StatusCode::FAILED_PRECONDITION;
+      break;
+    case absl::StatusCode::kNotFound:
+      code = grpc::StatusCode::NOT_FOUND;
+      break;
+    default:
+      break;
+  }
+  return grpc::Status(code, std::string(s.message()));
+}
+
+}  // namespace
+
+grpc::Status AdminService::ListLimits(
+    grpc::ServerContext*, const sluice::admin::v1::ListLimitsRequest* request,
+    sluice::admin::v1::ListLimitsResponse* response) {
+  const size_t top = request->top_keys() == 0 ? 10 : request->top_keys();
+  for (const auto& s : backend_->Limits()->All()) {
+    Describe(*s, top, response->add_limits());
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::SetLimit(
+    grpc::ServerContext*, const sluice::admin::v1::SetLimitRequest* request,
+    sluice::admin::v1::SetLimitResponse* response) {
+  auto state = backend_->Limits()->Find(request->route(), request->name());
+  if (state == nullptr) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        "no limit \"" + request->name() + "\" on route \"" +
+                            request->route() + "\"");
+  }
+  auto opt_d = [](bool has, double v) {
+    return has ? std::optional<double>(v) : std::nullopt;
+  };
+  auto opt_i = [](bool has, int64_t v) {
+    return has ? std::optional<int64_t>(v) : std::nullopt;
+  };
+  absl::Status s = state->Override(
+      opt_d(request->has_rate_per_second(), request->rate_per_second()),
+      opt_i(request->has_burst(), request->burst()),
+      opt_i(request->has_concurrency_max(), request->concurrency_max()),
+      opt_i(request->has_concurrency_queue(), request->concurrency_queue()));
+  if (!s.ok()) return ToGrpc(s);
+  Describe(*state, 10, response->mutable_limit());
   return grpc::Status::OK;
 }
 

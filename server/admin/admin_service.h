@@ -23,6 +23,13 @@ class AdminService final : public sluice::admin::v1::Admin::Service {
   grpc::Status Drain(grpc::ServerContext* context,
                      const sluice::admin::v1::DrainRequest* request,
                      sluice::admin::v1::DrainResponse* response) override;
+  grpc::Status ListLimits(
+      grpc::ServerContext* context,
+      const sluice::admin::v1::ListLimitsRequest* request,
+      sluice::admin::v1::ListLimitsResponse* response) override;
+  grpc::Status SetLimit(grpc::ServerContext* context,
+                        const sluice::admin::v1::SetLimitRequest* request,
+                        sluice::admin::v1::SetLimitResponse* response) override;
 
  private:
   AdminBackend* const backend_;

@@ -27,6 +27,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/util/json_util.h"
 #include "server/config/yaml_to_json.h"
 
@@ -372,6 +374,191 @@ void CheckMatch(const pb::Route& route, const std::string& path, Errors* errors,
   }
 }
 
+constexpr char kDefaultMaxWait[] = "1s";
+constexpr char kPace[] = "pace";
+constexpr char kReject[] = "reject";
+constexpr char kDefaultKey[] = "default";
+constexpr char kHeaderKeyPrefix[] = "header:";
+constexpr uint32_t kDefaultMaxKeys = 10000;
+constexpr uint32_t kMaxMaxKeys = 10000000;
+
+// One `key` entry of a limit. A header name is lowered (gRPC metadata keys
+// are lowercase) and written back. Returns false with `reason` set.
+bool CheckKeyPart(std::string* part, std::string* reason) {
+  if (*part == "peer" || *part == "method") return true;
+  if (!absl::StartsWith(*part, kHeaderKeyPrefix)) {
+    *reason = absl::StrCat("unknown key part ", Quote(*part),
+                           " (use \"peer\", \"method\" or "
+                           "\"header:<name>\")");
+    return false;
+  }
+  const std::string shown = Quote(*part);
+  const std::string header =
+      absl::AsciiStrToLower(part->substr(sizeof(kHeaderKeyPrefix) - 1));
+  if (header.empty()) {
+    *reason = absl::StrCat(shown,
+                           " needs a header name, e.g. \"header:x-api-key\"");
+    return false;
+  }
+  if (header.front() == ':') {
+    *reason = absl::StrCat(shown,
+                           " names a pseudo-header; use a regular header "
+                           "name (the method is the \"method\" key part)");
+    return false;
+  }
+  if (!std::all_of(header.begin(), header.end(), [](char c) {
+        return absl::ascii_isdigit(c) || absl::ascii_islower(c) || c == '-' ||
+               c == '_' || c == '.';
+      })) {
+    *reason = absl::StrCat("invalid header name in ", shown,
+                           " (use letters, digits, '-', '_', '.')");
+    return false;
+  }
+  *part = absl::StrCat(kHeaderKeyPrefix, header);
+  return true;
+}
+
+// Canonical text of a limit whose defaults are filled in: its JSON, with
+// the fields in field-number order.
+std::string LimitFingerprint(const pb::Limit& limit) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  if (!google::protobuf::util::MessageToJsonString(limit, &json, options)
+           .ok()) {
+    // Not expected for this schema; the binary form is canonical too.
+    json.clear();
+    google::protobuf::io::StringOutputStream stream(&json);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    limit.SerializeToCodedStream(&coded);
+  }
+  return json;
+}
+
+void CheckLimit(pb::Limit* limit, const std::string& path, Errors* errors,
+                LimitSettings* out) {
+  out->name = limit->name();
+  if (limit->name().empty()) {
+    errors->Add(path + ".name", "required");
+  } else if (!ValidName(limit->name())) {
+    errors->Add(path + ".name",
+                absl::StrCat("invalid name ", Quote(limit->name()),
+                             " (use letters, digits, '_', '.', '-')"));
+  }
+  if (!limit->has_rate() && !limit->has_concurrency() &&
+      !limit->has_messages()) {
+    errors->Add(path,
+                "a limit needs at least one of rate, concurrency, messages");
+  }
+
+  if (limit->has_rate()) {
+    pb::RateLimit* rate = limit->mutable_rate();
+    if (rate->per_second() > 0 && rate->per_minute() > 0) {
+      errors->Add(path + ".rate",
+                  "set only one of per_second and per_minute");
+    } else if (rate->per_second() == 0 && rate->per_minute() == 0) {
+      errors->Add(path + ".rate", "set per_second or per_minute (> 0)");
+    } else {
+      if (rate->per_second() > 0) {
+        out->rate_count = rate->per_second();
+        out->rate_period = absl::Seconds(1);
+      } else {
+        out->rate_count = rate->per_minute();
+        out->rate_period = absl::Minutes(1);
+      }
+      if (rate->burst() == 0) {
+        rate->set_burst(rate->per_second() > 0
+                            ? rate->per_second()
+                            : std::max(1u, rate->per_minute() / 60));
+      }
+      out->rate_burst = rate->burst();
+    }
+  }
+
+  if (limit->has_concurrency()) {
+    pb::ConcurrencyLimit* concurrency = limit->mutable_concurrency();
+    if (concurrency->max() == 0) {
+      errors->Add(path + ".concurrency.max", "required, > 0");
+    }
+    out->concurrency_max = concurrency->max();
+    out->concurrency_queue = concurrency->queue();
+    out->concurrency_max_wait =
+        Duration(concurrency->mutable_max_wait(), kDefaultMaxWait,
+                 path + ".concurrency.max_wait", errors);
+  }
+
+  if (limit->has_messages()) {
+    pb::MessageLimit* messages = limit->mutable_messages();
+    if (messages->per_second() == 0) {
+      errors->Add(path + ".messages.per_second", "required, > 0");
+    }
+    if (messages->burst() == 0) messages->set_burst(messages->per_second());
+    if (messages->mode().empty()) messages->set_mode(kPace);
+    if (messages->mode() != kPace && messages->mode() != kReject) {
+      errors->Add(path + ".messages.mode",
+                  absl::StrCat("unknown mode ", Quote(messages->mode()),
+                               " (use \"pace\" or \"reject\")"));
+    }
+    out->messages_per_second = messages->per_second();
+    out->messages_burst = messages->burst();
+    out->messages_reject = messages->mode() == kReject;
+    out->messages_client_to_upstream = messages->client_to_upstream();
+  }
+
+  if (limit->key_size() > 0 && !limit->has_rate()) {
+    errors->Add(path + ".key", "key applies to rate only");
+  }
+  absl::flat_hash_map<std::string, int> parts;
+  for (int k = 0; k < limit->key_size(); ++k) {
+    const std::string key_path = absl::StrCat(path, ".key[", k, "]");
+    std::string* part = limit->mutable_key(k);
+    std::string reason;
+    if (!CheckKeyPart(part, &reason)) {
+      errors->Add(key_path, reason);
+      continue;
+    }
+    const auto [it, inserted] = parts.try_emplace(*part, k);
+    if (!inserted) {
+      errors->Add(key_path, absl::StrCat("duplicate key part ", Quote(*part),
+                                         " (first at key[", it->second, "])"));
+    }
+    out->key.push_back(*part);
+  }
+
+  if (limit->max_keys() == 0) limit->set_max_keys(kDefaultMaxKeys);
+  if (limit->max_keys() > kMaxMaxKeys) {
+    errors->Add(path + ".max_keys",
+                OutOfRange(limit->max_keys(), 1, kMaxMaxKeys));
+  }
+  out->max_keys = limit->max_keys();
+  if (limit->default_key().empty()) limit->set_default_key(kDefaultKey);
+  out->default_key = limit->default_key();
+  out->dry_run = limit->dry_run();
+  out->fingerprint = LimitFingerprint(*limit);
+}
+
+void CheckLimits(pb::Route* route, const std::string& path, Errors* errors,
+                 RouteSettings* out) {
+  absl::flat_hash_map<std::string, int> names;
+  for (int j = 0; j < route->limits_size(); ++j) {
+    const std::string limit_path = absl::StrCat(path, ".limits[", j, "]");
+    const std::string& name = route->limits(j).name();
+    if (ValidName(name)) {
+      const auto [it, inserted] = names.try_emplace(name, j);
+      if (!inserted) {
+        errors->Add(limit_path + ".name",
+                    absl::StrCat("duplicate name ", Quote(name), " (first at ",
+                                 path, ".limits[", it->second, "])"));
+      }
+    }
+    LimitSettings settings;
+    CheckLimit(route->mutable_limits(j), limit_path, errors, &settings);
+    out->limits.push_back(std::move(settings));
+  }
+  out->rate_limit_headers = route->rate_limit_headers();
+}
+
 // A route no call can reach, because an earlier one takes all its calls, is
 // almost always a mistake in ordering.
 void CheckReachable(const std::vector<RouteSettings>& routes, Errors* errors) {
@@ -604,6 +791,7 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
     }
     CheckDeadline(route->mutable_deadline(), path + ".deadline", &errors,
                   &settings.deadline);
+    CheckLimits(route, path, &errors, &settings);
     config->routes_.push_back(std::move(settings));
   }
   CheckReachable(config->routes_, &errors);

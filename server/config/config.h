@@ -44,6 +44,32 @@ struct UpstreamSettings {
   bool required = false;
 };
 
+// One limit with its defaults applied and durations parsed.
+struct LimitSettings {
+  std::string name;
+  // rate: tokens per `rate_period` (0 count: no rate limit).
+  int64_t rate_count = 0;
+  absl::Duration rate_period = absl::Seconds(1);
+  int64_t rate_burst = 0;
+  // concurrency (0 max: none).
+  int64_t concurrency_max = 0;
+  int64_t concurrency_queue = 0;
+  absl::Duration concurrency_max_wait = absl::Seconds(1);
+  // messages (0 per_second: none).
+  int64_t messages_per_second = 0;
+  int64_t messages_burst = 0;
+  bool messages_reject = false;  // false: pace
+  bool messages_client_to_upstream = false;
+  // key parts, as configured: "header:x-api-key", "peer", "method".
+  std::vector<std::string> key;
+  int64_t max_keys = 10000;
+  std::string default_key = "default";
+  bool dry_run = false;
+  // Canonical text of the definition: equal strings mean the same limit,
+  // whose live state a reload keeps.
+  std::string fingerprint;
+};
+
 struct RouteSettings {
   std::string name;
   bool exact = false;   // true: `match` is a full method name
@@ -51,6 +77,8 @@ struct RouteSettings {
   std::string upstream; // upstream name
   int upstream_index = 0;  // index into Config::upstreams()
   DeadlineSettings deadline;
+  std::vector<LimitSettings> limits;
+  bool rate_limit_headers = false;
 };
 
 class Config {

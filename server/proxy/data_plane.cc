@@ -64,7 +64,8 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
   {
     absl::MutexLock lock(&plane->mu_);
     plane->current_ = std::make_shared<const ProxySnapshot>(
-        config, std::shared_ptr<UpstreamPool>(std::move(*pool)), *metrics);
+        config, std::shared_ptr<UpstreamPool>(std::move(*pool)),
+        plane->limits_.Bind(*config), *metrics);
   }
 
   grpc::ServerBuilder builder;
@@ -124,8 +125,9 @@ absl::Status DataPlane::SetConfig(std::shared_ptr<const Config> config) {
     if (!created.ok()) return created.status();
     pool = std::shared_ptr<UpstreamPool>(std::move(*created));
   }
-  auto snap = std::make_shared<const ProxySnapshot>(std::move(config),
-                                                    std::move(pool), *metrics_);
+  auto limits = limits_.Bind(*config);
+  auto snap = std::make_shared<const ProxySnapshot>(
+      std::move(config), std::move(pool), std::move(limits), *metrics_);
   absl::MutexLock lock(&mu_);
   current_ = std::move(snap);
   version_.fetch_add(1, std::memory_order_release);

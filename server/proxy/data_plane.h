@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/generic/async_generic_service.h"
 #include "grpcpp/server.h"
+#include "server/limits/limit_registry.h"
 #include "server/metrics/proxy_metrics.h"
 #include "server/proxy/proxy_snapshot.h"
 #include "server/proxy/worker.h"
@@ -49,6 +50,7 @@ class DataPlane {
   bool accepting() const { return accepting_.load(std::memory_order_relaxed); }
   std::shared_ptr<const Config> config() const;
   std::shared_ptr<UpstreamPool> pool() const;
+  LimitRegistry& limits() { return limits_; }
 
   // Used by calls, on their worker's thread.
   grpc::AsyncGenericService* service() { return &service_; }
@@ -67,6 +69,7 @@ class DataPlane {
   };
 
   ProxyMetrics* metrics_ = nullptr;
+  LimitRegistry limits_;
   grpc::AsyncGenericService service_;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::unique_ptr<Worker>> workers_;

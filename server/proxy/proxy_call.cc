@@ -1,5 +1,6 @@
 #include "server/proxy/proxy_call.h"
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <utility>
@@ -9,7 +10,9 @@
 #include "absl/time/clock.h"
 #include "server/proxy/data_plane.h"
 #include "server/proxy/deadline_budget.h"
+#include "server/limits/clock.h"
 #include "server/proxy/metadata_filter.h"
+#include "server/proxy/rejection.h"
 #include "server/proxy/worker.h"
 
 namespace sluice {
@@ -87,6 +90,7 @@ void ProxyCall::OnAccepted(bool ok) {
           absl::StrCat("sluice: no route for method ", method),
           Reason::kNoRoute);
   } else {
+    route_index_ = route;
     route_ = &snap_->config->routes()[route];
     stats_ = &const_cast<ProxySnapshot*>(snap_.get())->route_stats[route];
     stats_->open_calls->Increment();
@@ -94,9 +98,233 @@ void ProxyCall::OnAccepted(bool ok) {
       Abort(grpc::StatusCode::UNAVAILABLE, "sluice: draining",
             Reason::kDraining);
     } else {
-      StartUpstream();
+      Admit();
     }
   }
+  Release();
+}
+
+// ---- admission ----
+
+std::string ProxyCall::LimitKey(const LimitSettings& limit) const {
+  std::string key;
+  for (const std::string& part : limit.key) {
+    if (!key.empty()) key.push_back('|');
+    if (part == "peer") {
+      std::string peer = sctx_.peer();
+      key.append(PeerAddressOnly(peer));
+    } else if (part == "method") {
+      key.append(sctx_.method());
+    } else {  // "header:<name>"
+      const std::string name = part.substr(7);
+      auto it = sctx_.client_metadata().find(name);
+      if (it == sctx_.client_metadata().end()) return limit.default_key;
+      key.append(it->second.data(), it->second.size());
+    }
+  }
+  return key;
+}
+
+void ProxyCall::SetRateLimitHeaders(bool trailers) {
+  if (header_limit_ == nullptr) return;
+  const std::string limit = std::to_string(header_limit_->rate_burst());
+  const std::string remaining = std::to_string(rate_decision_.remaining);
+  const std::string reset = std::to_string(
+      (rate_decision_.reset_after_nanos + 999999999) / 1000000000);
+  if (trailers) {
+    sctx_.AddTrailingMetadata("x-ratelimit-limit", limit);
+    sctx_.AddTrailingMetadata("x-ratelimit-remaining", remaining);
+    sctx_.AddTrailingMetadata("x-ratelimit-reset", reset);
+  } else {
+    sctx_.AddInitialMetadata("x-ratelimit-limit", limit);
+    sctx_.AddInitialMetadata("x-ratelimit-remaining", remaining);
+    sctx_.AddInitialMetadata("x-ratelimit-reset", reset);
+  }
+}
+
+void ProxyCall::Admit() {
+  const auto& limits = snap_->limits[route_index_];
+  if (admit_index_ == 0) {
+    // Rates first, all at once: they never wait.
+    const int64_t now = RealClock::Get().NowNanos();
+    for (const auto& limit : limits) {
+      if (!limit->has_rate()) continue;
+      const LimitSettings& ls = limit->settings();
+      TokenBucket::Decision d =
+          limit->TakeRate(limit->keyed() ? LimitKey(ls) : std::string(), now);
+      if (route_->rate_limit_headers && header_limit_ == nullptr) {
+        header_limit_ = limit.get();
+        rate_decision_ = d;
+      }
+      if (d.admitted) {
+        limit->admitted.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      if (ls.dry_run) {
+        limit->dry_run_rejected.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      limit->rejected.fetch_add(1, std::memory_order_relaxed);
+      if (header_limit_ == limit.get()) SetRateLimitHeaders(/*trailers=*/true);
+      const absl::Duration retry =
+          d.retry_after_nanos == TokenBucket::kNever
+              ? absl::Duration(-absl::Nanoseconds(1))
+              : absl::Nanoseconds(d.retry_after_nanos);
+      Abort(MakeRejection(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("sluice: rate limit \"", ls.name,
+                                       "\" of route \"", route_->name,
+                                       "\" exceeded"),
+                          retry),
+            Reason::kRateLimited);
+      return;
+    }
+  }
+  for (; admit_index_ < limits.size(); ++admit_index_) {
+    LimitState& limit = *limits[admit_index_];
+    ConcurrencyLimiter* c = limit.concurrency();
+    if (c == nullptr) continue;
+    const LimitSettings& ls = limit.settings();
+    if (ls.dry_run) {
+      if (c->TryAcquire()) {
+        permits_.push_back(ConcurrencyLimiter::Permit::Adopt(c));
+      } else {
+        limit.dry_run_rejected.fetch_add(1, std::memory_order_relaxed);
+      }
+      continue;
+    }
+    ++outstanding_;  // held for a possible grant from another thread
+    switch (c->AcquireOrEnqueue(this)) {
+      case ConcurrencyLimiter::AcquireResult::kAcquired:
+        --outstanding_;
+        permits_.push_back(ConcurrencyLimiter::Permit::Adopt(c));
+        limit.admitted.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      case ConcurrencyLimiter::AcquireResult::kRejectedQueueFull:
+        --outstanding_;
+        limit.rejected.fetch_add(1, std::memory_order_relaxed);
+        Abort(grpc::StatusCode::RESOURCE_EXHAUSTED,
+              absl::StrCat("sluice: concurrency limit \"", ls.name,
+                           "\" of route \"", route_->name,
+                           "\" reached and its queue is full"),
+              Reason::kConcurrencyLimited);
+        return;
+      case ConcurrencyLimiter::AcquireResult::kQueued: {
+        waiting_ = c;
+        waiting_limit_ = &limit;
+        limit.queued.fetch_add(1, std::memory_order_relaxed);
+        const absl::Time now = absl::Now();
+        queued_at_ = now;
+        absl::Time until = now + ls.concurrency_max_wait;
+        const absl::Time client = ClientDeadline(sctx_);
+        if (client != absl::InfiniteFuture()) {
+          until = std::min(until, client - route_->deadline.min_budget);
+        }
+        queue_armed_ = true;
+        ++outstanding_;
+        queue_alarm_.Set(worker_->cq(), absl::ToChronoTime(until), &queue_tag_);
+        return;  // OnPermitGranted or OnQueueAlarm continues
+      }
+    }
+  }
+  StartUpstream();
+}
+
+void ProxyCall::OnGranted() {
+  // On the releasing thread: touch nothing but our own grant alarm.
+  grant_alarm_.Set(worker_->cq(), gpr_inf_past(GPR_CLOCK_MONOTONIC),
+                   &grant_tag_);
+}
+
+void ProxyCall::OnPermitGranted(bool /*ok*/) {
+  permits_.push_back(ConcurrencyLimiter::Permit::Adopt(waiting_));
+  waiting_limit_->admitted.fetch_add(1, std::memory_order_relaxed);
+  waiting_ = nullptr;
+  waiting_limit_ = nullptr;
+  if (queue_armed_) queue_alarm_.Cancel();
+  if (local_status_ || finish_posted_) {
+    permits_.clear();  // the call ended while the grant was on its way
+  } else {
+    ++admit_index_;
+    Admit();
+  }
+  Release();  // the grant's hold
+}
+
+bool ProxyCall::LeaveQueue() {
+  if (waiting_ == nullptr || !waiting_->Cancel(this)) return false;
+  waiting_ = nullptr;
+  --outstanding_;  // the grant's hold; the caller's own tag keeps us alive
+  if (queue_armed_) queue_alarm_.Cancel();
+  return true;
+}
+
+void ProxyCall::OnQueueAlarm(bool ok) {
+  queue_armed_ = false;
+  if (ok && waiting_ != nullptr) {
+    LimitState* limit = waiting_limit_;
+    if (LeaveQueue()) {
+      waiting_limit_ = nullptr;
+      limit->rejected.fetch_add(1, std::memory_order_relaxed);
+      Abort(grpc::StatusCode::RESOURCE_EXHAUSTED,
+            absl::StrCat("sluice: waited ",
+                         absl::FormatDuration(absl::Now() - queued_at_),
+                         " in the queue of concurrency limit \"",
+                         limit->settings().name, "\" of route \"",
+                         route_->name, "\""),
+            Reason::kQueueTimeout);
+    }
+    // else: a grant is on its way; OnPermitGranted goes on.
+  }
+  Release();
+}
+
+// ---- message limits ----
+
+bool ProxyCall::ChargeMessage(Pump& p) {
+  if (p.bucket == nullptr) return true;
+  const int64_t now = RealClock::Get().NowNanos();
+  if (message_limit_->messages_reject) {
+    TokenBucket::Decision d = p.bucket->TryTake(now);
+    if (d.admitted || message_limit_->dry_run) return true;
+    Abort(MakeRejection(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("sluice: message rate limit \"",
+                                     message_limit_->name, "\" of route \"",
+                                     route_->name, "\" exceeded"),
+                        absl::Nanoseconds(d.retry_after_nanos)),
+          Reason::kStreamRate);
+    return false;
+  }
+  const int64_t delay = p.bucket->Reserve(now);
+  if (delay > 0 && !message_limit_->dry_run) {
+    p.pace_until = absl::Now() + absl::Nanoseconds(delay);
+  }
+  return true;
+}
+
+bool ProxyCall::PaceAllowsRead(Pump& p, grpc::Alarm& alarm, CqTag& tag) {
+  if (p.pace_until == absl::InfinitePast()) return true;
+  if (p.pace_armed) return false;
+  if (absl::Now() >= p.pace_until) {
+    p.pace_until = absl::InfinitePast();
+    return true;
+  }
+  p.pace_armed = true;
+  ++outstanding_;
+  alarm.Set(worker_->cq(), absl::ToChronoTime(p.pace_until), &tag);
+  return false;
+}
+
+void ProxyCall::OnUpstreamPaceAlarm(bool /*ok*/) {
+  u2c_.pace_armed = false;
+  u2c_.pace_until = absl::InfinitePast();
+  AdvanceUpstreamToClient();
+  Release();
+}
+
+void ProxyCall::OnClientPaceAlarm(bool /*ok*/) {
+  c2u_.pace_armed = false;
+  c2u_.pace_until = absl::InfinitePast();
+  AdvanceClientToUpstream();
   Release();
 }
 
@@ -131,6 +359,19 @@ void ProxyCall::StartUpstream() {
     absl::StrAppend(&forwarded, forwarded.empty() ? "" : ", ",
                     std::string(PeerAddressOnly(peer)));
     uctx_.AddMetadata(fwd, forwarded);
+  }
+
+  if (header_limit_ != nullptr) SetRateLimitHeaders(/*trailers=*/false);
+  for (const LimitSettings& limit : route_->limits) {
+    if (limit.messages_per_second <= 0) continue;
+    message_limit_ = &limit;
+    auto config = TokenBucket::Config::PerSecond(
+        static_cast<double>(limit.messages_per_second), limit.messages_burst);
+    u2c_.bucket = std::make_unique<TokenBucket>(config);
+    if (limit.messages_client_to_upstream) {
+      c2u_.bucket = std::make_unique<TokenBucket>(config);
+    }
+    break;  // the first message limit of the route applies
   }
 
   grpc::GenericStub* stub = snap_->pool->Pick(route_->upstream_index);
@@ -193,7 +434,8 @@ void ProxyCall::AdvanceClientToUpstream() {
     ++outstanding_;
     ustream_->Write(p.write_buf, options, &uwrite_tag_);
   }
-  if (!p.reading && !p.src_done && !p.dst_failed && p.held() < window_) {
+  if (!p.reading && !p.src_done && !p.dst_failed && p.held() < window_ &&
+      PaceAllowsRead(p, c2u_pace_alarm_, c2u_pace_tag_)) {
     p.reading = true;
     ++outstanding_;
     sstream_.Read(&p.read_buf, &cread_tag_);
@@ -213,6 +455,10 @@ void ProxyCall::OnClientRead(bool ok) {
     last_activity_ = absl::Now();
     stats_->msg_received->Increment();
     p.queue.push_back(std::move(p.read_buf));
+    if (!ChargeMessage(p)) {
+      Release();
+      return;
+    }
     AdvanceClientToUpstream();
   } else if (grpc_call_failed_before_recv_message(sctx_.c_call())) {
     // The client cancelled or vanished (not a graceful half-close): never
@@ -256,7 +502,7 @@ void ProxyCall::AdvanceUpstreamToClient() {
     sstream_.Write(p.write_buf, options, &cwrite_tag_);
   }
   if (!local_status_ && !p.reading && !p.src_done && !p.dst_failed &&
-      p.held() < window_) {
+      p.held() < window_ && PaceAllowsRead(p, u2c_pace_alarm_, u2c_pace_tag_)) {
     p.reading = true;
     ++outstanding_;
     ustream_->Read(&p.read_buf, &uread_tag_);
@@ -275,6 +521,10 @@ void ProxyCall::OnUpstreamRead(bool ok) {
   if (ok && !local_status_) {
     last_activity_ = absl::Now();
     p.queue.push_back(std::move(p.read_buf));
+    if (!ChargeMessage(p)) {
+      Release();
+      return;
+    }
   } else {
     p.src_done = true;  // the upstream finished (or failed): get its status
   }
@@ -309,8 +559,13 @@ void ProxyCall::OnUpstreamFinished(bool /*ok*/) {
 
 void ProxyCall::Abort(grpc::StatusCode code, const std::string& message,
                       Reason reason) {
+  Abort(grpc::Status(code, message), reason);
+}
+
+void ProxyCall::Abort(const grpc::Status& status, Reason reason) {
   if (local_status_ || finish_posted_) return;
-  local_status_ = grpc::Status(code, message);
+  LeaveQueue();
+  local_status_ = status;
   stats_->rejected[static_cast<int>(reason)]->Increment();
   sctx_.AddTrailingMetadata(std::string(kReasonTrailer),
                             std::string(ReasonName(reason)));
@@ -344,7 +599,11 @@ void ProxyCall::MaybeFinishDownstream() {
   }
   finish_posted_ = true;
   final_code_ = status.error_code();
+  permits_.clear();  // every permit goes back exactly once, here or in ~
   if (idle_armed_) idle_alarm_.Cancel();
+  if (queue_armed_) queue_alarm_.Cancel();
+  if (u2c_.pace_armed) u2c_pace_alarm_.Cancel();
+  if (c2u_.pace_armed) c2u_pace_alarm_.Cancel();
   ++outstanding_;
   sstream_.Finish(status, &sfinish_tag_);
 }
@@ -364,6 +623,7 @@ void ProxyCall::OnDone(bool /*ok*/) {
 void ProxyCall::OnClientGone() {
   if (!counted_cancel_) {
     counted_cancel_ = true;
+    LeaveQueue();
     if (stats_ != nullptr && !finish_posted_) stats_->client_cancels->Increment();
     // The client cancelled or vanished: cancel the upstream call at once.
     if (upstream_started_ && !upstream_finished_) uctx_.TryCancel();

@@ -19,6 +19,8 @@
 #include "grpcpp/alarm.h"
 #include "grpcpp/generic/async_generic_service.h"
 #include "grpcpp/generic/generic_stub.h"
+#include "server/limits/concurrency_limiter.h"
+#include "server/limits/token_bucket.h"
 #include "server/metrics/reason.h"
 #include "server/proxy/cq_tag.h"
 #include "server/proxy/proxy_snapshot.h"
@@ -27,13 +29,16 @@ namespace sluice {
 
 class Worker;
 
-class ProxyCall {
+class ProxyCall final : public ConcurrencyLimiter::Waiter {
  public:
   // Creates a call object and posts an accept on the worker's queue.
   static void Accept(Worker* worker);
 
   // Worker thread: end the call now with UNAVAILABLE + draining.
   void ForceDrain();
+
+  // ConcurrencyLimiter::Waiter: any thread; only posts a tag to our queue.
+  void OnGranted() override;
 
   // Intrusive list links owned by the Worker.
   ProxyCall* prev_live = nullptr;
@@ -50,6 +55,10 @@ class ProxyCall {
     bool src_done = false;    // the source has no more messages
     bool dst_failed = false;  // the destination refuses writes
     bool closed = false;      // half-close sent to the destination
+    // Message limit (null: none) and pacing state.
+    std::unique_ptr<TokenBucket> bucket;
+    absl::Time pace_until = absl::InfinitePast();
+    bool pace_armed = false;
     int held() const {
       return static_cast<int>(queue.size()) + (writing ? 1 : 0) +
              (reading ? 1 : 0);
@@ -57,7 +66,7 @@ class ProxyCall {
   };
 
   explicit ProxyCall(Worker* worker);
-  ~ProxyCall();
+  ~ProxyCall() override;
 
   // Completion handlers, one per kind of operation.
   void OnAccepted(bool ok);
@@ -74,11 +83,27 @@ class ProxyCall {
   void OnDownstreamFinished(bool ok);
   void OnIdleAlarm(bool ok);
 
+  // Admission: every rate limit, then every concurrency limit (possibly
+  // waiting in its queue), then StartUpstream().
+  void Admit();
+  void OnPermitGranted(bool ok);
+  void OnQueueAlarm(bool ok);
+  // Leaves a concurrency queue (cancel, drain, timeout); true if it did.
+  bool LeaveQueue();
+  std::string LimitKey(const LimitSettings& limit) const;
+  void SetRateLimitHeaders(bool trailers);
+  // Charges one message of a stream to its limit; false if the stream was
+  // ended for it.
+  bool ChargeMessage(Pump& pump);
+  bool PaceAllowsRead(Pump& pump, grpc::Alarm& alarm, CqTag& tag);
+  void OnUpstreamPaceAlarm(bool ok);
+  void OnClientPaceAlarm(bool ok);
   void StartUpstream();
   void AdvanceClientToUpstream();
   void AdvanceUpstreamToClient();
   // Ends the call with a status Sluice originates (and cancels upstream).
   void Abort(grpc::StatusCode code, const std::string& message, Reason reason);
+  void Abort(const grpc::Status& status, Reason reason);
   void MaybeFinishDownstream();
   // The client cancelled or disconnected: cancel upstream, count it once.
   void OnClientGone();
@@ -89,6 +114,7 @@ class ProxyCall {
   Worker* const worker_;
   std::shared_ptr<const ProxySnapshot> snap_;
   const RouteSettings* route_ = nullptr;
+  int route_index_ = -1;
   RouteStats* stats_ = nullptr;
   int window_ = 1;
   absl::Time accepted_at_;
@@ -101,6 +127,22 @@ class ProxyCall {
   grpc::Status upstream_status_;
   std::optional<grpc::Status> local_status_;
   grpc::Alarm idle_alarm_;
+
+  // Admission state.
+  size_t admit_index_ = 0;                // next concurrency limit to take
+  ConcurrencyLimiter* waiting_ = nullptr;  // queued in this limiter
+  LimitState* waiting_limit_ = nullptr;
+  grpc::Alarm grant_alarm_;   // set by OnGranted from the releasing thread
+  grpc::Alarm queue_alarm_;   // the queue wait's bound
+  bool queue_armed_ = false;
+  absl::Time queued_at_;
+  TokenBucket::Decision rate_decision_;
+  const LimitState* header_limit_ = nullptr;  // for x-ratelimit-* headers
+  const LimitSettings* message_limit_ = nullptr;
+  grpc::Alarm u2c_pace_alarm_;
+  grpc::Alarm c2u_pace_alarm_;
+  // Declared after snap_, so permits go back before the limiters could.
+  std::vector<ConcurrencyLimiter::Permit> permits_;
 
   Pump c2u_;  // client -> upstream
   Pump u2c_;  // upstream -> client
@@ -135,6 +177,10 @@ class ProxyCall {
   MemberTag<ProxyCall> ufinish_tag_{this, &ProxyCall::OnUpstreamFinished};
   MemberTag<ProxyCall> sfinish_tag_{this, &ProxyCall::OnDownstreamFinished};
   MemberTag<ProxyCall> idle_tag_{this, &ProxyCall::OnIdleAlarm};
+  MemberTag<ProxyCall> grant_tag_{this, &ProxyCall::OnPermitGranted};
+  MemberTag<ProxyCall> queue_tag_{this, &ProxyCall::OnQueueAlarm};
+  MemberTag<ProxyCall> u2c_pace_tag_{this, &ProxyCall::OnUpstreamPaceAlarm};
+  MemberTag<ProxyCall> c2u_pace_tag_{this, &ProxyCall::OnClientPaceAlarm};
 };
 
 }  // namespace sluice

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "server/config/config.h"
+#include "server/limits/limit_state.h"
 #include "server/metrics/proxy_metrics.h"
 #include "server/proxy/router.h"
 #include "server/proxy/upstream_pool.h"
@@ -19,8 +20,13 @@ namespace sluice {
 
 struct ProxySnapshot {
   ProxySnapshot(std::shared_ptr<const Config> c,
-                std::shared_ptr<UpstreamPool> p, ProxyMetrics& metrics)
-      : config(std::move(c)), router(*config), pool(std::move(p)) {
+                std::shared_ptr<UpstreamPool> p,
+                std::vector<std::vector<std::shared_ptr<LimitState>>> l,
+                ProxyMetrics& metrics)
+      : config(std::move(c)),
+        router(*config),
+        pool(std::move(p)),
+        limits(std::move(l)) {
     for (const RouteSettings& r : config->routes()) {
       route_stats.push_back(metrics.ForRoute(r.name));
     }
@@ -30,6 +36,8 @@ struct ProxySnapshot {
   std::shared_ptr<const Config> config;
   Router router;
   std::shared_ptr<UpstreamPool> pool;
+  // Live limit state, parallel to config->routes()[i].limits.
+  std::vector<std::vector<std::shared_ptr<LimitState>>> limits;
   std::vector<RouteStats> route_stats;  // parallel to config->routes()
   RouteStats no_route_stats;
 };

@@ -717,6 +717,341 @@ TEST(ConfigErrorTest, BadForwardedForHeader) {
 }
 
 // ---------------------------------------------------------------------------
+// Route limits.
+
+// kMinimal's route "r" with `limits` (YAML lines below `limits:`).
+std::string WithLimits(const std::string& limits) {
+  return WithRoute(absl::StrCat("    match: {prefix: /}\n"
+                                "    upstream: a\n"
+                                "    limits:\n",
+                                limits));
+}
+
+TEST(ConfigLimitsTest, EveryKindOfLimit) {
+  auto config = MustParse(WithRoute(R"(    match: {prefix: /}
+    upstream: a
+    rate_limit_headers: true
+    limits:
+      - name: per-client
+        rate: {per_second: 200, burst: 50}
+        key: [peer, "header:X-Api-Key", method]
+        max_keys: 500
+        default_key: anonymous
+        dry_run: true
+      - name: in_flight.1
+        concurrency: {max: 64, queue: 128, max_wait: 500ms}
+      - name: stream
+        messages: {per_second: 100, burst: 10, mode: reject,
+                   client_to_upstream: true}
+      - name: all
+        rate: {per_minute: 30, burst: 3}
+        concurrency: {max: 1}
+        messages: {per_second: 5}
+)"));
+  ASSERT_NE(config, nullptr);
+  const RouteSettings& route = config->routes()[0];
+  EXPECT_TRUE(route.rate_limit_headers);
+  ASSERT_EQ(route.limits.size(), 4u);
+
+  const LimitSettings& rate = route.limits[0];
+  EXPECT_EQ(rate.name, "per-client");
+  EXPECT_EQ(rate.rate_count, 200);
+  EXPECT_EQ(rate.rate_period, absl::Seconds(1));
+  EXPECT_EQ(rate.rate_burst, 50);
+  EXPECT_EQ(rate.concurrency_max, 0);
+  EXPECT_EQ(rate.messages_per_second, 0);
+  // Header names are lowered, as gRPC metadata keys are.
+  EXPECT_EQ(rate.key, (std::vector<std::string>{"peer", "header:x-api-key",
+                                                "method"}));
+  EXPECT_EQ(config->proto().routes(0).limits(0).key(1), "header:x-api-key");
+  EXPECT_EQ(rate.max_keys, 500);
+  EXPECT_EQ(rate.default_key, "anonymous");
+  EXPECT_TRUE(rate.dry_run);
+
+  const LimitSettings& concurrency = route.limits[1];
+  EXPECT_EQ(concurrency.name, "in_flight.1");
+  EXPECT_EQ(concurrency.rate_count, 0);
+  EXPECT_EQ(concurrency.concurrency_max, 64);
+  EXPECT_EQ(concurrency.concurrency_queue, 128);
+  EXPECT_EQ(concurrency.concurrency_max_wait, absl::Milliseconds(500));
+  EXPECT_EQ(concurrency.messages_per_second, 0);
+  EXPECT_TRUE(concurrency.key.empty());
+  EXPECT_FALSE(concurrency.dry_run);
+
+  const LimitSettings& messages = route.limits[2];
+  EXPECT_EQ(messages.rate_count, 0);
+  EXPECT_EQ(messages.concurrency_max, 0);
+  EXPECT_EQ(messages.messages_per_second, 100);
+  EXPECT_EQ(messages.messages_burst, 10);
+  EXPECT_TRUE(messages.messages_reject);
+  EXPECT_TRUE(messages.messages_client_to_upstream);
+
+  const LimitSettings& all = route.limits[3];
+  EXPECT_EQ(all.rate_count, 30);
+  EXPECT_EQ(all.rate_period, absl::Minutes(1));
+  EXPECT_EQ(all.rate_burst, 3);
+  EXPECT_EQ(all.concurrency_max, 1);
+  EXPECT_EQ(all.concurrency_queue, 0);
+  EXPECT_EQ(all.concurrency_max_wait, absl::Seconds(1));
+  EXPECT_EQ(all.messages_per_second, 5);
+  EXPECT_EQ(all.messages_burst, 5);
+  EXPECT_FALSE(all.messages_reject);
+  EXPECT_FALSE(all.messages_client_to_upstream);
+}
+
+TEST(ConfigLimitsTest, NoLimitsByDefault) {
+  auto config = MustParse(kMinimal);
+  ASSERT_NE(config, nullptr);
+  EXPECT_TRUE(config->routes()[0].limits.empty());
+  EXPECT_FALSE(config->routes()[0].rate_limit_headers);
+}
+
+TEST(ConfigLimitsTest, DefaultsAreFilledIn) {
+  auto config = MustParse(WithLimits(R"(      - name: s
+        rate: {per_second: 7}
+      - name: m
+        rate: {per_minute: 600}
+      - name: slow
+        rate: {per_minute: 30}
+      - name: c
+        concurrency: {max: 4}
+      - name: p
+        messages: {per_second: 20}
+)"));
+  ASSERT_NE(config, nullptr);
+  const std::vector<LimitSettings>& limits = config->routes()[0].limits;
+  ASSERT_EQ(limits.size(), 5u);
+  EXPECT_EQ(limits[0].rate_count, 7);
+  EXPECT_EQ(limits[0].rate_period, absl::Seconds(1));
+  EXPECT_EQ(limits[0].rate_burst, 7);
+  EXPECT_EQ(limits[0].max_keys, 10000);
+  EXPECT_EQ(limits[0].default_key, "default");
+  EXPECT_FALSE(limits[0].dry_run);
+  EXPECT_TRUE(limits[0].key.empty());
+  EXPECT_EQ(limits[1].rate_count, 600);
+  EXPECT_EQ(limits[1].rate_period, absl::Minutes(1));
+  EXPECT_EQ(limits[1].rate_burst, 10);  // the per-second rate
+  EXPECT_EQ(limits[2].rate_burst, 1);   // at least 1
+  EXPECT_EQ(limits[3].concurrency_max, 4);
+  EXPECT_EQ(limits[3].concurrency_queue, 0);
+  EXPECT_EQ(limits[3].concurrency_max_wait, absl::Seconds(1));
+  EXPECT_EQ(limits[4].messages_per_second, 20);
+  EXPECT_EQ(limits[4].messages_burst, 20);
+  EXPECT_FALSE(limits[4].messages_reject);
+  EXPECT_FALSE(limits[4].messages_client_to_upstream);
+
+  // GetConfig shows them.
+  const config::v1::Route& route = config->proto().routes(0);
+  EXPECT_EQ(route.limits(0).rate().burst(), 7u);
+  EXPECT_EQ(route.limits(0).max_keys(), 10000u);
+  EXPECT_EQ(route.limits(0).default_key(), "default");
+  EXPECT_EQ(route.limits(1).rate().burst(), 10u);
+  EXPECT_EQ(route.limits(2).rate().burst(), 1u);
+  EXPECT_EQ(route.limits(3).concurrency().max_wait(), "1s");
+  EXPECT_EQ(route.limits(4).messages().burst(), 20u);
+  EXPECT_EQ(route.limits(4).messages().mode(), "pace");
+}
+
+TEST(ConfigLimitsTest, FingerprintFollowsTheDefinition) {
+  const auto fingerprints = [](const std::string& limits) {
+    std::vector<std::string> out;
+    auto config = MustParse(WithLimits(limits));
+    if (config == nullptr) return out;
+    for (const LimitSettings& limit : config->routes()[0].limits) {
+      out.push_back(limit.fingerprint);
+    }
+    return out;
+  };
+  const std::vector<std::string> a = fingerprints(
+      "      - {name: x, rate: {per_second: 10}, key: [peer]}\n"
+      "      - {name: y, concurrency: {max: 2}}\n");
+  // The same definitions, with defaults spelled out and another case.
+  const std::vector<std::string> b = fingerprints(
+      "      - name: x\n"
+      "        rate: {per_second: 10, burst: 10}\n"
+      "        key: [peer]\n"
+      "        max_keys: 10000\n"
+      "        default_key: default\n"
+      "      - {name: y, concurrency: {max: 2, queue: 0, max_wait: 1s}}\n");
+  const std::vector<std::string> c = fingerprints(
+      "      - {name: x, rate: {per_second: 11}, key: [peer]}\n"
+      "      - {name: y, concurrency: {max: 2, max_wait: 2s}}\n");
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(b.size(), 2u);
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_FALSE(a[0].empty());
+  EXPECT_NE(a[0], a[1]);
+  EXPECT_EQ(a[0], b[0]);
+  EXPECT_EQ(a[1], b[1]);
+  EXPECT_NE(a[0], c[0]);
+  EXPECT_NE(a[1], c[1]);
+  const std::vector<std::string> lowered =
+      fingerprints("      - {name: x, rate: {per_second: 1}, "
+                   "key: [\"header:X-Id\"]}\n");
+  const std::vector<std::string> lower =
+      fingerprints("      - {name: x, rate: {per_second: 1}, "
+                   "key: [\"header:x-id\"]}\n");
+  EXPECT_EQ(lowered, lower);
+}
+
+TEST(ConfigLimitsTest, MissingName) {
+  EXPECT_EQ(ErrorOf(WithLimits("      - rate: {per_second: 1}\n")),
+            "test.yaml: routes[0].limits[0].name: required");
+  EXPECT_EQ(ErrorOf(WithLimits("      - {name: \"a b\", "
+                               "rate: {per_second: 1}}\n")),
+            "test.yaml: routes[0].limits[0].name: invalid name \"a b\" (use "
+            "letters, digits, '_', '.', '-')");
+}
+
+TEST(ConfigLimitsTest, DuplicateName) {
+  EXPECT_EQ(ErrorOf(WithLimits("      - {name: x, rate: {per_second: 1}}\n"
+                               "      - {name: y, rate: {per_second: 1}}\n"
+                               "      - {name: x, concurrency: {max: 1}}\n")),
+            "test.yaml: routes[0].limits[2].name: duplicate name \"x\" (first "
+            "at routes[0].limits[0])");
+  // Unique within the route only.
+  EXPECT_NE(MustParse(R"(upstreams: [{name: a, target: "127.0.0.1:1"}]
+routes:
+  - {name: r, match: {method: /a.B/C}, upstream: a,
+     limits: [{name: x, rate: {per_second: 1}}]}
+  - {name: s, match: {prefix: /}, upstream: a,
+     limits: [{name: x, rate: {per_second: 1}}]}
+)"),
+            nullptr);
+}
+
+TEST(ConfigLimitsTest, EmptyLimit) {
+  EXPECT_EQ(ErrorOf(WithLimits("      - {name: x, rate: {per_second: 1}}\n"
+                               "      - {name: y, dry_run: true}\n")),
+            "test.yaml: routes[0].limits[1]: a limit needs at least one of "
+            "rate, concurrency, messages");
+}
+
+TEST(ConfigLimitsTest, BothPerSecondAndPerMinute) {
+  EXPECT_EQ(ErrorOf(WithLimits("      - name: x\n"
+                               "        rate: {per_second: 1, per_minute: 60}\n")),
+            "test.yaml: routes[0].limits[0].rate: set only one of per_second "
+            "and per_minute");
+}
+
+TEST(ConfigLimitsTest, ZeroRate) {
+  const std::string expected =
+      "test.yaml: routes[0].limits[0].rate: set per_second or per_minute "
+      "(> 0)";
+  EXPECT_EQ(ErrorOf(WithLimits("      - {name: x, rate: {per_second: 0}}\n")),
+            expected);
+  EXPECT_EQ(ErrorOf(WithLimits("      - {name: x, rate: {burst: 5}}\n")),
+            expected);
+  EXPECT_EQ(ErrorOf(WithLimits("      - {name: x, rate: {}}\n")), expected);
+}
+
+TEST(ConfigLimitsTest, BadMode) {
+  EXPECT_EQ(ErrorOf(WithLimits("      - name: x\n"
+                               "        messages: {per_second: 5, "
+                               "mode: drop}\n")),
+            "test.yaml: routes[0].limits[0].messages.mode: unknown mode "
+            "\"drop\" (use \"pace\" or \"reject\")");
+}
+
+TEST(ConfigLimitsTest, MessagesWithoutRate) {
+  EXPECT_EQ(ErrorOf(WithLimits("      - {name: x, messages: {burst: 5}}\n")),
+            "test.yaml: routes[0].limits[0].messages.per_second: required, "
+            "> 0");
+}
+
+TEST(ConfigLimitsTest, BadKey) {
+  EXPECT_EQ(
+      ErrorOf(WithLimits("      - name: x\n"
+                         "        rate: {per_second: 1}\n"
+                         "        key: [user, \"header:\", \"header::path\",\n"
+                         "              \"header:x id\", peer, PEER, peer,\n"
+                         "              \"header:X-A\", \"header:x-a\"]\n")),
+      "test.yaml: routes[0].limits[0].key[0]: unknown key part \"user\" (use "
+      "\"peer\", \"method\" or \"header:<name>\")\n"
+      "test.yaml: routes[0].limits[0].key[1]: \"header:\" needs a header "
+      "name, e.g. \"header:x-api-key\"\n"
+      "test.yaml: routes[0].limits[0].key[2]: \"header::path\" names a "
+      "pseudo-header; use a regular header name (the method is the "
+      "\"method\" key part)\n"
+      "test.yaml: routes[0].limits[0].key[3]: invalid header name in "
+      "\"header:x id\" (use letters, digits, '-', '_', '.')\n"
+      "test.yaml: routes[0].limits[0].key[5]: unknown key part \"PEER\" (use "
+      "\"peer\", \"method\" or \"header:<name>\")\n"
+      "test.yaml: routes[0].limits[0].key[6]: duplicate key part \"peer\" "
+      "(first at key[4])\n"
+      "test.yaml: routes[0].limits[0].key[8]: duplicate key part "
+      "\"header:x-a\" (first at key[7])");
+}
+
+TEST(ConfigLimitsTest, KeyWithoutRate) {
+  EXPECT_EQ(ErrorOf(WithLimits("      - {name: x, concurrency: {max: 1}, "
+                               "key: [peer]}\n")),
+            "test.yaml: routes[0].limits[0].key: key applies to rate only");
+}
+
+TEST(ConfigLimitsTest, BadMaxWait) {
+  EXPECT_EQ(ErrorOf(WithLimits("      - name: x\n"
+                               "        concurrency: {max: 1, "
+                               "max_wait: 1 second}\n")),
+            "test.yaml: routes[0].limits[0].concurrency.max_wait: invalid "
+            "duration \"1 second\" (use e.g. \"250ms\", \"1.5s\", \"2m\")");
+  EXPECT_EQ(ErrorOf(WithLimits("      - name: x\n"
+                               "        concurrency: {max: 1, "
+                               "max_wait: -1s}\n")),
+            "test.yaml: routes[0].limits[0].concurrency.max_wait: negative "
+            "duration \"-1s\" (must be >= 0)");
+  // 0s is allowed: a queued call waits no longer than its deadline allows.
+  auto config = MustParse(
+      WithLimits("      - {name: x, concurrency: {max: 1, queue: 5, "
+                 "max_wait: 0s}}\n"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->routes()[0].limits[0].concurrency_max_wait,
+            absl::ZeroDuration());
+}
+
+TEST(ConfigLimitsTest, MaxKeysOutOfRange) {
+  EXPECT_EQ(ErrorOf(WithLimits("      - {name: x, rate: {per_second: 1}, "
+                               "max_keys: 10000001}\n")),
+            "test.yaml: routes[0].limits[0].max_keys: 10000001 is out of "
+            "range (1..10000000)");
+  auto config = MustParse(WithLimits(
+      "      - {name: x, rate: {per_second: 1}, max_keys: 10000000}\n"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->routes()[0].limits[0].max_keys, 10000000);
+}
+
+TEST(ConfigLimitsTest, ConcurrencyWithoutMax) {
+  EXPECT_EQ(ErrorOf(WithLimits("      - {name: x, concurrency: {queue: 10}}\n")),
+            "test.yaml: routes[0].limits[0].concurrency.max: required, > 0");
+}
+
+TEST(ConfigLimitsTest, AllLimitErrorsAreReported) {
+  EXPECT_EQ(ErrorOf(R"(upstreams: [{name: a, target: "127.0.0.1:1"}]
+routes:
+  - name: r
+    match: {method: /a.B/C}
+    upstream: a
+    limits:
+      - {concurrency: {}, key: [peer]}
+  - name: s
+    match: {prefix: /}
+    upstream: a
+    limits:
+      - {name: x, messages: {per_second: 1, mode: Pace}}
+      - {name: x}
+)"),
+            "test.yaml: routes[0].limits[0].name: required\n"
+            "test.yaml: routes[0].limits[0].concurrency.max: required, > 0\n"
+            "test.yaml: routes[0].limits[0].key: key applies to rate only\n"
+            "test.yaml: routes[1].limits[0].messages.mode: unknown mode "
+            "\"Pace\" (use \"pace\" or \"reject\")\n"
+            "test.yaml: routes[1].limits[1].name: duplicate name \"x\" (first "
+            "at routes[1].limits[0])\n"
+            "test.yaml: routes[1].limits[1]: a limit needs at least one of "
+            "rate, concurrency, messages");
+}
+
+// ---------------------------------------------------------------------------
 // YamlToJson on its own.
 
 TEST(YamlToJsonTest, TypesFollowTheSchema) {
@@ -786,12 +1121,27 @@ TEST(ExamplesTest, DemoIsWhatMakeRunNeeds) {
   EXPECT_EQ(ticker.name, "ticker");
   EXPECT_EQ(ticker.match, "/sluice.demo.v1.Ticker/");
   EXPECT_EQ(ticker.deadline.stream_idle_timeout, absl::Seconds(60));
+  ASSERT_EQ(ticker.limits.size(), 1u);
+  EXPECT_EQ(ticker.limits[0].messages_per_second, 100);
+  EXPECT_EQ(ticker.limits[0].messages_burst, 10);
+  EXPECT_FALSE(ticker.limits[0].messages_reject);
   const RouteSettings& testing = config.routes()[1];
   EXPECT_EQ(testing.name, "testing");
   EXPECT_EQ(testing.match, "/grpc.testing.TestService/");
   EXPECT_EQ(testing.deadline.default_timeout, absl::Seconds(10));
   EXPECT_EQ(testing.deadline.max_timeout, absl::Seconds(60));
   EXPECT_EQ(testing.deadline.offset, absl::Milliseconds(5));
+  ASSERT_EQ(testing.limits.size(), 2u);
+  EXPECT_EQ(testing.limits[0].name, "per-client");
+  EXPECT_EQ(testing.limits[0].rate_count, 200);
+  EXPECT_EQ(testing.limits[0].rate_period, absl::Seconds(1));
+  EXPECT_EQ(testing.limits[0].rate_burst, 50);
+  EXPECT_EQ(testing.limits[0].key, std::vector<std::string>{"peer"});
+  EXPECT_EQ(testing.limits[1].concurrency_max, 64);
+  EXPECT_EQ(testing.limits[1].concurrency_queue, 128);
+  EXPECT_EQ(testing.limits[1].concurrency_max_wait, absl::Milliseconds(500));
+  EXPECT_TRUE(testing.rate_limit_headers);
+  EXPECT_TRUE(config.routes()[2].limits.empty());
   const RouteSettings& fallback = config.routes()[2];
   EXPECT_EQ(fallback.name, "default");
   EXPECT_FALSE(fallback.exact);
