@@ -364,7 +364,7 @@ for p in paths:
         v = num(p, s, i); return fmt.format(v) if v is not None else "FAIL"
     print(f"| {p} | {f('unary',2)} | {f('unary',5)} / {f('unary',7)} µs | {f('latency',2)} | "
           f"{f('latency',5)} / {f('latency',6)} / {f('latency',7)} µs | {f('stream',3)} | "
-          f"{num(p,'stream',4)/1e6 if num(p,'stream',4) else 0:.1f} |")
+          f"{f('stream',4,'{:.0f}') if num(p,'stream',4) is None else '%.1f' % (num(p,'stream',4) / 1e6)} |")
 print()
 def ratio(a, b, s, i):
     x, y = num(a, s, i), num(b, s, i)
@@ -375,11 +375,12 @@ for a in ["sluice-w1", "sluice-w2"]:
     for b in ["direct", "nginx"]:
         print(f"| {a} / {b} | {ratio(a,b,'unary',2)} | {ratio(a,b,'latency',5)} | {ratio(a,b,'stream',3)} |")
 # Added latency over direct, Sluice vs nginx (the design's target metric).
+print()
 d = num("direct", "latency", 5); n = num("nginx", "latency", 5)
 for a in ["sluice-w1", "sluice-w2"]:
     s = num(a, "latency", 5)
     if d and n and s and n > d:
-        print(f"\nadded mean latency over direct: {a} {s - d:.0f} µs, nginx {n - d:.0f} µs, ratio {(s - d) / (n - d):.2f}")
+        print(f"added mean latency over direct: {a} {s - d:.0f} µs, nginx {n - d:.0f} µs, ratio {(s - d) / (n - d):.2f}")
 EOF
 
 if ((FAILED)); then

@@ -32,6 +32,7 @@ _PROTOS = [
     ("/usr/share/grpc-proto", "grpc/health/v1/health.proto"),
     (os.path.join(ROOT, "proto"), "sluice/demo/v1/ticker.proto"),
     (os.path.join(ROOT, "proto"), "sluice/admin/v1/admin.proto"),
+    (os.path.join(ROOT, "proto"), "sluice/rpc/v1/error_details.proto"),
 ]
 
 
@@ -183,6 +184,33 @@ def trailer(metadata, key):
     for k, v in metadata or ():
         if k == key:
             return v
+    return None
+
+
+RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
+
+
+def status_details(metadata):
+    """The google.rpc.Status (Sluice's wire-compatible sluice.rpc.v1.Status)
+    carried in the `grpc-status-details-bin` trailer, or None."""
+    from sluice.rpc.v1 import error_details_pb2
+    raw = trailer(metadata, "grpc-status-details-bin")
+    if raw is None:
+        return None
+    return error_details_pb2.Status.FromString(raw)
+
+
+def retry_delay(metadata):
+    """Seconds of the RetryInfo in a call's `grpc-status-details-bin`
+    trailer, or None if there is none."""
+    from sluice.rpc.v1 import error_details_pb2
+    status = status_details(metadata)
+    if status is None:
+        return None
+    for any_ in status.details:
+        if any_.type_url == RETRY_INFO_TYPE:
+            info = error_details_pb2.RetryInfo.FromString(any_.value)
+            return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
     return None
 
 
