@@ -6,7 +6,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/dynamic_message.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
 #include "gtest/gtest.h"
 #include "tests/proxy/proxy_fixture.h"
 
@@ -42,6 +46,12 @@ routes:
     match: {prefix: "/sluice.demo.v1.Ticker/"}
     upstream: demo
     deadline: {stream_idle_timeout: 300ms}
+  - name: health
+    match: {prefix: "/grpc.health.v1.Health/"}
+    upstream: demo
+  - name: reflection
+    match: {prefix: "/grpc.reflection."}
+    upstream: demo
 )";
   }
   std::string ProxyYaml() override {
@@ -293,6 +303,80 @@ TEST_F(ProxyBehaviourTest, GenericMethodsOfAnyServiceAreForwarded) {
   cq.Shutdown();
   while (cq.Next(&tag, &ok)) {
   }
+}
+
+// grpcurl's view: health and reflection on the data port are the
+// upstream's, proxied like any method (Sluice's own live on the admin port).
+TEST_F(ProxyBehaviourTest, HealthOnTheDataPortIsTheUpstreams) {
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  grpc::health::v1::HealthCheckRequest req;
+  grpc::health::v1::HealthCheckResponse resp;
+  req.set_service("grpc.testing.TestService");  // the upstream's own name
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(health->Check(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+TEST_F(ProxyBehaviourTest, ReflectionOnTheDataPortListsTheUpstreamsServices) {
+  const auto* pool = google::protobuf::DescriptorPool::generated_pool();
+  const auto* request_type =
+      pool->FindMessageTypeByName("grpc.reflection.v1alpha.ServerReflectionRequest");
+  const auto* response_type = pool->FindMessageTypeByName(
+      "grpc.reflection.v1alpha.ServerReflectionResponse");
+  // libgrpc++_reflection (linked through the demo upstream) registers them.
+  ASSERT_NE(request_type, nullptr);
+  ASSERT_NE(response_type, nullptr);
+  auto* factory = google::protobuf::MessageFactory::generated_factory();
+  std::unique_ptr<google::protobuf::Message> request(
+      factory->GetPrototype(request_type)->New());
+  std::unique_ptr<google::protobuf::Message> response(
+      factory->GetPrototype(response_type)->New());
+  request->GetReflection()->SetString(
+      request.get(), request_type->FindFieldByName("list_services"), "");
+  grpc::ByteBuffer request_bytes;
+  bool own = false;
+  ASSERT_TRUE(grpc::SerializationTraits<google::protobuf::Message>::Serialize(
+                  *request, &request_bytes, &own)
+                  .ok());
+  grpc::GenericStub stub(channel_);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  SetTimeout(&ctx, absl::Seconds(5));
+  auto step = [&cq]() {
+    void* tag;
+    bool ok = false;
+    EXPECT_TRUE(cq.Next(&tag, &ok));
+    return ok;
+  };
+  auto call = stub.PrepareCall(
+      &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+      &cq);
+  call->StartCall(nullptr);
+  ASSERT_TRUE(step());
+  call->Write(request_bytes, nullptr);
+  ASSERT_TRUE(step());
+  call->WritesDone(nullptr);
+  ASSERT_TRUE(step());
+  grpc::ByteBuffer response_bytes;
+  call->Read(&response_bytes, nullptr);
+  ASSERT_TRUE(step());
+  grpc::Status status;
+  call->Finish(&status, nullptr);
+  ASSERT_TRUE(step());
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_TRUE(grpc::SerializationTraits<google::protobuf::Message>::Deserialize(
+                  &response_bytes, response.get())
+                  .ok());
+  cq.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq.Next(&tag, &ok)) {
+  }
+  const std::string listed = response->ShortDebugString();
+  EXPECT_NE(listed.find("\"grpc.testing.TestService\""), std::string::npos);
+  EXPECT_NE(listed.find("\"sluice.demo.v1.Ticker\""), std::string::npos);
+  // Sluice's admin service is not on the data port.
+  EXPECT_EQ(listed.find("sluice.admin"), std::string::npos);
 }
 
 // Drain, in process: a live stream finishes with UNAVAILABLE + draining at

@@ -1,0 +1,451 @@
+"""Admission control through the real sluice binary in front of the demo
+upstream: rate limits (accuracy under open-loop overload, RetryInfo,
+x-ratelimit-* headers, keyed buckets, dry run), the admin API's run-time
+overrides, and what a SIGHUP reload does to limit state.
+
+Concurrency limits, message limits and a mixed soak are in
+limits_concurrency_test.py.
+
+Every test starts its own sluice (buckets start full) in front of one demo
+upstream shared by the module, and ends with sluice_calls_in_flight at 0.
+"""
+
+import os
+import signal
+import threading
+import time
+import unittest
+
+import harness
+import grpc
+from grpc.testing import empty_pb2, messages_pb2, test_pb2_grpc
+from sluice.admin.v1 import admin_pb2, admin_pb2_grpc
+
+RE = grpc.StatusCode.RESOURCE_EXHAUSTED
+UNARY = "/grpc.testing.TestService/UnaryCall"
+EMPTY = "/grpc.testing.TestService/EmptyCall"
+
+ROUTES_TAIL = """
+  - name: default
+    match: {prefix: /}
+    upstream: demo
+"""
+
+
+def config(routes):
+    return ("upstreams:\n  - name: demo\n    target: 127.0.0.1:1   # replaced by --upstream\n"
+            "routes:\n" + routes + ROUTES_TAIL)
+
+
+def unary_req():
+    return messages_pb2.SimpleRequest(response_size=1)
+
+
+class Outcome:
+    """What one finished call looked like to the client."""
+
+    def __init__(self, call):
+        self.code = call.code()
+        self.details = call.details() or ""
+        self.initial = tuple(call.initial_metadata() or ())
+        self.trailing = tuple(call.trailing_metadata() or ())
+        self.reason = harness.trailer(self.trailing, "sluice-reason")
+
+    def __repr__(self):
+        return f"Outcome({self.code}, {self.details!r}, reason={self.reason!r})"
+
+
+def call_unary(stub_method, request, metadata=None, timeout=10):
+    """Runs one unary call; returns its Outcome (never raises RpcError)."""
+    try:
+        _, call = stub_method.with_call(request, metadata=metadata, timeout=timeout)
+        return Outcome(call)
+    except grpc.RpcError as e:
+        return Outcome(e)
+
+
+class LimitsTestBase(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = harness.start_upstream()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.upstream.stop()
+
+    def start(self, routes):
+        self.config_path = harness.write_config(config(routes))
+        self.sluice = harness.start_sluice(config_path=self.config_path,
+                                           upstream=self.upstream.address)
+        self.ch = harness.channel(self.sluice.data)
+        self.test = test_pb2_grpc.TestServiceStub(self.ch)
+        self.admin_ch = harness.channel(self.sluice.admin)
+        self.admin = admin_pb2_grpc.AdminStub(self.admin_ch)
+
+    def tearDown(self):
+        sluice = getattr(self, "sluice", None)
+        if sluice is None:
+            return
+        try:
+            if sluice.popen.poll() is None:
+                harness.wait_for_metric(sluice, "sluice_calls_in_flight", 0.0)
+                harness.wait_for_metric(sluice, "sluice_limit_permits_in_use", 0.0)
+                harness.wait_for_metric(sluice, "sluice_limit_queue_depth", 0.0)
+        finally:
+            self.ch.close()
+            self.admin_ch.close()
+            rc = sluice.stop()
+            self.assertEqual(rc, 0, sluice.output()[-4000:])
+
+    def metric(self, name, **labels):
+        return harness.metric(self.sluice, name, labels) or 0.0
+
+    def decisions(self, route, limit, decision):
+        return self.metric("sluice_limit_decisions_total", route=route, limit=limit,
+                           decision=decision)
+
+    def limit_status(self, route, name):
+        for s in self.admin.ListLimits(admin_pb2.ListLimitsRequest(), timeout=10).limits:
+            if s.route == route and s.name == name:
+                return s
+        self.fail(f"ListLimits has no {route}/{name}")
+
+    def assert_rate_limited(self, o, limit, route):
+        self.assertEqual(o.code, RE, o)
+        self.assertEqual(o.reason, "rate_limited", o)
+        self.assertIn(f'"{limit}"', o.details)
+        self.assertIn(f'"{route}"', o.details)
+
+
+class RateLimitTest(LimitsTestBase):
+    RATE, BURST = 100, 10
+    THREADS, PER_THREAD_RATE, SECONDS = 3, 100, 5.0
+
+    def test_open_loop_overload_admits_the_configured_rate(self):
+        self.start(f"""
+  - name: rated
+    match: {{method: {UNARY}}}
+    upstream: demo
+    limits:
+      - name: hundred
+        rate: {{per_second: {self.RATE}, burst: {self.BURST}}}
+""")
+        per_thread = int(self.PER_THREAD_RATE * self.SECONDS)
+        futures_by_thread = [[] for _ in range(self.THREADS)]
+        sent_at = [[] for _ in range(self.THREADS)]
+        t0 = time.monotonic() + 0.05
+
+        def offer(k):
+            # Open loop: call i of thread k is due at t0 + (i + k/THREADS) / rate,
+            # whatever became of the earlier ones. Bounded: per_thread calls.
+            period = 1.0 / self.PER_THREAD_RATE
+            for i in range(per_thread):
+                due = t0 + (i + k / self.THREADS) * period
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                sent_at[k].append(time.monotonic())
+                futures_by_thread[k].append(
+                    self.test.UnaryCall.future(unary_req(), timeout=10))
+
+        threads = [threading.Thread(target=offer, args=(k,), daemon=True)
+                   for k in range(self.THREADS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=self.SECONDS + 20)
+            self.assertFalse(t.is_alive(), "load thread stuck")
+        first = min(s[0] for s in sent_at)
+        last = max(s[-1] for s in sent_at)
+        duration = last - first
+        futures = [f for fs in futures_by_thread for f in fs]
+        outcomes = []
+        for f in futures:
+            try:
+                f.result(timeout=15)
+            except grpc.RpcError:
+                pass
+            outcomes.append(Outcome(f))
+
+        ok = [o for o in outcomes if o.code == grpc.StatusCode.OK]
+        rejected = [o for o in outcomes if o.code != grpc.StatusCode.OK]
+        offered_rate = len(outcomes) / duration
+        self.assertGreater(offered_rate, 2 * self.RATE,
+                           f"the client offered only {offered_rate:.0f}/s")
+        admitted_rate = (len(ok) - self.BURST) / duration
+        self.assertAlmostEqual(admitted_rate, self.RATE, delta=0.05 * self.RATE,
+                               msg=f"{len(ok)} admitted of {len(outcomes)} in {duration:.3f}s")
+
+        delays = []
+        for o in rejected:
+            self.assert_rate_limited(o, "hundred", "rated")
+            delay = harness.retry_delay(o.trailing)
+            self.assertIsNotNone(delay, f"no RetryInfo in {o.trailing}")
+            delays.append(delay)
+            status = harness.status_details(o.trailing)
+            self.assertEqual(status.code, RE.value[0])
+            self.assertEqual(status.message, o.details)
+        self.assertTrue(delays)
+        # GCRA: a rejected call could be admitted within one emission interval.
+        self.assertGreater(min(delays), 0.0)
+        self.assertLessEqual(max(delays), 1.0 / self.RATE + 1e-6)
+
+        # Sluice's own counters agree with what the client saw, exactly.
+        self.assertEqual(self.decisions("rated", "hundred", "admitted"), len(ok))
+        self.assertEqual(self.decisions("rated", "hundred", "rejected"), len(rejected))
+        self.assertEqual(self.decisions("rated", "hundred", "dry_run_rejected"), 0)
+        self.assertEqual(self.metric("sluice_rejections_total", route="rated",
+                                     reason="rate_limited"), len(rejected))
+        s = self.limit_status("rated", "hundred")
+        self.assertEqual((s.admitted, s.rejected), (len(ok), len(rejected)))
+        self.assertAlmostEqual(s.rate_per_second, self.RATE)
+        self.assertEqual(s.burst, self.BURST)
+
+    def test_rate_limit_headers(self):
+        # 6/min: one token per 10 s, so nothing refills during the test.
+        self.start(f"""
+  - name: rated
+    match: {{method: {UNARY}}}
+    upstream: demo
+    rate_limit_headers: true
+    limits:
+      - name: slow
+        rate: {{per_minute: 6, burst: 3}}
+  - name: plain
+    match: {{method: {EMPTY}}}
+    upstream: demo
+    limits:
+      - name: slow
+        rate: {{per_minute: 6, burst: 3}}
+""")
+        echo = ("x-grpc-test-echo-initial", "hello")
+
+        def headers(md):
+            return tuple(harness.trailer(md, k) for k in
+                         ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"))
+
+        for i in range(3):
+            o = call_unary(self.test.UnaryCall, unary_req(), metadata=[echo])
+            self.assertEqual(o.code, grpc.StatusCode.OK, o)
+            # The upstream's own headers still come through, next to ours.
+            self.assertEqual(harness.trailer(o.initial, echo[0]), echo[1])
+            # After call i+1: 2-i tokens left, full again in (i+1)*10 s.
+            self.assertEqual(headers(o.initial), ("3", str(2 - i), str((i + 1) * 10)),
+                             o.initial)
+            self.assertEqual(headers(o.trailing), (None, None, None))
+        o = call_unary(self.test.UnaryCall, unary_req(), metadata=[echo])
+        self.assert_rate_limited(o, "slow", "rated")
+        self.assertEqual(headers(o.trailing), ("3", "0", "30"), o.trailing)
+
+        # A route without rate_limit_headers sends none.
+        for i in range(4):
+            o = call_unary(self.test.EmptyCall, empty_pb2.Empty())
+            self.assertEqual(headers(o.initial), (None, None, None))
+            self.assertEqual(headers(o.trailing), (None, None, None))
+            self.assertEqual(o.code, grpc.StatusCode.OK if i < 3 else RE)
+
+    def test_keyed_by_header(self):
+        self.start(f"""
+  - name: keyed
+    match: {{method: {UNARY}}}
+    upstream: demo
+    limits:
+      - name: per-key
+        rate: {{per_minute: 6, burst: 2}}
+        key: ["header:x-api-key"]
+        default_key: anon
+""")
+
+        def call(key):
+            md = [("x-api-key", key)] if key is not None else None
+            return call_unary(self.test.UnaryCall, unary_req(), metadata=md)
+
+        codes = lambda key, n: [call(key).code for _ in range(n)]  # noqa: E731
+        ok2_then_re = [grpc.StatusCode.OK] * 2 + [RE]
+        self.assertEqual(codes("alpha", 3), ok2_then_re)
+        # Another key has its own, full bucket...
+        self.assertEqual(codes("beta", 3), ok2_then_re)
+        # ...and calls without the header share the default_key's bucket,
+        self.assertEqual(codes(None, 3), ok2_then_re)
+        # which is the bucket a client naming that key explicitly gets.
+        o = call("anon")
+        self.assert_rate_limited(o, "per-key", "keyed")
+        self.assertIsNotNone(harness.retry_delay(o.trailing))
+        self.assertEqual(call("alpha").code, RE)
+        self.assertEqual(call("gamma").code, grpc.StatusCode.OK)
+
+        self.assertEqual(self.metric("sluice_limit_keys", route="keyed", limit="per-key"), 4)
+        s = self.admin.ListLimits(admin_pb2.ListLimitsRequest(top_keys=10), timeout=10)
+        (s,) = [x for x in s.limits if x.route == "keyed"]
+        self.assertEqual(list(s.key), ["header:x-api-key"])
+        self.assertEqual(s.keys, 4)
+        tokens = {k.key: k.tokens for k in s.top_keys}
+        self.assertEqual(set(tokens), {"alpha", "beta", "anon", "gamma"})
+        for k in ("alpha", "beta", "anon"):
+            self.assertLess(tokens[k], 0.5, tokens)
+        self.assertGreater(tokens["gamma"], 0.9, tokens)
+        self.assertEqual((s.admitted, s.rejected), (7, 5))
+        self.assertEqual(self.decisions("keyed", "per-key", "admitted"), 7)
+        self.assertEqual(self.decisions("keyed", "per-key", "rejected"), 5)
+
+    def test_dry_run_rejects_nothing_but_counts(self):
+        self.start(f"""
+  - name: shadow
+    match: {{method: {UNARY}}}
+    upstream: demo
+    rate_limit_headers: true
+    limits:
+      - name: would-limit
+        rate: {{per_minute: 6, burst: 2}}
+        dry_run: true
+""")
+        for _ in range(10):
+            o = call_unary(self.test.UnaryCall, unary_req())
+            self.assertEqual(o.code, grpc.StatusCode.OK, o)
+            self.assertIsNone(o.reason)
+        self.assertEqual(self.decisions("shadow", "would-limit", "admitted"), 2)
+        self.assertEqual(self.decisions("shadow", "would-limit", "dry_run_rejected"), 8)
+        self.assertEqual(self.decisions("shadow", "would-limit", "rejected"), 0)
+        self.assertEqual(self.metric("sluice_rejections_total", route="shadow"), 0)
+        s = self.limit_status("shadow", "would-limit")
+        self.assertTrue(s.dry_run)
+        self.assertEqual((s.admitted, s.rejected, s.dry_run_rejected), (2, 0, 8))
+
+
+class AdminOverrideTest(LimitsTestBase):
+    def test_set_limit(self):
+        self.start(f"""
+  - name: api
+    match: {{method: {UNARY}}}
+    upstream: demo
+    limits:
+      - name: slow
+        rate: {{per_minute: 6, burst: 2}}
+      - name: inflight
+        concurrency: {{max: 5}}
+""")
+        codes = lambda n: [call_unary(self.test.UnaryCall, unary_req()).code  # noqa: E731
+                           for _ in range(n)]
+        self.assertEqual(codes(3), [grpc.StatusCode.OK] * 2 + [RE])
+        before = self.limit_status("api", "slow")
+        self.assertFalse(before.overridden)
+        self.assertAlmostEqual(before.rate_per_second, 0.1)
+        self.assertEqual(before.burst, 2)
+        self.assertLess(before.tokens, 0.5)
+
+        r = self.admin.SetLimit(admin_pb2.SetLimitRequest(
+            route="api", name="slow", rate_per_second=1000, burst=50), timeout=10)
+        self.assertTrue(r.limit.overridden)
+        self.assertAlmostEqual(r.limit.rate_per_second, 1000)
+        self.assertEqual(r.limit.burst, 50)
+        # A new rate starts a fresh (full) bucket.
+        self.assertGreater(r.limit.tokens, 49)
+        self.assertEqual(codes(20), [grpc.StatusCode.OK] * 20)
+        s = self.limit_status("api", "slow")
+        self.assertTrue(s.overridden)
+        self.assertAlmostEqual(s.rate_per_second, 1000)
+        self.assertEqual(s.burst, 50)
+        # The counters belong to the limit, not to the bucket.
+        self.assertEqual((s.admitted, s.rejected), (22, 1))
+
+        # Only the fields given change.
+        r = self.admin.SetLimit(admin_pb2.SetLimitRequest(route="api", name="slow", burst=7),
+                                timeout=10)
+        self.assertAlmostEqual(r.limit.rate_per_second, 1000)
+        self.assertEqual(r.limit.burst, 7)
+        r = self.admin.SetLimit(admin_pb2.SetLimitRequest(
+            route="api", name="inflight", concurrency_max=3, concurrency_queue=4), timeout=10)
+        self.assertEqual((r.limit.concurrency_max, r.limit.queue_max), (3, 4))
+        self.assertTrue(r.limit.overridden)
+        self.assertEqual(self.limit_status("api", "inflight").concurrency_max, 3)
+        self.assertEqual(codes(1), [grpc.StatusCode.OK])
+
+        def set_limit_error(**fields):
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.admin.SetLimit(admin_pb2.SetLimitRequest(**fields), timeout=10)
+            return cm.exception.code(), cm.exception.details()
+
+        code, details = set_limit_error(route="api", name="nope", rate_per_second=5)
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+        self.assertIn("nope", details)
+        code, _ = set_limit_error(route="nope", name="slow", rate_per_second=5)
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+        code, details = set_limit_error(route="api", name="slow", concurrency_max=3)
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
+        code, details = set_limit_error(route="api", name="inflight", rate_per_second=3)
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, details)
+        code, details = set_limit_error(route="api", name="slow", rate_per_second=0)
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, details)
+        code, details = set_limit_error(route="api", name="slow", burst=0)
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, details)
+        # Failed requests changed nothing.
+        s = self.limit_status("api", "slow")
+        self.assertAlmostEqual(s.rate_per_second, 1000)
+        self.assertEqual(s.burst, 7)
+
+
+class ReloadTest(LimitsTestBase):
+    ROUTES = f"""
+  - name: keep
+    match: {{method: {UNARY}}}
+    upstream: demo
+    limits:
+      - name: bucket
+        rate: {{per_minute: 6, burst: 2}}
+  - name: change
+    match: {{method: {EMPTY}}}
+    upstream: demo
+    limits:
+      - name: bucket
+        rate: {{per_minute: 6, burst: BURST}}
+"""
+
+    def reload(self, text, result):
+        before = self.metric("sluice_config_reloads_total", result=result)
+        with open(self.config_path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(self.config_path + ".tmp", self.config_path)
+        self.sluice.signal(signal.SIGHUP)
+        harness.wait_for_metric(self.sluice, "sluice_config_reloads_total", before + 1,
+                                {"result": result})
+
+    def test_reload_keeps_unchanged_limits_and_survives_bad_config(self):
+        self.start(self.ROUTES.replace("BURST", "2"))
+        keep = lambda: call_unary(self.test.UnaryCall, unary_req())  # noqa: E731
+        change = lambda: call_unary(self.test.EmptyCall, empty_pb2.Empty())  # noqa: E731
+        self.assertEqual([keep().code for _ in range(3)], [grpc.StatusCode.OK] * 2 + [RE])
+        self.assertEqual([change().code for _ in range(3)], [grpc.StatusCode.OK] * 2 + [RE])
+
+        # Unchanged "keep/bucket", changed "change/bucket" (burst 2 -> 3).
+        self.reload(config(self.ROUTES.replace("BURST", "3")), "ok")
+        self.assertEqual(self.metric("sluice_config_reloads_total", result="failed"), 0)
+        o = keep()
+        self.assert_rate_limited(o, "bucket", "keep")  # still drained
+        self.assertEqual([change().code for _ in range(4)], [grpc.StatusCode.OK] * 3 + [RE])
+        k, c = self.limit_status("keep", "bucket"), self.limit_status("change", "bucket")
+        self.assertEqual((k.admitted, k.rejected), (2, 2))  # the same state, counters too
+        self.assertEqual((c.admitted, c.rejected, c.burst), (3, 1, 3))  # fresh state
+        self.assertEqual(self.decisions("keep", "bucket", "rejected"), 2)
+        self.assertEqual(self.decisions("change", "bucket", "admitted"), 3)
+        hash_before = self.admin.GetStatus(admin_pb2.GetStatusRequest(), timeout=10).config_hash
+
+        # A bad file: logged, counted, and the running config stays.
+        bad = config(self.ROUTES.replace("BURST", "3")).replace(
+            "per_minute: 6, burst: 2", "per_minute: 6, per_second: 1, burst: 2")
+        self.reload(bad, "failed")
+        self.assertEqual(self.metric("sluice_config_reloads_total", result="failed"), 1)
+        self.assertEqual(self.metric("sluice_config_reloads_total", result="ok"), 1)
+        self.assertEqual(
+            self.admin.GetStatus(admin_pb2.GetStatusRequest(), timeout=10).config_hash,
+            hash_before)
+        self.assertIn("set only one of per_second and per_minute", self.sluice.output())
+        self.assert_rate_limited(keep(), "bucket", "keep")
+        self.assertEqual(change().code, RE)
+        o = call_unary(self.test.CacheableUnaryCall, unary_req())  # the default route
+        self.assertEqual(o.code, grpc.StatusCode.OK, o)
+        k = self.limit_status("keep", "bucket")
+        self.assertEqual((k.admitted, k.rejected), (2, 3))
+
+
+if __name__ == "__main__":
+    harness.main()
