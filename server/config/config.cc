@@ -734,6 +734,48 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
              &config->max_receive_message_bytes_,
              &config->max_concurrent_streams_);
 
+  // Access log.
+  if (p.has_access_log()) {
+    sluice::config::v1::AccessLog* log = p.mutable_access_log();
+    AccessLogSettings& a = config->access_log_;
+    a.enabled = true;
+    a.path = log->path();
+    if (!log->has_sample_rate()) log->set_sample_rate(1.0);
+    if (!(log->sample_rate() >= 0.0 && log->sample_rate() <= 1.0)) {
+      errors.Add("access_log.sample_rate",
+                 absl::StrCat("must be between 0 and 1, got ",
+                              log->sample_rate()));
+    }
+    a.sample_rate = log->sample_rate();
+    auto check_names = [&errors](google::protobuf::RepeatedPtrField<std::string>* names,
+                                 const char* field,
+                                 std::vector<std::string>* out) {
+      for (int k = 0; k < names->size(); ++k) {
+        std::string name = absl::AsciiStrToLower(names->Get(k));
+        if (name.empty() || name[0] == ':' ||
+            !std::all_of(name.begin(), name.end(), [](char c) {
+              return absl::ascii_isdigit(c) || absl::ascii_islower(c) ||
+                     c == '-' || c == '_' || c == '.';
+            })) {
+          errors.Add(absl::StrCat("access_log.", field, "[", k, "]"),
+                     absl::StrCat("invalid header name ", Quote(names->Get(k))));
+        }
+        *names->Mutable(k) = name;
+        out->push_back(name);
+      }
+    };
+    check_names(log->mutable_headers(), "headers", &a.headers);
+    check_names(log->mutable_sensitive_headers(), "sensitive_headers",
+                &a.sensitive_headers);
+    for (const char* always :
+         {"authorization", "cookie", "proxy-authorization", "x-api-key"}) {
+      if (std::find(a.sensitive_headers.begin(), a.sensitive_headers.end(),
+                    always) == a.sensitive_headers.end()) {
+        a.sensitive_headers.push_back(always);
+      }
+    }
+  }
+
   // Upstreams.
   if (p.upstreams_size() == 0) {
     errors.Add("upstreams", "at least one upstream is required");

@@ -81,6 +81,14 @@ struct RouteSettings {
   bool rate_limit_headers = false;
 };
 
+struct AccessLogSettings {
+  bool enabled = false;
+  std::string path;  // empty: stdout
+  double sample_rate = 1.0;
+  std::vector<std::string> headers;            // logged (lowercase)
+  std::vector<std::string> sensitive_headers;  // redacted (lowercase)
+};
+
 class Config {
  public:
   // Everything a field leaves unset already holds its documented default.
@@ -97,6 +105,7 @@ class Config {
   int max_receive_message_bytes() const { return max_receive_message_bytes_; }
   int max_concurrent_streams() const { return max_concurrent_streams_; }
   bool bdp_probe() const { return proto_.proxy().bdp_probe(); }
+  const AccessLogSettings& access_log() const { return access_log_; }
   const std::vector<UpstreamSettings>& upstreams() const { return upstreams_; }
   const std::vector<RouteSettings>& routes() const { return routes_; }
   // Hex prefix (16 chars) of SHA-256 over the canonical JSON of proto().
@@ -121,6 +130,7 @@ class Config {
   std::string forwarded_for_header_;
   int max_receive_message_bytes_ = 4 << 20;
   int max_concurrent_streams_ = 1000;
+  AccessLogSettings access_log_;
   std::vector<UpstreamSettings> upstreams_;
   std::vector<RouteSettings> routes_;
   std::string hash_;

@@ -67,7 +67,13 @@ ProxyMetrics::ProxyMetrics(std::shared_ptr<prometheus::Registry> registry)
                             .Help("Calls accepted on the data port and not "
                                   "yet freed.")
                             .Register(*registry_)
-                            .Add({})) {}
+                            .Add({})),
+      access_log_dropped_(&prometheus::BuildCounter()
+                               .Name("sluice_access_log_dropped_total")
+                               .Help("Access-log lines dropped because the "
+                                     "log's queue was full.")
+                               .Register(*registry_)
+                               .Add({})) {}
 
 RouteStats ProxyMetrics::ForRoute(const std::string& route_name) {
   const std::string route = route_name.empty() ? "none" : route_name;

@@ -42,6 +42,7 @@ class ProxyMetrics {
   RouteStats ForRoute(const std::string& route);
 
   prometheus::Gauge& calls_in_flight() { return *calls_in_flight_; }
+  prometheus::Counter& access_log_dropped() { return *access_log_dropped_; }
   const std::shared_ptr<prometheus::Registry>& registry() { return registry_; }
 
  private:
@@ -54,6 +55,7 @@ class ProxyMetrics {
   prometheus::Family<prometheus::Gauge>& open_calls_;
   prometheus::Family<prometheus::Histogram>& handling_seconds_;
   prometheus::Gauge* calls_in_flight_;
+  prometheus::Counter* access_log_dropped_;
 };
 
 }  // namespace sluice

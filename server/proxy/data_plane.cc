@@ -63,9 +63,16 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
   if (!pool.ok()) return pool.status();
   {
     absl::MutexLock lock(&plane->mu_);
-    plane->current_ = std::make_shared<const ProxySnapshot>(
+    auto snap = std::make_shared<ProxySnapshot>(
         config, std::shared_ptr<UpstreamPool>(std::move(*pool)),
         plane->limits_.Bind(*config), *metrics);
+    if (config->access_log().enabled) {
+      auto log = AccessLog::Open(config->access_log().path,
+                                 &metrics->access_log_dropped());
+      if (!log.ok()) return log.status();
+      snap->access_log = *log;
+    }
+    plane->current_ = std::move(snap);
   }
 
   grpc::ServerBuilder builder;
@@ -125,9 +132,26 @@ absl::Status DataPlane::SetConfig(std::shared_ptr<const Config> config) {
     if (!created.ok()) return created.status();
     pool = std::shared_ptr<UpstreamPool>(std::move(*created));
   }
+  std::shared_ptr<AccessLog> access_log;
+  if (config->access_log().enabled) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (current_->access_log != nullptr &&
+          current_->access_log->path() == config->access_log().path) {
+        access_log = current_->access_log;
+      }
+    }
+    if (access_log == nullptr) {
+      auto log = AccessLog::Open(config->access_log().path,
+                                 &metrics_->access_log_dropped());
+      if (!log.ok()) return log.status();
+      access_log = *log;
+    }
+  }
   auto limits = limits_.Bind(*config);
-  auto snap = std::make_shared<const ProxySnapshot>(
+  auto snap = std::make_shared<ProxySnapshot>(
       std::move(config), std::move(pool), std::move(limits), *metrics_);
+  snap->access_log = std::move(access_log);
   absl::MutexLock lock(&mu_);
   current_ = std::move(snap);
   version_.fetch_add(1, std::memory_order_release);

@@ -236,6 +236,7 @@ void ProxyCall::OnGranted() {
 }
 
 void ProxyCall::OnPermitGranted(bool /*ok*/) {
+  queue_wait_ += absl::Now() - queued_at_;
   permits_.push_back(ConcurrencyLimiter::Permit::Adopt(waiting_));
   waiting_limit_->admitted.fetch_add(1, std::memory_order_relaxed);
   waiting_ = nullptr;
@@ -264,6 +265,7 @@ void ProxyCall::OnQueueAlarm(bool ok) {
     LimitState* limit = waiting_limit_;
     if (LeaveQueue()) {
       waiting_limit_ = nullptr;
+      queue_wait_ += absl::Now() - queued_at_;
       limit->rejected.fetch_add(1, std::memory_order_relaxed);
       Abort(grpc::StatusCode::RESOURCE_EXHAUSTED,
             absl::StrCat("sluice: waited ",
@@ -454,6 +456,8 @@ void ProxyCall::OnClientRead(bool ok) {
   if (ok) {
     last_activity_ = absl::Now();
     stats_->msg_received->Increment();
+    ++msgs_in_;
+    bytes_in_ += static_cast<int64_t>(p.read_buf.Length());
     p.queue.push_back(std::move(p.read_buf));
     if (!ChargeMessage(p)) {
       Release();
@@ -535,6 +539,10 @@ void ProxyCall::OnUpstreamRead(bool ok) {
 void ProxyCall::OnClientWritten(bool ok) {
   Pump& p = u2c_;
   p.writing = false;
+  if (ok) {
+    ++msgs_out_;
+    bytes_out_ += static_cast<int64_t>(p.write_buf.Length());
+  }
   p.write_buf.Clear();
   if (ok) {
     stats_->msg_sent->Increment();
@@ -566,6 +574,7 @@ void ProxyCall::Abort(const grpc::Status& status, Reason reason) {
   if (local_status_ || finish_posted_) return;
   LeaveQueue();
   local_status_ = status;
+  reason_ = reason;
   stats_->rejected[static_cast<int>(reason)]->Increment();
   sctx_.AddTrailingMetadata(std::string(kReasonTrailer),
                             std::string(ReasonName(reason)));
@@ -611,6 +620,7 @@ void ProxyCall::MaybeFinishDownstream() {
 void ProxyCall::OnDownstreamFinished(bool /*ok*/) {
   int code = static_cast<int>(final_code_);
   if (code >= 0 && code < kGrpcCodeCount) stats_->handled[code]->Increment();
+  WriteAccessLog();
   Release();
 }
 
@@ -637,6 +647,31 @@ void ProxyCall::OnClientGone() {
       MaybeFinishDownstream();
     }
   }
+}
+
+void ProxyCall::WriteAccessLog() {
+  if (snap_ == nullptr || snap_->access_log == nullptr) return;
+  const AccessLogSettings& settings = snap_->config->access_log();
+  if (!AccessLog::Sample(settings.sample_rate)) return;
+  AccessRecord r;
+  r.start = accepted_at_;
+  std::string peer = sctx_.peer();
+  r.peer = PeerAddressOnly(peer);
+  r.method = sctx_.method();
+  if (route_ != nullptr) {
+    r.route = route_->name;
+    if (upstream_started_) r.upstream = route_->upstream;
+  }
+  r.grpc_code = static_cast<int>(final_code_);
+  if (reason_) r.reason = ReasonName(*reason_);
+  r.duration = absl::Now() - accepted_at_;
+  r.queue_wait = queue_wait_;
+  r.msgs_in = msgs_in_;
+  r.msgs_out = msgs_out_;
+  r.bytes_in = bytes_in_;
+  r.bytes_out = bytes_out_;
+  r.metadata = &sctx_.client_metadata();
+  snap_->access_log->Write(r, settings);
 }
 
 // ---- idle timeout ----

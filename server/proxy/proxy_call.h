@@ -161,6 +161,11 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   bool idle_armed_ = false;
   bool counted_cancel_ = false;
   grpc::StatusCode final_code_ = grpc::StatusCode::OK;
+  // For the access log.
+  std::optional<Reason> reason_;
+  absl::Duration queue_wait_;
+  int64_t msgs_in_ = 0, msgs_out_ = 0, bytes_in_ = 0, bytes_out_ = 0;
+  void WriteAccessLog();
 
   MemberTag<ProxyCall> accept_tag_{this, &ProxyCall::OnAccepted};
   MemberTag<ProxyCall> done_tag_{this, &ProxyCall::OnDone};

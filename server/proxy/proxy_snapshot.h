@@ -12,6 +12,7 @@
 
 #include "server/config/config.h"
 #include "server/limits/limit_state.h"
+#include "server/log/access_log.h"
 #include "server/metrics/proxy_metrics.h"
 #include "server/proxy/router.h"
 #include "server/proxy/upstream_pool.h"
@@ -36,6 +37,8 @@ struct ProxySnapshot {
   std::shared_ptr<const Config> config;
   Router router;
   std::shared_ptr<UpstreamPool> pool;
+  // Null when the config has no access_log section.
+  std::shared_ptr<AccessLog> access_log;
   // Live limit state, parallel to config->routes()[i].limits.
   std::vector<std::vector<std::shared_ptr<LimitState>>> limits;
   std::vector<RouteStats> route_stats;  // parallel to config->routes()
