@@ -339,7 +339,7 @@ TEST(ConfigErrorTest, UnknownFieldListsTheKnownOnes) {
   EXPECT_EQ(ErrorOf(MinimalWith("limits: {}\n")),
             "test.yaml: limits (line 8): unknown field \"limits\" (known "
             "fields: listeners, workers, drain_timeout, upstreams, routes, "
-            "proxy)");
+            "proxy, access_log)");
 }
 
 TEST(ConfigErrorTest, IntegerFieldRejectsText) {
@@ -1157,6 +1157,54 @@ TEST(ExamplesTest, SidecarListensForProbes) {
   EXPECT_EQ(config.upstreams()[0].target, "127.0.0.1:50051");
   ASSERT_EQ(config.routes().size(), 1u);
   EXPECT_EQ(config.routes()[0].match, "/");
+}
+
+}  // namespace
+}  // namespace sluice
+
+namespace sluice {
+namespace {
+
+TEST(ConfigAccessLogTest, DefaultsAndAlwaysSensitiveHeaders) {
+  auto config = ParseConfigYaml(R"(
+access_log: {path: /tmp/a.log, headers: [X-Request-Id], sensitive_headers: [x-team]}
+upstreams: [{name: a, target: "127.0.0.1:1"}]
+routes: [{name: r, match: {prefix: /}, upstream: a}]
+)",
+                                "test.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const AccessLogSettings& a = (*config)->access_log();
+  EXPECT_TRUE(a.enabled);
+  EXPECT_EQ(a.path, "/tmp/a.log");
+  EXPECT_EQ(a.sample_rate, 1.0);
+  EXPECT_EQ(a.headers, std::vector<std::string>{"x-request-id"});
+  EXPECT_EQ(a.sensitive_headers,
+            (std::vector<std::string>{"x-team", "authorization", "cookie",
+                                      "proxy-authorization", "x-api-key"}));
+}
+
+TEST(ConfigAccessLogTest, AbsentMeansNoAccessLog) {
+  auto config = ParseConfigYaml(R"(
+upstreams: [{name: a, target: "127.0.0.1:1"}]
+routes: [{name: r, match: {prefix: /}, upstream: a}]
+)",
+                                "test.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE((*config)->access_log().enabled);
+}
+
+TEST(ConfigAccessLogTest, BadValuesNameTheField) {
+  auto config = ParseConfigYaml(R"(
+access_log: {sample_rate: 1.5, headers: [":path"]}
+upstreams: [{name: a, target: "127.0.0.1:1"}]
+routes: [{name: r, match: {prefix: /}, upstream: a}]
+)",
+                                "test.yaml");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().message(),
+            "test.yaml: access_log.sample_rate: must be between 0 and 1, got "
+            "1.5\ntest.yaml: access_log.headers[0]: invalid header name "
+            "\":path\"");
 }
 
 }  // namespace
