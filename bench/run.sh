@@ -9,7 +9,9 @@
 #               response_size 100, h2load -c 8 -m 16 (saturation)
 #   latency     the same call, one at a time (-c 1 -m 1)
 #   stream      /sluice.demo.v1.Ticker/Subscribe count=1000
-#               payload_bytes=100 interval_ms=0, -c 8 -m 16
+#               payload_bytes=100 interval_ms=0, -c 8 -m 16; messages/s
+#               is h2load's DATA bytes/s over the bytes per message (the
+#               body of one whole call, from the curl check, / 1000)
 #
 # Usage: bench/run.sh [--quick] [--duration=SECONDS] [--pin=split|none]
 #                     [--out=DIR]
@@ -181,9 +183,14 @@ run_h2load() {
              --log-file="$logf" "http://$addr$url")
   echo "$ ${cmd[*]}" >"$outf"
   timeout $((DURATION + WARMUP + 60)) "${cmd[@]}" >>"$outf" 2>&1 || true
-  if ! "$PY" - "$outf" "$logf" "$name" "$scen" "$min_bytes" >>"$RESULTS" <<'EOF'
+  # Bytes of one whole Subscribe response body (from the curl check), to
+  # turn data bytes/s into messages/s without the quantization of
+  # "completed calls x 1000" (128 streams of ~1000 messages finish in waves).
+  local call_bytes
+  call_bytes=$(stat -c %s "$WORK/check-$name.body")
+  if ! "$PY" - "$outf" "$logf" "$name" "$scen" "$min_bytes" "$call_bytes" >>"$RESULTS" <<'EOF'
 import re, sys
-outf, logf, name, scen, min_bytes = sys.argv[1:6]
+outf, logf, name, scen, min_bytes, call_bytes = sys.argv[1:7]
 text = open(outf).read()
 def grab(pattern):
     m = re.search(pattern, text)
@@ -215,8 +222,8 @@ for line in open(logf):
 durs.sort()
 def pct(p):
     return durs[min(len(durs) - 1, int(p / 100.0 * len(durs)))] if durs else 0
-msg_s = reqs * 1000 if scen == "stream" else reqs
 bytes_s = data / secs if secs else 0
+msg_s = bytes_s / (int(call_bytes) / 1000.0) if scen == "stream" else reqs
 status = "ok" if ok else "FAIL(" + "; ".join(why) + ")"
 print(f"{name}\t{scen}\t{reqs:.0f}\t{msg_s:.0f}\t{bytes_s:.0f}\t{mean_us:.0f}\t{pct(50)}\t{pct(99)}\t{status}")
 sys.exit(0 if ok else 1)
