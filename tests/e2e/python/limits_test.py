@@ -18,103 +18,10 @@ import unittest
 
 import harness
 import grpc
-from grpc.testing import empty_pb2, messages_pb2, test_pb2_grpc
-from sluice.admin.v1 import admin_pb2, admin_pb2_grpc
-
-RE = grpc.StatusCode.RESOURCE_EXHAUSTED
-UNARY = "/grpc.testing.TestService/UnaryCall"
-EMPTY = "/grpc.testing.TestService/EmptyCall"
-
-ROUTES_TAIL = """
-  - name: default
-    match: {prefix: /}
-    upstream: demo
-"""
-
-
-def config(routes):
-    return ("upstreams:\n  - name: demo\n    target: 127.0.0.1:1   # replaced by --upstream\n"
-            "routes:\n" + routes + ROUTES_TAIL)
-
-
-def unary_req():
-    return messages_pb2.SimpleRequest(response_size=1)
-
-
-class Outcome:
-    """What one finished call looked like to the client."""
-
-    def __init__(self, call):
-        self.code = call.code()
-        self.details = call.details() or ""
-        self.initial = tuple(call.initial_metadata() or ())
-        self.trailing = tuple(call.trailing_metadata() or ())
-        self.reason = harness.trailer(self.trailing, "sluice-reason")
-
-    def __repr__(self):
-        return f"Outcome({self.code}, {self.details!r}, reason={self.reason!r})"
-
-
-def call_unary(stub_method, request, metadata=None, timeout=10):
-    """Runs one unary call; returns its Outcome (never raises RpcError)."""
-    try:
-        _, call = stub_method.with_call(request, metadata=metadata, timeout=timeout)
-        return Outcome(call)
-    except grpc.RpcError as e:
-        return Outcome(e)
-
-
-class LimitsTestBase(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.upstream = harness.start_upstream()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.upstream.stop()
-
-    def start(self, routes):
-        self.config_path = harness.write_config(config(routes))
-        self.sluice = harness.start_sluice(config_path=self.config_path,
-                                           upstream=self.upstream.address)
-        self.ch = harness.channel(self.sluice.data)
-        self.test = test_pb2_grpc.TestServiceStub(self.ch)
-        self.admin_ch = harness.channel(self.sluice.admin)
-        self.admin = admin_pb2_grpc.AdminStub(self.admin_ch)
-
-    def tearDown(self):
-        sluice = getattr(self, "sluice", None)
-        if sluice is None:
-            return
-        try:
-            if sluice.popen.poll() is None:
-                harness.wait_for_metric(sluice, "sluice_calls_in_flight", 0.0)
-                harness.wait_for_metric(sluice, "sluice_limit_permits_in_use", 0.0)
-                harness.wait_for_metric(sluice, "sluice_limit_queue_depth", 0.0)
-        finally:
-            self.ch.close()
-            self.admin_ch.close()
-            rc = sluice.stop()
-            self.assertEqual(rc, 0, sluice.output()[-4000:])
-
-    def metric(self, name, **labels):
-        return harness.metric(self.sluice, name, labels) or 0.0
-
-    def decisions(self, route, limit, decision):
-        return self.metric("sluice_limit_decisions_total", route=route, limit=limit,
-                           decision=decision)
-
-    def limit_status(self, route, name):
-        for s in self.admin.ListLimits(admin_pb2.ListLimitsRequest(), timeout=10).limits:
-            if s.route == route and s.name == name:
-                return s
-        self.fail(f"ListLimits has no {route}/{name}")
-
-    def assert_rate_limited(self, o, limit, route):
-        self.assertEqual(o.code, RE, o)
-        self.assertEqual(o.reason, "rate_limited", o)
-        self.assertIn(f'"{limit}"', o.details)
-        self.assertIn(f'"{route}"', o.details)
+from grpc.testing import empty_pb2
+from limits_lib import (EMPTY, RE, UNARY, LimitsTestBase, Outcome, call_unary, config,
+                        unary_req)
+from sluice.admin.v1 import admin_pb2
 
 
 class RateLimitTest(LimitsTestBase):
@@ -173,6 +80,8 @@ class RateLimitTest(LimitsTestBase):
         self.assertGreater(offered_rate, 2 * self.RATE,
                            f"the client offered only {offered_rate:.0f}/s")
         admitted_rate = (len(ok) - self.BURST) / duration
+        print(f"\n{len(ok)} of {len(outcomes)} admitted in {duration:.3f}s: "
+              f"{admitted_rate:.2f}/s admitted, {offered_rate:.0f}/s offered")
         self.assertAlmostEqual(admitted_rate, self.RATE, delta=0.05 * self.RATE,
                                msg=f"{len(ok)} admitted of {len(outcomes)} in {duration:.3f}s")
 
@@ -287,6 +196,30 @@ class RateLimitTest(LimitsTestBase):
         self.assertEqual((s.admitted, s.rejected), (7, 5))
         self.assertEqual(self.decisions("keyed", "per-key", "admitted"), 7)
         self.assertEqual(self.decisions("keyed", "per-key", "rejected"), 5)
+
+    @unittest.expectedFailure
+    def test_max_keys_keeps_that_many_keys(self):
+        # BUG (reported): KeyedTokenBuckets splits max_keys across its 16
+        # shards, so with max_keys 8 half of the shards hold no key at all
+        # and a key hashing there always shares the overflow bucket, even
+        # with a single key active. Docs: new keys share the overflow bucket
+        # only "while more keys than this are active". Passes by chance with
+        # probability 8!/16^8 (about 1e-5).
+        self.start(f"""
+  - name: keyed
+    match: {{method: {UNARY}}}
+    upstream: demo
+    limits:
+      - name: per-key
+        rate: {{per_minute: 6, burst: 2}}
+        key: ["header:x-api-key"]
+        max_keys: 8
+""")
+        for k in range(8):
+            md = [("x-api-key", f"key-{k}")]
+            got = [call_unary(self.test.UnaryCall, unary_req(), metadata=md).code
+                   for _ in range(3)]
+            self.assertEqual(got, [grpc.StatusCode.OK] * 2 + [RE], f"key-{k}")
 
     def test_dry_run_rejects_nothing_but_counts(self):
         self.start(f"""

@@ -1,0 +1,118 @@
+"""Shared by the limits e2e tests (limits_test.py,
+limits_concurrency_test.py): a test base that starts one sluice per test in
+front of one demo upstream per class, and small call helpers."""
+
+import signal
+import unittest
+
+import harness
+import grpc
+from grpc.testing import messages_pb2, test_pb2_grpc
+from sluice.admin.v1 import admin_pb2, admin_pb2_grpc
+
+RE = grpc.StatusCode.RESOURCE_EXHAUSTED
+UNARY = "/grpc.testing.TestService/UnaryCall"
+EMPTY = "/grpc.testing.TestService/EmptyCall"
+
+ROUTES_TAIL = """
+  - name: default
+    match: {prefix: /}
+    upstream: demo
+"""
+
+
+def config(routes):
+    return ("drain_timeout: 1s\nupstreams:\n  - name: demo\n    target: 127.0.0.1:1   # replaced by --upstream\n"
+            "routes:\n" + routes + ROUTES_TAIL)
+
+
+def unary_req():
+    return messages_pb2.SimpleRequest(response_size=1)
+
+
+class Outcome:
+    """What one finished call looked like to the client."""
+
+    def __init__(self, call):
+        self.code = call.code()
+        self.details = call.details() or ""
+        self.initial = tuple(call.initial_metadata() or ())
+        self.trailing = tuple(call.trailing_metadata() or ())
+        self.reason = harness.trailer(self.trailing, "sluice-reason")
+
+    def __repr__(self):
+        return f"Outcome({self.code}, {self.details!r}, reason={self.reason!r})"
+
+
+def call_unary(stub_method, request, metadata=None, timeout=10):
+    """Runs one unary call; returns its Outcome (never raises RpcError)."""
+    try:
+        _, call = stub_method.with_call(request, metadata=metadata, timeout=timeout)
+        return Outcome(call)
+    except grpc.RpcError as e:
+        return Outcome(e)
+
+
+class LimitsTestBase(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = harness.start_upstream()
+        cls.stopping = []
+
+    @classmethod
+    def tearDownClass(cls):
+        # Each test's sluice was sent SIGTERM in tearDown; its shutdown
+        # (about 2 s) overlapped the next tests. Collect the exit codes now.
+        try:
+            for sluice in cls.stopping:
+                try:
+                    sluice.wait(timeout=30)
+                finally:
+                    rc = sluice.stop()  # no second signal once it has exited
+                if rc != 0:
+                    raise AssertionError(f"sluice exited {rc}:\n{sluice.output()[-4000:]}")
+        finally:
+            cls.upstream.stop()
+
+    def start(self, routes):
+        self.config_path = harness.write_config(config(routes))
+        self.sluice = harness.start_sluice(config_path=self.config_path,
+                                           upstream=self.upstream.address)
+        self.ch = harness.channel(self.sluice.data)
+        self.test = test_pb2_grpc.TestServiceStub(self.ch)
+        self.admin_ch = harness.channel(self.sluice.admin)
+        self.admin = admin_pb2_grpc.AdminStub(self.admin_ch)
+
+    def tearDown(self):
+        sluice = getattr(self, "sluice", None)
+        if sluice is None:
+            return
+        try:
+            if sluice.popen.poll() is None:
+                harness.wait_for_metric(sluice, "sluice_calls_in_flight", 0.0)
+                harness.wait_for_metric(sluice, "sluice_limit_permits_in_use", 0.0)
+                harness.wait_for_metric(sluice, "sluice_limit_queue_depth", 0.0)
+        finally:
+            self.ch.close()
+            self.admin_ch.close()
+            sluice.signal(signal.SIGTERM)
+            self.stopping.append(sluice)
+
+    def metric(self, name, **labels):
+        return harness.metric(self.sluice, name, labels) or 0.0
+
+    def decisions(self, route, limit, decision):
+        return self.metric("sluice_limit_decisions_total", route=route, limit=limit,
+                           decision=decision)
+
+    def limit_status(self, route, name):
+        for s in self.admin.ListLimits(admin_pb2.ListLimitsRequest(), timeout=10).limits:
+            if s.route == route and s.name == name:
+                return s
+        self.fail(f"ListLimits has no {route}/{name}")
+
+    def assert_rate_limited(self, o, limit, route):
+        self.assertEqual(o.code, RE, o)
+        self.assertEqual(o.reason, "rate_limited", o)
+        self.assertIn(f'"{limit}"', o.details)
+        self.assertIn(f'"{route}"', o.details)
