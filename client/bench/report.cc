@@ -1,0 +1,202 @@
+#include "client/bench/report.h"
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace sluice::bench {
+namespace {
+
+constexpr const char* kCodeNames[] = {
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+};
+
+struct Quantile {
+  const char* json_key;
+  const char* label;
+  double percent;
+};
+
+constexpr Quantile kQuantiles[] = {
+    {"p50", "p50", 50},
+    {"p90", "p90", 90},
+    {"p99", "p99", 99},
+    {"p99_9", "p99.9", 99.9},
+};
+
+double Micros(int64_t nanos) { return static_cast<double>(nanos) / 1e3; }
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20 || c >= 0x7f) {
+          // Bytes outside printable ASCII (metadata is not guaranteed
+          // UTF-8): escaped one by one as code points U+0000..U+00FF.
+          out += absl::StrFormat("\\u%04x", c);
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out += "\"";
+  return out;
+}
+
+std::string JsonNumber(double value) { return absl::StrFormat("%.3f", value); }
+
+std::string JsonCounts(const std::map<std::string, uint64_t>& counts) {
+  std::string out = "{";
+  bool first = true;
+  for (const auto& [key, count] : counts) {
+    if (!first) out += ",";
+    first = false;
+    absl::StrAppend(&out, JsonString(key), ":", count);
+  }
+  out += "}";
+  return out;
+}
+
+}  // namespace
+
+double BenchResult::calls_per_second() const {
+  const double seconds = absl::ToDoubleSeconds(elapsed);
+  return seconds > 0 ? static_cast<double>(calls) / seconds : 0.0;
+}
+
+double BenchResult::messages_per_second() const {
+  const double seconds = absl::ToDoubleSeconds(elapsed);
+  return seconds > 0 ? static_cast<double>(messages) / seconds : 0.0;
+}
+
+std::string StatusCodeName(int code) {
+  if (code >= 0 && code < static_cast<int>(std::size(kCodeNames))) {
+    return kCodeNames[code];
+  }
+  return absl::StrCat("CODE_", code);
+}
+
+std::string FormatTable(const BenchResult& r) {
+  std::string out;
+  absl::StrAppendFormat(&out, "sluice-bench %s %s (%s)\n", r.target, r.method,
+                        CallKindName(r.kind));
+  if (r.open_loop) {
+    absl::StrAppendFormat(
+        &out, "  open loop: %.1f calls/s over %d connection(s), %d thread(s)\n",
+        r.rate, r.connections, r.threads);
+  } else {
+    absl::StrAppendFormat(
+        &out, "  closed loop: %d connection(s) x %d in flight, %d thread(s)\n",
+        r.connections, r.concurrency, r.threads);
+  }
+  absl::StrAppendFormat(&out, "  %-22s %12.3f s\n", "elapsed",
+                        absl::ToDoubleSeconds(r.elapsed));
+  absl::StrAppendFormat(&out, "  %-22s %12d  (%.1f calls/s)\n", "calls",
+                        r.calls, r.calls_per_second());
+  absl::StrAppendFormat(&out, "  %-22s %12d  (%.1f msg/s)\n", "messages",
+                        r.messages, r.messages_per_second());
+  if (r.open_loop) {
+    absl::StrAppendFormat(&out, "  %-22s %12d\n", "scheduled", r.scheduled);
+    absl::StrAppendFormat(&out, "  %-22s %12d  (max_inflight reached)\n",
+                          "dropped", r.dropped);
+    absl::StrAppendFormat(&out, "  %-22s %12d  (max lag %.1f us)\n",
+                          "late (>1ms)", r.late, Micros(r.max_send_lag_ns));
+  }
+  out += "  latency (us)";
+  if (r.open_loop) out += ", from intended send time";
+  out += "\n";
+  for (const Quantile& q : kQuantiles) {
+    absl::StrAppendFormat(&out, "    %-20s %12.1f\n", q.label,
+                          Micros(r.latency.Percentile(q.percent)));
+  }
+  absl::StrAppendFormat(&out, "    %-20s %12.1f\n", "max",
+                        Micros(r.latency.max()));
+  absl::StrAppendFormat(&out, "    %-20s %12.1f\n", "mean",
+                        r.latency.mean() / 1e3);
+  out += "  status\n";
+  for (const auto& [name, count] : r.status_counts) {
+    absl::StrAppendFormat(&out, "    %-20s %12d\n", name, count);
+  }
+  if (!r.reasons.empty()) {
+    out += "  sluice-reason\n";
+    for (const auto& [reason, count] : r.reasons) {
+      absl::StrAppendFormat(&out, "    %-20s %12d\n", reason, count);
+    }
+  }
+  return out;
+}
+
+std::string FormatJson(const BenchResult& r) {
+  std::string out = "{";
+  absl::StrAppend(&out, "\"target\":", JsonString(r.target));
+  absl::StrAppend(&out, ",\"method\":", JsonString(r.method));
+  absl::StrAppend(&out, ",\"kind\":", JsonString(CallKindName(r.kind)));
+  absl::StrAppend(&out,
+                  ",\"mode\":", JsonString(r.open_loop ? "open" : "closed"));
+  absl::StrAppend(&out, ",\"rate\":", JsonNumber(r.rate));
+  absl::StrAppend(&out, ",\"threads\":", r.threads);
+  absl::StrAppend(&out, ",\"connections\":", r.connections);
+  absl::StrAppend(&out, ",\"concurrency\":", r.concurrency);
+  absl::StrAppend(&out, ",\"elapsed_s\":",
+                  absl::StrFormat("%.6f", absl::ToDoubleSeconds(r.elapsed)));
+  absl::StrAppend(&out, ",\"calls\":", r.calls);
+  absl::StrAppend(&out, ",\"calls_per_s\":", JsonNumber(r.calls_per_second()));
+  absl::StrAppend(&out, ",\"messages\":", r.messages);
+  absl::StrAppend(&out,
+                  ",\"messages_per_s\":", JsonNumber(r.messages_per_second()));
+  out += ",\"latency_us\":{";
+  for (const Quantile& q : kQuantiles) {
+    absl::StrAppend(&out, "\"", q.json_key,
+                    "\":", JsonNumber(Micros(r.latency.Percentile(q.percent))),
+                    ",");
+  }
+  absl::StrAppend(&out, "\"max\":", JsonNumber(Micros(r.latency.max())));
+  absl::StrAppend(&out, ",\"min\":", JsonNumber(Micros(r.latency.min())));
+  absl::StrAppend(&out, ",\"mean\":", JsonNumber(r.latency.mean() / 1e3));
+  out += "}";
+  absl::StrAppend(&out, ",\"status\":", JsonCounts(r.status_counts));
+  absl::StrAppend(&out, ",\"sluice_reason\":", JsonCounts(r.reasons));
+  absl::StrAppend(&out, ",\"scheduled\":", r.scheduled);
+  absl::StrAppend(&out, ",\"dropped\":", r.dropped);
+  absl::StrAppend(&out, ",\"late\":", r.late);
+  absl::StrAppend(
+      &out, ",\"max_send_lag_us\":", JsonNumber(Micros(r.max_send_lag_ns)));
+  out += "}";
+  return out;
+}
+
+}  // namespace sluice::bench
