@@ -187,6 +187,7 @@ void ProxyCall::Admit() {
     if (ls.dry_run) {
       if (c->TryAcquire()) {
         permits_.push_back(ConcurrencyLimiter::Permit::Adopt(c));
+        limit.admitted.fetch_add(1, std::memory_order_relaxed);
       } else {
         limit.dry_run_rejected.fetch_add(1, std::memory_order_relaxed);
       }
@@ -283,30 +284,52 @@ void ProxyCall::OnQueueAlarm(bool ok) {
 // ---- message limits ----
 
 bool ProxyCall::ChargeMessage(Pump& p) {
-  if (p.bucket == nullptr) return true;
+  if (p.buckets.empty()) return true;
   const int64_t now = RealClock::Get().NowNanos();
-  if (message_limit_->messages_reject) {
-    TokenBucket::Decision d = p.bucket->TryTake(now);
-    if (d.admitted || message_limit_->dry_run) return true;
+  for (MessageBucket& mb : p.buckets) {
+    if (!mb.settings->messages_reject) continue;
+    TokenBucket::Decision d = mb.bucket->TryTake(now);
+    if (d.admitted) continue;
+    if (mb.settings->dry_run) {
+      mb.state->dry_run_rejected.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    mb.state->rejected.fetch_add(1, std::memory_order_relaxed);
     Abort(MakeRejection(grpc::StatusCode::RESOURCE_EXHAUSTED,
                         absl::StrCat("sluice: message rate limit \"",
-                                     message_limit_->name, "\" of route \"",
+                                     mb.settings->name, "\" of route \"",
                                      route_->name, "\" exceeded"),
                         absl::Nanoseconds(d.retry_after_nanos)),
           Reason::kStreamRate);
     return false;
   }
-  const int64_t delay = p.bucket->Reserve(now);
-  if (delay > 0 && !message_limit_->dry_run) {
-    p.pace_until = absl::Now() + absl::Nanoseconds(delay);
-  }
   return true;
 }
 
 bool ProxyCall::PaceAllowsRead(Pump& p, grpc::Alarm& alarm, CqTag& tag) {
-  if (p.pace_until == absl::InfinitePast()) return true;
+  if (p.buckets.empty()) return true;
   if (p.pace_armed) return false;
+  if (!p.token_reserved) {
+    // Take every pacing limit's token for the message this read will
+    // bring; wait for the latest of them.
+    const int64_t now = RealClock::Get().NowNanos();
+    int64_t delay = 0;
+    for (MessageBucket& mb : p.buckets) {
+      if (mb.settings->messages_reject) continue;
+      const int64_t d = mb.bucket->Reserve(now);
+      if (d <= 0) continue;
+      if (mb.settings->dry_run) {
+        mb.state->dry_run_rejected.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      delay = std::max(delay, d);
+    }
+    if (delay <= 0) return true;
+    p.token_reserved = true;
+    p.pace_until = absl::Now() + absl::Nanoseconds(delay);
+  }
   if (absl::Now() >= p.pace_until) {
+    p.token_reserved = false;
     p.pace_until = absl::InfinitePast();
     return true;
   }
@@ -318,14 +341,12 @@ bool ProxyCall::PaceAllowsRead(Pump& p, grpc::Alarm& alarm, CqTag& tag) {
 
 void ProxyCall::OnUpstreamPaceAlarm(bool /*ok*/) {
   u2c_.pace_armed = false;
-  u2c_.pace_until = absl::InfinitePast();
   AdvanceUpstreamToClient();
   Release();
 }
 
 void ProxyCall::OnClientPaceAlarm(bool /*ok*/) {
   c2u_.pace_armed = false;
-  c2u_.pace_until = absl::InfinitePast();
   AdvanceClientToUpstream();
   Release();
 }
@@ -364,16 +385,18 @@ void ProxyCall::StartUpstream() {
   }
 
   if (header_limit_ != nullptr) SetRateLimitHeaders(/*trailers=*/false);
-  for (const LimitSettings& limit : route_->limits) {
+  const auto& states = snap_->limits[route_index_];
+  for (size_t i = 0; i < route_->limits.size(); ++i) {
+    const LimitSettings& limit = route_->limits[i];
     if (limit.messages_per_second <= 0) continue;
-    message_limit_ = &limit;
     auto config = TokenBucket::Config::PerSecond(
         static_cast<double>(limit.messages_per_second), limit.messages_burst);
-    u2c_.bucket = std::make_unique<TokenBucket>(config);
+    u2c_.buckets.push_back(
+        {std::make_unique<TokenBucket>(config), &limit, states[i].get()});
     if (limit.messages_client_to_upstream) {
-      c2u_.bucket = std::make_unique<TokenBucket>(config);
+      c2u_.buckets.push_back(
+          {std::make_unique<TokenBucket>(config), &limit, states[i].get()});
     }
-    break;  // the first message limit of the route applies
   }
 
   grpc::GenericStub* stub = snap_->pool->Pick(route_->upstream_index);
@@ -575,6 +598,11 @@ void ProxyCall::Abort(const grpc::Status& status, Reason reason) {
   LeaveQueue();
   local_status_ = status;
   reason_ = reason;
+  if (header_limit_ != nullptr && reason != Reason::kRateLimited &&
+      (reason == Reason::kConcurrencyLimited ||
+       reason == Reason::kQueueTimeout)) {
+    SetRateLimitHeaders(/*trailers=*/true);
+  }
   stats_->rejected[static_cast<int>(reason)]->Increment();
   sctx_.AddTrailingMetadata(std::string(kReasonTrailer),
                             std::string(ReasonName(reason)));

@@ -12,6 +12,7 @@
 #define SLUICE_SERVER_PROXY_PROXY_CALL_H_
 
 #include <deque>
+#include <vector>
 #include <memory>
 #include <optional>
 
@@ -45,6 +46,13 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   ProxyCall* next_live = nullptr;
 
  private:
+  // One `messages` limit applied to one direction of one stream.
+  struct MessageBucket {
+    std::unique_ptr<TokenBucket> bucket;
+    const LimitSettings* settings = nullptr;
+    LimitState* state = nullptr;  // counters
+  };
+
   // One direction of message flow.
   struct Pump {
     std::deque<grpc::ByteBuffer> queue;  // read, waiting to be written
@@ -55,10 +63,11 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
     bool src_done = false;    // the source has no more messages
     bool dst_failed = false;  // the destination refuses writes
     bool closed = false;      // half-close sent to the destination
-    // Message limit (null: none) and pacing state.
-    std::unique_ptr<TokenBucket> bucket;
+    // Message limits of the route (every one applies) and pacing state.
+    std::vector<MessageBucket> buckets;
     absl::Time pace_until = absl::InfinitePast();
     bool pace_armed = false;
+    bool token_reserved = false;  // the next read's token is already taken
     int held() const {
       return static_cast<int>(queue.size()) + (writing ? 1 : 0) +
              (reading ? 1 : 0);
@@ -92,9 +101,11 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   bool LeaveQueue();
   std::string LimitKey(const LimitSettings& limit) const;
   void SetRateLimitHeaders(bool trailers);
-  // Charges one message of a stream to its limit; false if the stream was
+  // mode reject: charges the message just read; false if the stream was
   // ended for it.
   bool ChargeMessage(Pump& pump);
+  // mode pace: takes the token for the next read before it is posted; false
+  // (and an alarm armed) while that token is not due yet.
   bool PaceAllowsRead(Pump& pump, grpc::Alarm& alarm, CqTag& tag);
   void OnUpstreamPaceAlarm(bool ok);
   void OnClientPaceAlarm(bool ok);
@@ -138,7 +149,6 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   absl::Time queued_at_;
   TokenBucket::Decision rate_decision_;
   const LimitState* header_limit_ = nullptr;  // for x-ratelimit-* headers
-  const LimitSettings* message_limit_ = nullptr;
   grpc::Alarm u2c_pace_alarm_;
   grpc::Alarm c2u_pace_alarm_;
   // Declared after snap_, so permits go back before the limiters could.

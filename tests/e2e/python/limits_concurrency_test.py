@@ -281,16 +281,11 @@ class MessageLimitTest(ConcurrencyTestBase):
         self.assertEqual((code, slow.seqs), (OK, [1, 2, 3, 4]), details)
 
 
-class MessageLimitBugTest(ConcurrencyTestBase):
-    """Documented behaviour Sluice does not have yet (reported). Each test
-    fails today; when the bug is fixed it "unexpectedly succeeds", which
-    fails the run: then drop its @expectedFailure."""
+class MessageLimitExactnessTest(ConcurrencyTestBase):
+    """Message limits as documented: pacing exact from the first message,
+    every message limit of a route applied, dry-run decisions counted."""
 
-    @unittest.expectedFailure
     def test_pace_burst_is_exact(self):
-        # BUG: ProxyCall::ChargeMessage charges the message just read and
-        # delays only the *next* read, so the message that went into debt is
-        # forwarded at once: burst B lets B+1 messages through back to back.
         self.start(f"""
   - name: tick
     match: {{prefix: {TICKER}}}
@@ -304,10 +299,7 @@ class MessageLimitBugTest(ConcurrencyTestBase):
         self.assertGreaterEqual(s.times[1] - s.times[0], 0.015,
                                 "burst 1 let two messages through at once")
 
-    @unittest.expectedFailure
     def test_every_message_limit_applies(self):
-        # BUG: ProxyCall::StartUpstream applies only the first `messages`
-        # limit of a route (`break`); docs say every one.
         self.start(f"""
   - name: tick
     match: {{prefix: {TICKER}}}
@@ -338,10 +330,7 @@ class MessageLimitBugTest(ConcurrencyTestBase):
         self.assertEqual((code, len(s.seqs)), (OK, 20), details)
         self.assertLess(s.times[-1] - s.opened, 1.0)
 
-    @unittest.expectedFailure
     def test_message_dry_run_is_counted(self):
-        # BUG: ChargeMessage returns early for dry_run and counts nothing:
-        # sluice_limit_decisions_total{decision="dry_run_rejected"} stays 0.
         self.start(f"""
   - name: tick
     match: {{prefix: {TICKER}}}
