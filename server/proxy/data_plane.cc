@@ -15,7 +15,7 @@ namespace {
 
 // Accepts kept posted per worker, so a burst of new calls does not wait for
 // the worker to re-arm one accept at a time.
-constexpr int kAcceptsPerWorker = 16;
+constexpr int kAcceptsPerWorker = 64;
 
 // How long a drain keeps answering new calls itself before it closes the
 // port (GOAWAY).
