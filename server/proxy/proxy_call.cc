@@ -18,6 +18,9 @@
 namespace sluice {
 namespace {
 
+// Messages counted locally before they are added to the shared counters.
+constexpr int kMessageFlushBatch = 64;
+
 std::string_view View(const grpc::string_ref& s) {
   return std::string_view(s.data(), s.size());
 }
@@ -477,9 +480,9 @@ void ProxyCall::OnClientRead(bool ok) {
   Pump& p = c2u_;
   p.reading = false;
   if (ok) {
-    last_activity_ = absl::Now();
-    stats_->msg_received->Increment();
+    if (idle_armed_) last_activity_ = absl::Now();
     ++msgs_in_;
+    if (++unflushed_msgs_ >= kMessageFlushBatch) FlushMessageCounts();
     bytes_in_ += static_cast<int64_t>(p.read_buf.Length());
     p.queue.push_back(std::move(p.read_buf));
     if (!ChargeMessage(p)) {
@@ -546,7 +549,7 @@ void ProxyCall::OnUpstreamRead(bool ok) {
   Pump& p = u2c_;
   p.reading = false;
   if (ok && !local_status_) {
-    last_activity_ = absl::Now();
+    if (idle_armed_) last_activity_ = absl::Now();
     p.queue.push_back(std::move(p.read_buf));
     if (!ChargeMessage(p)) {
       Release();
@@ -564,12 +567,11 @@ void ProxyCall::OnClientWritten(bool ok) {
   p.writing = false;
   if (ok) {
     ++msgs_out_;
+    if (++unflushed_msgs_ >= kMessageFlushBatch) FlushMessageCounts();
     bytes_out_ += static_cast<int64_t>(p.write_buf.Length());
   }
   p.write_buf.Clear();
-  if (ok) {
-    stats_->msg_sent->Increment();
-  } else {
+  if (!ok) {
     // The client is gone: stop the upstream too.
     p.dst_failed = true;
     p.queue.clear();
@@ -648,6 +650,7 @@ void ProxyCall::MaybeFinishDownstream() {
 void ProxyCall::OnDownstreamFinished(bool /*ok*/) {
   int code = static_cast<int>(final_code_);
   if (code >= 0 && code < kGrpcCodeCount) stats_->handled[code]->Increment();
+  FlushMessageCounts();
   WriteAccessLog();
   Release();
 }
@@ -675,6 +678,20 @@ void ProxyCall::OnClientGone() {
       MaybeFinishDownstream();
     }
   }
+}
+
+void ProxyCall::FlushMessageCounts() {
+  // The counters are shared by all workers: add in batches, not per
+  // message, so busy streams do not bounce their cache line between cores.
+  if (msgs_in_ > flushed_in_) {
+    stats_->msg_received->Increment(static_cast<double>(msgs_in_ - flushed_in_));
+    flushed_in_ = msgs_in_;
+  }
+  if (msgs_out_ > flushed_out_) {
+    stats_->msg_sent->Increment(static_cast<double>(msgs_out_ - flushed_out_));
+    flushed_out_ = msgs_out_;
+  }
+  unflushed_msgs_ = 0;
 }
 
 void ProxyCall::WriteAccessLog() {

@@ -175,6 +175,9 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   std::optional<Reason> reason_;
   absl::Duration queue_wait_;
   int64_t msgs_in_ = 0, msgs_out_ = 0, bytes_in_ = 0, bytes_out_ = 0;
+  int64_t flushed_in_ = 0, flushed_out_ = 0;
+  int unflushed_msgs_ = 0;
+  void FlushMessageCounts();
   void WriteAccessLog();
 
   MemberTag<ProxyCall> accept_tag_{this, &ProxyCall::OnAccepted};

@@ -240,7 +240,17 @@ TEST_F(ProxyBehaviourTest, ThousandCancelledStreamsAreAllCancelledUpstream) {
              grpc::CompletionQueue::GOT_EVENT) {
     int i = index_of(tag);
     ASSERT_GE(i, 0);
-    ASSERT_TRUE(ok) << "stream " << i << " phase " << phase[i];
+    if (!ok) {
+      // Report why this stream failed before it was cancelled.
+      grpc::Status status;
+      streams[i]->reader->Finish(&status, tag);
+      void* t;
+      bool o;
+      while (cq.Next(&t, &o) && t != tag) {
+      }
+      FAIL() << "stream " << i << " phase " << phase[i] << ": "
+             << status.error_code() << " " << status.error_message();
+    }
     ++events;
     if (phase[i]++ == 0) streams[i]->reader->Read(&streams[i]->tick, tag);
   }
