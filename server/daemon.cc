@@ -49,9 +49,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
   try {
     d->exposer_ = std::make_unique<prometheus::Exposer>(c.metrics_address());
   } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat(
-        "listeners.metrics: cannot listen on ", c.metrics_address(), ": ",
-        e.what()));
+    return absl::UnavailableError(
+        absl::StrCat("listeners.metrics: cannot listen on ",
+                     c.metrics_address(), ": ", e.what()));
   }
   d->exposer_->RegisterCollectable(d->registry_);
   auto ports = d->exposer_->GetListeningPorts();
@@ -75,10 +75,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
     d->admin_->SetServing(u.name, true);
   }
 
-  spdlog::info("sluice {} serving data={} admin={} metrics={} workers={} "
-               "config={} ({})",
-               kSluiceVersion, d->data_address_, d->admin_address_,
-               d->metrics_address_, c.workers(), c.source(), c.hash());
+  spdlog::info(
+      "sluice {} serving data={} admin={} metrics={} workers={} "
+      "config={} ({})",
+      kSluiceVersion, d->data_address_, d->admin_address_, d->metrics_address_,
+      c.workers(), c.source(), c.hash());
   if (!ready_file.empty()) {
     auto status = d->WriteReadyFile(ready_file);
     if (!status.ok()) return status;
@@ -116,10 +117,11 @@ void Daemon::Run() {
     control_mu_.Await(absl::Condition(&drain_requested_));
   }
   std::shared_ptr<const Config> config = data_plane_->config();
-  spdlog::info("draining: health NOT_SERVING, refusing new calls, {} in "
-               "flight, drain_timeout {}",
-               data_plane_->calls_in_flight(),
-               absl::FormatDuration(config->drain_timeout()));
+  spdlog::info(
+      "draining: health NOT_SERVING, refusing new calls, {} in "
+      "flight, drain_timeout {}",
+      data_plane_->calls_in_flight(),
+      absl::FormatDuration(config->drain_timeout()));
   admin_->SetServing("", false);
   for (const UpstreamSettings& u : config->upstreams()) {
     admin_->SetServing(u.name, false);
@@ -143,8 +145,9 @@ absl::Status Daemon::Reload() {
       (*config)->admin_address() != old->admin_address() ||
       (*config)->metrics_address() != old->metrics_address() ||
       (*config)->workers() != old->workers()) {
-    spdlog::warn("config reload: listeners and workers take effect only at "
-                 "restart");
+    spdlog::warn(
+        "config reload: listeners and workers take effect only at "
+        "restart");
   }
   auto status = data_plane_->SetConfig(*config);
   if (!status.ok()) {

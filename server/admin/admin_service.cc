@@ -20,8 +20,8 @@ grpc::Status AdminService::GetConfig(
   options.add_whitespace = true;
   options.preserve_proto_field_names = true;
   std::string json;
-  auto status =
-      google::protobuf::util::MessageToJsonString(config->proto(), &json, options);
+  auto status = google::protobuf::util::MessageToJsonString(config->proto(),
+                                                            &json, options);
   if (!status.ok()) {
     return grpc::Status(grpc::StatusCode::INTERNAL,
                         std::string(status.message()));
@@ -41,7 +41,8 @@ grpc::Status AdminService::Drain(grpc::ServerContext*,
 
 namespace {
 
-void Describe(const LimitState& s, size_t top, sluice::admin::v1::LimitStatus* out) {
+void Describe(const LimitState& s, size_t top,
+              sluice::admin::v1::LimitStatus* out) {
   const LimitSettings& ls = s.settings();
   const int64_t now = RealClock::Get().NowNanos();
   out->set_route(s.route());

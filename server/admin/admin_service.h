@@ -14,12 +14,14 @@ class AdminService final : public sluice::admin::v1::Admin::Service {
  public:
   explicit AdminService(AdminBackend* backend) : backend_(backend) {}
 
-  grpc::Status GetStatus(grpc::ServerContext* context,
-                         const sluice::admin::v1::GetStatusRequest* request,
-                         sluice::admin::v1::GetStatusResponse* response) override;
-  grpc::Status GetConfig(grpc::ServerContext* context,
-                         const sluice::admin::v1::GetConfigRequest* request,
-                         sluice::admin::v1::GetConfigResponse* response) override;
+  grpc::Status GetStatus(
+      grpc::ServerContext* context,
+      const sluice::admin::v1::GetStatusRequest* request,
+      sluice::admin::v1::GetStatusResponse* response) override;
+  grpc::Status GetConfig(
+      grpc::ServerContext* context,
+      const sluice::admin::v1::GetConfigRequest* request,
+      sluice::admin::v1::GetConfigResponse* response) override;
   grpc::Status Drain(grpc::ServerContext* context,
                      const sluice::admin::v1::DrainRequest* request,
                      sluice::admin::v1::DrainResponse* response) override;

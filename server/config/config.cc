@@ -396,8 +396,8 @@ bool CheckKeyPart(std::string* part, std::string* reason) {
   const std::string header =
       absl::AsciiStrToLower(part->substr(sizeof(kHeaderKeyPrefix) - 1));
   if (header.empty()) {
-    *reason = absl::StrCat(shown,
-                           " needs a header name, e.g. \"header:x-api-key\"");
+    *reason =
+        absl::StrCat(shown, " needs a header name, e.g. \"header:x-api-key\"");
     return false;
   }
   if (header.front() == ':') {
@@ -455,8 +455,7 @@ void CheckLimit(pb::Limit* limit, const std::string& path, Errors* errors,
   if (limit->has_rate()) {
     pb::RateLimit* rate = limit->mutable_rate();
     if (rate->per_second() > 0 && rate->per_minute() > 0) {
-      errors->Add(path + ".rate",
-                  "set only one of per_second and per_minute");
+      errors->Add(path + ".rate", "set only one of per_second and per_minute");
     } else if (rate->per_second() == 0 && rate->per_minute() == 0) {
       errors->Add(path + ".rate", "set per_second or per_minute (> 0)");
     } else {
@@ -742,28 +741,29 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
     a.path = log->path();
     if (!log->has_sample_rate()) log->set_sample_rate(1.0);
     if (!(log->sample_rate() >= 0.0 && log->sample_rate() <= 1.0)) {
-      errors.Add("access_log.sample_rate",
-                 absl::StrCat("must be between 0 and 1, got ",
-                              log->sample_rate()));
+      errors.Add(
+          "access_log.sample_rate",
+          absl::StrCat("must be between 0 and 1, got ", log->sample_rate()));
     }
     a.sample_rate = log->sample_rate();
-    auto check_names = [&errors](google::protobuf::RepeatedPtrField<std::string>* names,
-                                 const char* field,
-                                 std::vector<std::string>* out) {
-      for (int k = 0; k < names->size(); ++k) {
-        std::string name = absl::AsciiStrToLower(names->Get(k));
-        if (name.empty() || name[0] == ':' ||
-            !std::all_of(name.begin(), name.end(), [](char c) {
-              return absl::ascii_isdigit(c) || absl::ascii_islower(c) ||
-                     c == '-' || c == '_' || c == '.';
-            })) {
-          errors.Add(absl::StrCat("access_log.", field, "[", k, "]"),
-                     absl::StrCat("invalid header name ", Quote(names->Get(k))));
-        }
-        *names->Mutable(k) = name;
-        out->push_back(name);
-      }
-    };
+    auto check_names =
+        [&errors](google::protobuf::RepeatedPtrField<std::string>* names,
+                  const char* field, std::vector<std::string>* out) {
+          for (int k = 0; k < names->size(); ++k) {
+            std::string name = absl::AsciiStrToLower(names->Get(k));
+            if (name.empty() || name[0] == ':' ||
+                !std::all_of(name.begin(), name.end(), [](char c) {
+                  return absl::ascii_isdigit(c) || absl::ascii_islower(c) ||
+                         c == '-' || c == '_' || c == '.';
+                })) {
+              errors.Add(
+                  absl::StrCat("access_log.", field, "[", k, "]"),
+                  absl::StrCat("invalid header name ", Quote(names->Get(k))));
+            }
+            *names->Mutable(k) = name;
+            out->push_back(name);
+          }
+        };
     check_names(log->mutable_headers(), "headers", &a.headers);
     check_names(log->mutable_sensitive_headers(), "sensitive_headers",
                 &a.sensitive_headers);

@@ -72,9 +72,9 @@ struct LimitSettings {
 
 struct RouteSettings {
   std::string name;
-  bool exact = false;   // true: `match` is a full method name
-  std::string match;    // the method name or the prefix
-  std::string upstream; // upstream name
+  bool exact = false;      // true: `match` is a full method name
+  std::string match;       // the method name or the prefix
+  std::string upstream;    // upstream name
   int upstream_index = 0;  // index into Config::upstreams()
   DeadlineSettings deadline;
   std::vector<LimitSettings> limits;

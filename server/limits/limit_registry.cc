@@ -35,8 +35,8 @@ std::vector<std::shared_ptr<LimitState>> LimitRegistry::All() const {
   return all;
 }
 
-std::shared_ptr<LimitState> LimitRegistry::Find(const std::string& route,
-                                                const std::string& limit) const {
+std::shared_ptr<LimitState> LimitRegistry::Find(
+    const std::string& route, const std::string& limit) const {
   absl::MutexLock lock(&mu_);
   auto it = states_.find({route, limit});
   return it == states_.end() ? nullptr : it->second;

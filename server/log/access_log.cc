@@ -17,12 +17,23 @@ namespace {
 constexpr size_t kQueueLines = 8192;
 
 const char* const kCodeNames[] = {
-    "OK",           "CANCELLED",          "UNKNOWN",
-    "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION", "ABORTED",     "OUT_OF_RANGE",
-    "UNIMPLEMENTED", "INTERNAL",          "UNAVAILABLE",
-    "DATA_LOSS",    "UNAUTHENTICATED",
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
 };
 
 // Appends `s` as a JSON string literal.
@@ -30,11 +41,21 @@ void AppendJsonString(std::string* out, std::string_view s) {
   out->push_back('"');
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
       default:
         if (c < 0x20 || c >= 0x7f) {
           // Bytes outside printable ASCII (binary metadata, invalid UTF-8)
@@ -71,8 +92,8 @@ absl::StatusOr<std::shared_ptr<AccessLog>> AccessLog::Open(
       sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path);
     }
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("access_log.path: cannot open \"", path, "\": ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "access_log.path: cannot open \"", path, "\": ", e.what()));
   }
   log->pool_ = std::make_shared<spdlog::details::thread_pool>(kQueueLines, 1);
   log->logger_ = std::make_shared<spdlog::async_logger>(

@@ -39,9 +39,9 @@ std::vector<prometheus::MetricFamily> LimitCollector::Collect() const {
       "Admission decisions per limit: admitted, rejected, dry_run_rejected "
       "(would have been rejected), queued (waited for a permit).",
       MetricType::Counter);
-  auto in_flight = Family("sluice_limit_permits_in_use",
-                          "Concurrency permits held, per limit.",
-                          MetricType::Gauge);
+  auto in_flight =
+      Family("sluice_limit_permits_in_use",
+             "Concurrency permits held, per limit.", MetricType::Gauge);
   auto queue = Family("sluice_limit_queue_depth",
                       "Calls waiting for a concurrency permit, per limit.",
                       MetricType::Gauge);

@@ -22,15 +22,24 @@ inline constexpr std::string_view kReasonTrailer = "sluice-reason";
 
 inline std::string_view ReasonName(Reason reason) {
   switch (reason) {
-    case Reason::kNoRoute: return "no_route";
-    case Reason::kRateLimited: return "rate_limited";
-    case Reason::kConcurrencyLimited: return "concurrency_limited";
-    case Reason::kQueueTimeout: return "queue_timeout";
-    case Reason::kDeadlineBudget: return "deadline_budget";
-    case Reason::kStreamRate: return "stream_rate";
-    case Reason::kIdleTimeout: return "idle_timeout";
-    case Reason::kDraining: return "draining";
-    case Reason::kCount: break;
+    case Reason::kNoRoute:
+      return "no_route";
+    case Reason::kRateLimited:
+      return "rate_limited";
+    case Reason::kConcurrencyLimited:
+      return "concurrency_limited";
+    case Reason::kQueueTimeout:
+      return "queue_timeout";
+    case Reason::kDeadlineBudget:
+      return "deadline_budget";
+    case Reason::kStreamRate:
+      return "stream_rate";
+    case Reason::kIdleTimeout:
+      return "idle_timeout";
+    case Reason::kDraining:
+      return "draining";
+    case Reason::kCount:
+      break;
   }
   return "unknown";
 }

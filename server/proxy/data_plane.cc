@@ -46,9 +46,8 @@ bool SameUpstreams(const Config& a, const Config& b) {
 class NoPluginsOption : public grpc::ServerBuilderOption {
  public:
   void UpdateArguments(grpc::ChannelArguments*) override {}
-  void UpdatePlugins(
-      std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins)
-      override {
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>*
+                         plugins) override {
     plugins->clear();
   }
 };
@@ -88,8 +87,8 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
                              config->bdp_probe() ? 1 : 0);
   // The data port answers every method through the generic service: no
   // built-in health service and no reflection here.
-  builder.SetOption(std::make_unique<grpc::HealthCheckServiceServerBuilderOption>(
-      nullptr));
+  builder.SetOption(
+      std::make_unique<grpc::HealthCheckServiceServerBuilderOption>(nullptr));
   builder.SetOption(std::make_unique<NoPluginsOption>());
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs;
   for (int i = 0; i < config->workers(); ++i) {
@@ -194,8 +193,7 @@ void DataPlane::CallObjectCreated() {
 }
 
 void DataPlane::CallObjectDestroyed() {
-  if (alive_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
-      draining_.load()) {
+  if (alive_.fetch_sub(1, std::memory_order_acq_rel) == 1 && draining_.load()) {
     absl::MutexLock lock(&freed_mu_);
     freed_cv_.SignalAll();
   }

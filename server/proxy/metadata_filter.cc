@@ -1,6 +1,5 @@
 #include "server/proxy/metadata_filter.h"
 
-
 namespace sluice {
 namespace {
 
@@ -29,8 +28,7 @@ bool IsCommonHopByHop(std::string_view key) {
 }  // namespace
 
 bool IsHopByHopRequestKey(std::string_view key) {
-  return IsCommonHopByHop(key) || key == "grpc-timeout" ||
-         key == "user-agent";
+  return IsCommonHopByHop(key) || key == "grpc-timeout" || key == "user-agent";
 }
 
 bool IsHopByHopResponseKey(std::string_view key) {

@@ -6,11 +6,11 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "grpc/grpc.h"
 #include "absl/time/clock.h"
+#include "grpc/grpc.h"
+#include "server/limits/clock.h"
 #include "server/proxy/data_plane.h"
 #include "server/proxy/deadline_budget.h"
-#include "server/limits/clock.h"
 #include "server/proxy/metadata_filter.h"
 #include "server/proxy/rejection.h"
 #include "server/proxy/worker.h"
@@ -169,15 +169,14 @@ void ProxyCall::Admit() {
       }
       limit->rejected.fetch_add(1, std::memory_order_relaxed);
       if (header_limit_ == limit.get()) SetRateLimitHeaders(/*trailers=*/true);
-      const absl::Duration retry =
-          d.retry_after_nanos == TokenBucket::kNever
-              ? absl::Duration(-absl::Nanoseconds(1))
-              : absl::Nanoseconds(d.retry_after_nanos);
-      Abort(MakeRejection(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          absl::StrCat("sluice: rate limit \"", ls.name,
-                                       "\" of route \"", route_->name,
-                                       "\" exceeded"),
-                          retry),
+      const absl::Duration retry = d.retry_after_nanos == TokenBucket::kNever
+                                       ? absl::Duration(-absl::Nanoseconds(1))
+                                       : absl::Nanoseconds(d.retry_after_nanos);
+      Abort(MakeRejection(
+                grpc::StatusCode::RESOURCE_EXHAUSTED,
+                absl::StrCat("sluice: rate limit \"", ls.name, "\" of route \"",
+                             route_->name, "\" exceeded"),
+                retry),
             Reason::kRateLimited);
       return;
     }
@@ -275,8 +274,8 @@ void ProxyCall::OnQueueAlarm(bool ok) {
             absl::StrCat("sluice: waited ",
                          absl::FormatDuration(absl::Now() - queued_at_),
                          " in the queue of concurrency limit \"",
-                         limit->settings().name, "\" of route \"",
-                         route_->name, "\""),
+                         limit->settings().name, "\" of route \"", route_->name,
+                         "\""),
             Reason::kQueueTimeout);
     }
     // else: a grant is on its way; OnPermitGranted goes on.
@@ -298,11 +297,11 @@ bool ProxyCall::ChargeMessage(Pump& p) {
       continue;
     }
     mb.state->rejected.fetch_add(1, std::memory_order_relaxed);
-    Abort(MakeRejection(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat("sluice: message rate limit \"",
-                                     mb.settings->name, "\" of route \"",
-                                     route_->name, "\" exceeded"),
-                        absl::Nanoseconds(d.retry_after_nanos)),
+    Abort(MakeRejection(
+              grpc::StatusCode::RESOURCE_EXHAUSTED,
+              absl::StrCat("sluice: message rate limit \"", mb.settings->name,
+                           "\" of route \"", route_->name, "\" exceeded"),
+              absl::Nanoseconds(d.retry_after_nanos)),
           Reason::kStreamRate);
     return false;
   }
@@ -356,8 +355,7 @@ void ProxyCall::OnClientPaceAlarm(bool /*ok*/) {
 
 void ProxyCall::StartUpstream() {
   const absl::Time now = absl::Now();
-  Budget budget =
-      ComputeBudget(now, ClientDeadline(sctx_), route_->deadline);
+  Budget budget = ComputeBudget(now, ClientDeadline(sctx_), route_->deadline);
   if (!budget.ok) {
     Abort(grpc::StatusCode::DEADLINE_EXCEEDED,
           absl::StrCat("sluice: deadline budget too small for route ",
@@ -665,7 +663,8 @@ void ProxyCall::OnClientGone() {
   if (!counted_cancel_) {
     counted_cancel_ = true;
     LeaveQueue();
-    if (stats_ != nullptr && !finish_posted_) stats_->client_cancels->Increment();
+    if (stats_ != nullptr && !finish_posted_)
+      stats_->client_cancels->Increment();
     // The client cancelled or vanished: cancel the upstream call at once.
     if (upstream_started_ && !upstream_finished_) uctx_.TryCancel();
     u2c_.dst_failed = true;
@@ -673,8 +672,8 @@ void ProxyCall::OnClientGone() {
     c2u_.src_done = true;
     if (!finish_posted_) {
       // Nobody will read the status, but Finish frees the server call.
-      local_status_ = grpc::Status(grpc::StatusCode::CANCELLED,
-                                   "sluice: client cancelled");
+      local_status_ =
+          grpc::Status(grpc::StatusCode::CANCELLED, "sluice: client cancelled");
       MaybeFinishDownstream();
     }
   }
@@ -684,7 +683,8 @@ void ProxyCall::FlushMessageCounts() {
   // The counters are shared by all workers: add in batches, not per
   // message, so busy streams do not bounce their cache line between cores.
   if (msgs_in_ > flushed_in_) {
-    stats_->msg_received->Increment(static_cast<double>(msgs_in_ - flushed_in_));
+    stats_->msg_received->Increment(
+        static_cast<double>(msgs_in_ - flushed_in_));
     flushed_in_ = msgs_in_;
   }
   if (msgs_out_ > flushed_out_) {

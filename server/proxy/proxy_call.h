@@ -12,9 +12,9 @@
 #define SLUICE_SERVER_PROXY_PROXY_CALL_H_
 
 #include <deque>
-#include <vector>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "grpcpp/alarm.h"
@@ -140,11 +140,11 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   grpc::Alarm idle_alarm_;
 
   // Admission state.
-  size_t admit_index_ = 0;                // next concurrency limit to take
+  size_t admit_index_ = 0;                 // next concurrency limit to take
   ConcurrencyLimiter* waiting_ = nullptr;  // queued in this limiter
   LimitState* waiting_limit_ = nullptr;
-  grpc::Alarm grant_alarm_;   // set by OnGranted from the releasing thread
-  grpc::Alarm queue_alarm_;   // the queue wait's bound
+  grpc::Alarm grant_alarm_;  // set by OnGranted from the releasing thread
+  grpc::Alarm queue_alarm_;  // the queue wait's bound
   bool queue_armed_ = false;
   absl::Time queued_at_;
   TokenBucket::Decision rate_decision_;
@@ -159,15 +159,15 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
 
   int outstanding_ = 0;
   bool accepted_ = false;
-  bool done_seen_ = false;          // AsyncNotifyWhenDone fired
+  bool done_seen_ = false;  // AsyncNotifyWhenDone fired
   bool upstream_started_ = false;
   bool upstream_start_pending_ = false;  // StartCall's batch in flight
-  bool upstream_init_read_ = false;  // initial metadata received
-  bool sinit_pending_ = false;       // SendInitialMetadata in flight
+  bool upstream_init_read_ = false;      // initial metadata received
+  bool sinit_pending_ = false;           // SendInitialMetadata in flight
   bool sinit_sent_ = false;
-  bool upstream_finished_ = false;   // upstream status known
+  bool upstream_finished_ = false;  // upstream status known
   bool ufinish_posted_ = false;
-  bool finish_posted_ = false;       // downstream Finish posted
+  bool finish_posted_ = false;  // downstream Finish posted
   bool idle_armed_ = false;
   bool counted_cancel_ = false;
   grpc::StatusCode final_code_ = grpc::StatusCode::OK;
@@ -188,8 +188,7 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
                                   &ProxyCall::OnDownstreamInitialMetadataSent};
   MemberTag<ProxyCall> cread_tag_{this, &ProxyCall::OnClientRead};
   MemberTag<ProxyCall> uwrite_tag_{this, &ProxyCall::OnUpstreamWritten};
-  MemberTag<ProxyCall> uwritesdone_tag_{this,
-                                        &ProxyCall::OnUpstreamWritesDone};
+  MemberTag<ProxyCall> uwritesdone_tag_{this, &ProxyCall::OnUpstreamWritesDone};
   MemberTag<ProxyCall> uread_tag_{this, &ProxyCall::OnUpstreamRead};
   MemberTag<ProxyCall> cwrite_tag_{this, &ProxyCall::OnClientWritten};
   MemberTag<ProxyCall> ufinish_tag_{this, &ProxyCall::OnUpstreamFinished};

@@ -10,7 +10,8 @@ grpc::Status MakeRejection(grpc::StatusCode code, const std::string& message,
   sluice::rpc::v1::RetryInfo retry;
   const int64_t nanos = absl::ToInt64Nanoseconds(retry_after);
   retry.mutable_retry_delay()->set_seconds(nanos / 1000000000);
-  retry.mutable_retry_delay()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+  retry.mutable_retry_delay()->set_nanos(
+      static_cast<int32_t>(nanos % 1000000000));
   sluice::rpc::v1::Status status;
   status.set_code(static_cast<int32_t>(code));
   status.set_message(message);

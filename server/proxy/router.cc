@@ -1,6 +1,5 @@
 #include "server/proxy/router.h"
 
-
 namespace sluice {
 
 int Router::Match(std::string_view method) const {

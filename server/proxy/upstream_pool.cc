@@ -51,8 +51,8 @@ absl::StatusOr<std::unique_ptr<UpstreamPool>> UpstreamPool::Create(
   for (const UpstreamSettings& u : config.upstreams()) {
     auto creds = Credentials(u);
     if (!creds.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("upstream \"", u.name, "\": ", creds.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "upstream \"", u.name, "\": ", creds.status().message()));
     }
     auto up = std::make_unique<Upstream>();
     up->name = u.name;
@@ -67,8 +67,9 @@ absl::StatusOr<std::unique_ptr<UpstreamPool>> UpstreamPool::Create(
       args.SetString(GRPC_ARG_PRIMARY_USER_AGENT_STRING, "sluice");
       args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, config.bdp_probe() ? 1 : 0);
       if (u.keepalive_time > absl::ZeroDuration()) {
-        args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
-                    static_cast<int>(absl::ToInt64Milliseconds(u.keepalive_time)));
+        args.SetInt(
+            GRPC_ARG_KEEPALIVE_TIME_MS,
+            static_cast<int>(absl::ToInt64Milliseconds(u.keepalive_time)));
         args.SetInt(
             GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
             static_cast<int>(absl::ToInt64Milliseconds(u.keepalive_timeout)));

@@ -721,10 +721,11 @@ TEST(ConfigErrorTest, BadForwardedForHeader) {
 
 // kMinimal's route "r" with `limits` (YAML lines below `limits:`).
 std::string WithLimits(const std::string& limits) {
-  return WithRoute(absl::StrCat("    match: {prefix: /}\n"
-                                "    upstream: a\n"
-                                "    limits:\n",
-                                limits));
+  return WithRoute(
+      absl::StrCat("    match: {prefix: /}\n"
+                   "    upstream: a\n"
+                   "    limits:\n",
+                   limits));
 }
 
 TEST(ConfigLimitsTest, EveryKindOfLimit) {
@@ -761,8 +762,8 @@ TEST(ConfigLimitsTest, EveryKindOfLimit) {
   EXPECT_EQ(rate.concurrency_max, 0);
   EXPECT_EQ(rate.messages_per_second, 0);
   // Header names are lowered, as gRPC metadata keys are.
-  EXPECT_EQ(rate.key, (std::vector<std::string>{"peer", "header:x-api-key",
-                                                "method"}));
+  EXPECT_EQ(rate.key,
+            (std::vector<std::string>{"peer", "header:x-api-key", "method"}));
   EXPECT_EQ(config->proto().routes(0).limits(0).key(1), "header:x-api-key");
   EXPECT_EQ(rate.max_keys, 500);
   EXPECT_EQ(rate.default_key, "anonymous");
@@ -885,12 +886,12 @@ TEST(ConfigLimitsTest, FingerprintFollowsTheDefinition) {
   EXPECT_EQ(a[1], b[1]);
   EXPECT_NE(a[0], c[0]);
   EXPECT_NE(a[1], c[1]);
-  const std::vector<std::string> lowered =
-      fingerprints("      - {name: x, rate: {per_second: 1}, "
-                   "key: [\"header:X-Id\"]}\n");
-  const std::vector<std::string> lower =
-      fingerprints("      - {name: x, rate: {per_second: 1}, "
-                   "key: [\"header:x-id\"]}\n");
+  const std::vector<std::string> lowered = fingerprints(
+      "      - {name: x, rate: {per_second: 1}, "
+      "key: [\"header:X-Id\"]}\n");
+  const std::vector<std::string> lower = fingerprints(
+      "      - {name: x, rate: {per_second: 1}, "
+      "key: [\"header:x-id\"]}\n");
   EXPECT_EQ(lowered, lower);
 }
 
@@ -928,10 +929,11 @@ TEST(ConfigLimitsTest, EmptyLimit) {
 }
 
 TEST(ConfigLimitsTest, BothPerSecondAndPerMinute) {
-  EXPECT_EQ(ErrorOf(WithLimits("      - name: x\n"
-                               "        rate: {per_second: 1, per_minute: 60}\n")),
-            "test.yaml: routes[0].limits[0].rate: set only one of per_second "
-            "and per_minute");
+  EXPECT_EQ(
+      ErrorOf(WithLimits("      - name: x\n"
+                         "        rate: {per_second: 1, per_minute: 60}\n")),
+      "test.yaml: routes[0].limits[0].rate: set only one of per_second "
+      "and per_minute");
 }
 
 TEST(ConfigLimitsTest, ZeroRate) {
@@ -1001,9 +1003,9 @@ TEST(ConfigLimitsTest, BadMaxWait) {
             "test.yaml: routes[0].limits[0].concurrency.max_wait: negative "
             "duration \"-1s\" (must be >= 0)");
   // 0s is allowed: a queued call waits no longer than its deadline allows.
-  auto config = MustParse(
-      WithLimits("      - {name: x, concurrency: {max: 1, queue: 5, "
-                 "max_wait: 0s}}\n"));
+  auto config =
+      MustParse(WithLimits("      - {name: x, concurrency: {max: 1, queue: 5, "
+                           "max_wait: 0s}}\n"));
   ASSERT_NE(config, nullptr);
   EXPECT_EQ(config->routes()[0].limits[0].concurrency_max_wait,
             absl::ZeroDuration());
@@ -1021,8 +1023,9 @@ TEST(ConfigLimitsTest, MaxKeysOutOfRange) {
 }
 
 TEST(ConfigLimitsTest, ConcurrencyWithoutMax) {
-  EXPECT_EQ(ErrorOf(WithLimits("      - {name: x, concurrency: {queue: 10}}\n")),
-            "test.yaml: routes[0].limits[0].concurrency.max: required, > 0");
+  EXPECT_EQ(
+      ErrorOf(WithLimits("      - {name: x, concurrency: {queue: 10}}\n")),
+      "test.yaml: routes[0].limits[0].concurrency.max: required, > 0");
 }
 
 TEST(ConfigLimitsTest, AllLimitErrorsAreReported) {

@@ -55,8 +55,7 @@ routes:
     return state == nullptr ? nullptr : state->concurrency();
   }
 
-  grpc::Status CallEmpty(const std::string& api_key,
-                         grpc::ClientContext* ctx) {
+  grpc::Status CallEmpty(const std::string& api_key, grpc::ClientContext* ctx) {
     if (!api_key.empty()) ctx->AddMetadata("x-api-key", api_key);
     SetTimeout(ctx, absl::Seconds(5));
     Empty req, resp;

@@ -6,10 +6,10 @@ namespace sluice {
 namespace {
 
 TEST(MetadataFilterTest, RequestHopByHopKeysAreDropped) {
-  for (const char* key : {":authority", ":path", "te", "content-type",
-                          "grpc-timeout", "grpc-encoding",
-                          "grpc-accept-encoding", "user-agent", "connection",
-                          "host"}) {
+  for (const char* key :
+       {":authority", ":path", "te", "content-type", "grpc-timeout",
+        "grpc-encoding", "grpc-accept-encoding", "user-agent", "connection",
+        "host"}) {
     EXPECT_TRUE(IsHopByHopRequestKey(key)) << key;
   }
   for (const char* key : {"authorization", "x-api-key", "x-trace-bin",

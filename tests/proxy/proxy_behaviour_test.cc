@@ -80,8 +80,8 @@ TEST_F(ProxyBehaviourTest, DeadlineOffsetIsSubtracted) {
   ASSERT_TRUE(rec.has_value());
   // gRPC carries deadlines as timeouts rounded up to a coarse unit, and
   // each hop re-bases them on its own receive time.
-  EXPECT_LE(rec->deadline, client_deadline - absl::Milliseconds(100) +
-                               absl::Milliseconds(30));
+  EXPECT_LE(rec->deadline,
+            client_deadline - absl::Milliseconds(100) + absl::Milliseconds(30));
   EXPECT_GE(rec->deadline, client_deadline - absl::Milliseconds(100) -
                                absl::Milliseconds(250));
 }
@@ -94,8 +94,8 @@ TEST_F(ProxyBehaviourTest, DefaultTimeoutWhenClientSendsNone) {
   auto rec = upstream_.test_service().stats().LastCall("EmptyCall");
   ASSERT_TRUE(rec.has_value());
   EXPECT_GE(rec->deadline, before + absl::Seconds(2) - absl::Milliseconds(50));
-  EXPECT_LE(rec->deadline, absl::Now() + absl::Seconds(2) +
-                               absl::Milliseconds(50));
+  EXPECT_LE(rec->deadline,
+            absl::Now() + absl::Seconds(2) + absl::Milliseconds(50));
 }
 
 TEST_F(ProxyBehaviourTest, MaxTimeoutClampsTheClientsDeadline) {
@@ -105,8 +105,8 @@ TEST_F(ProxyBehaviourTest, MaxTimeoutClampsTheClientsDeadline) {
   ASSERT_TRUE(test_->EmptyCall(&ctx, req, &resp).ok());
   auto rec = upstream_.test_service().stats().LastCall("EmptyCall");
   ASSERT_TRUE(rec.has_value());
-  EXPECT_LE(rec->deadline, absl::Now() + absl::Seconds(3) +
-                               absl::Milliseconds(50));
+  EXPECT_LE(rec->deadline,
+            absl::Now() + absl::Seconds(3) + absl::Milliseconds(50));
 }
 
 TEST_F(ProxyBehaviourTest, TooSmallBudgetIsRejectedWithoutCallingUpstream) {
@@ -235,8 +235,8 @@ TEST_F(ProxyBehaviourTest, ThousandCancelledStreamsAreAllCancelledUpstream) {
     return -1;
   };
   while (events < 2 * kStreams &&
-         cq.AsyncNext(&tag, &ok, absl::ToChronoTime(absl::Now() +
-                                                    absl::Seconds(20))) ==
+         cq.AsyncNext(&tag, &ok,
+                      absl::ToChronoTime(absl::Now() + absl::Seconds(20))) ==
              grpc::CompletionQueue::GOT_EVENT) {
     int i = index_of(tag);
     ASSERT_GE(i, 0);
@@ -261,8 +261,8 @@ TEST_F(ProxyBehaviourTest, ThousandCancelledStreamsAreAllCancelledUpstream) {
   for (auto& s : streams) s->reader->Finish(&s->status, s.get());
   int finished = 0;
   while (finished < kStreams &&
-         cq.AsyncNext(&tag, &ok, absl::ToChronoTime(absl::Now() +
-                                                    absl::Seconds(20))) ==
+         cq.AsyncNext(&tag, &ok,
+                      absl::ToChronoTime(absl::Now() + absl::Seconds(20))) ==
              grpc::CompletionQueue::GOT_EVENT) {
     ++finished;
   }
@@ -306,7 +306,8 @@ TEST_F(ProxyBehaviourTest, GenericMethodsOfAnyServiceAreForwarded) {
   std::vector<grpc::Slice> slices;
   ASSERT_TRUE(response.Dump(&slices).ok());
   std::string out;
-  for (auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  for (auto& s : slices)
+    out.append(reinterpret_cast<const char*>(s.begin()), s.size());
   SimpleResponse resp;
   ASSERT_TRUE(resp.ParseFromString(out));
   EXPECT_EQ(resp.payload().body().size(), 7u);
@@ -329,8 +330,8 @@ TEST_F(ProxyBehaviourTest, HealthOnTheDataPortIsTheUpstreams) {
 
 TEST_F(ProxyBehaviourTest, ReflectionOnTheDataPortListsTheUpstreamsServices) {
   const auto* pool = google::protobuf::DescriptorPool::generated_pool();
-  const auto* request_type =
-      pool->FindMessageTypeByName("grpc.reflection.v1alpha.ServerReflectionRequest");
+  const auto* request_type = pool->FindMessageTypeByName(
+      "grpc.reflection.v1alpha.ServerReflectionRequest");
   const auto* response_type = pool->FindMessageTypeByName(
       "grpc.reflection.v1alpha.ServerReflectionResponse");
   // libgrpc++_reflection (linked through the demo upstream) registers them.

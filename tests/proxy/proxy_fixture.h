@@ -58,9 +58,9 @@ upstreams:
     // backpressure tests measure Sluice's hops, not the client's buffers.
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-    channel_ = grpc::CreateCustomChannel(
-        absl::StrCat("127.0.0.1:", plane_->port()),
-        grpc::InsecureChannelCredentials(), args);
+    channel_ =
+        grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", plane_->port()),
+                                  grpc::InsecureChannelCredentials(), args);
     test_ = grpc::testing::TestService::NewStub(channel_);
     ticker_ = sluice::demo::v1::Ticker::NewStub(channel_);
   }
@@ -87,8 +87,8 @@ upstreams:
                              const std::string& key) {
     auto& md = ctx.GetServerTrailingMetadata();
     auto it = md.find(key);
-    return it == md.end() ? "" : std::string(it->second.data(),
-                                             it->second.size());
+    return it == md.end() ? ""
+                          : std::string(it->second.data(), it->second.size());
   }
 
   demo::DemoUpstream upstream_;
