@@ -70,9 +70,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
   if (!admin.ok()) return admin.status();
   d->admin_ = std::move(*admin);
   d->admin_address_ = WithPort(c.admin_address(), d->admin_->port());
-  d->admin_->SetServing("", true);
-  for (const UpstreamSettings& u : c.upstreams()) {
-    d->admin_->SetServing(u.name, true);
+  {
+    absl::MutexLock lock(&d->control_mu_);
+    d->WatchUpstreams();
   }
 
   spdlog::info(
@@ -87,7 +87,30 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
   return d;
 }
 
+void Daemon::WatchUpstreams() {
+  std::shared_ptr<UpstreamPool> pool = data_plane_->pool();
+  if (pool == watched_pool_ && upstream_health_ != nullptr) return;
+  if (upstream_health_ != nullptr) upstream_health_->Stop();
+  std::shared_ptr<const Config> config = data_plane_->config();
+  std::vector<UpstreamHealth::Upstream> upstreams;
+  for (int i = 0; i < pool->size(); ++i) {
+    upstreams.push_back(
+        {pool->name(i), config->upstreams()[i].required, pool->channels(i)});
+  }
+  watched_pool_ = pool;
+  upstream_health_ = std::make_unique<UpstreamHealth>(
+      std::move(upstreams), [this](const std::string& service, bool serving) {
+        if (health_frozen_.load()) return;
+        admin_->SetServing(service, serving);
+        if (!service.empty()) {
+          spdlog::info("upstream \"{}\" is {}", service,
+                       serving ? "connected" : "not connected");
+        }
+      });
+}
+
 Daemon::~Daemon() {
+  if (upstream_health_ != nullptr) upstream_health_->Stop();
   // The exposer may be mid-scrape of the limits: stop it first.
   if (exposer_ != nullptr && limit_collector_ != nullptr) {
     exposer_->RemoveCollectable(limit_collector_);
@@ -122,6 +145,7 @@ void Daemon::Run() {
       "flight, drain_timeout {}",
       data_plane_->calls_in_flight(),
       absl::FormatDuration(config->drain_timeout()));
+  health_frozen_.store(true);
   admin_->SetServing("", false);
   for (const UpstreamSettings& u : config->upstreams()) {
     admin_->SetServing(u.name, false);
@@ -157,6 +181,7 @@ absl::Status Daemon::Reload() {
     return status;
   }
   reloads_ok_->Increment();
+  WatchUpstreams();
   spdlog::info("config reloaded from {} ({} -> {})", (*config)->source(),
                old->hash(), (*config)->hash());
   return absl::OkStatus();

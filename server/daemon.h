@@ -8,6 +8,7 @@
 #ifndef SLUICE_SERVER_DAEMON_H_
 #define SLUICE_SERVER_DAEMON_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -21,6 +22,7 @@
 #include "prometheus/registry.h"
 #include "server/admin/admin_backend.h"
 #include "server/admin/admin_server.h"
+#include "server/admin/upstream_health.h"
 #include "server/config/config.h"
 #include "server/metrics/limit_collector.h"
 #include "server/metrics/proxy_metrics.h"
@@ -52,6 +54,8 @@ class Daemon : public AdminBackend {
  private:
   Daemon() = default;
   absl::Status WriteReadyFile(const std::string& path);
+  // (Re)starts the upstream health watcher on the current channels.
+  void WatchUpstreams() ABSL_EXCLUSIVE_LOCKS_REQUIRED(control_mu_);
 
   Loader loader_;
   absl::Time started_at_;
@@ -63,6 +67,9 @@ class Daemon : public AdminBackend {
   std::unique_ptr<DataPlane> data_plane_;
   std::shared_ptr<LimitCollector> limit_collector_;
   std::unique_ptr<AdminServer> admin_;
+  std::unique_ptr<UpstreamHealth> upstream_health_;
+  std::shared_ptr<UpstreamPool> watched_pool_;
+  std::atomic<bool> health_frozen_{false};  // draining: stays NOT_SERVING
   std::string data_address_;
   std::string admin_address_;
   std::string metrics_address_;

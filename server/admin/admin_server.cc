@@ -33,11 +33,9 @@ void AdminServer::SetServing(const std::string& service, bool serving) {
   if (server_ == nullptr) return;
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   if (health == nullptr) return;
-  if (service.empty()) {
-    health->SetServingStatus(serving);
-  } else {
-    health->SetServingStatus(service, serving);
-  }
+  // The one-argument SetServingStatus(bool) would set every service; the
+  // overall status is the service named "".
+  health->SetServingStatus(service, serving);
 }
 
 void AdminServer::Shutdown() {

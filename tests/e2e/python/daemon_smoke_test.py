@@ -28,8 +28,11 @@ class DaemonSmokeTest(unittest.TestCase):
         stub = health_pb2_grpc.HealthStub(harness.channel(self.sluice.admin))
         resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
         self.assertEqual(resp.status, health_pb2.HealthCheckResponse.SERVING)
-        resp = stub.Check(health_pb2.HealthCheckRequest(service="default"), timeout=5)
-        self.assertEqual(resp.status, health_pb2.HealthCheckResponse.SERVING)
+        # The upstream's own entry turns SERVING once a channel is connected.
+        harness.wait_until(
+            lambda: stub.Check(health_pb2.HealthCheckRequest(service="default"),
+                               timeout=5).status == health_pb2.HealthCheckResponse.SERVING,
+            timeout=10, what="upstream default SERVING")
 
     def test_unknown_health_service_is_not_found(self):
         stub = health_pb2_grpc.HealthStub(harness.channel(self.sluice.admin))
