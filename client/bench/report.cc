@@ -5,29 +5,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/common/grpc_code_name.h"
+#include "server/common/json_string.h"
 
 namespace sluice::bench {
 namespace {
-
-constexpr const char* kCodeNames[] = {
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-};
 
 struct Quantile {
   const char* json_key;
@@ -45,35 +27,9 @@ constexpr Quantile kQuantiles[] = {
 double Micros(int64_t nanos) { return static_cast<double>(nanos) / 1e3; }
 
 std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20 || c >= 0x7f) {
-          // Bytes outside printable ASCII (metadata is not guaranteed
-          // UTF-8): escaped one by one as code points U+0000..U+00FF.
-          out += absl::StrFormat("\\u%04x", c);
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
-  }
-  out += "\"";
+  // Keys and targets may hold any bytes (sluice-reason values are metadata).
+  std::string out;
+  AppendJsonString(s, NonAscii::kEscapeBytes, &out);
   return out;
 }
 
@@ -104,9 +60,7 @@ double BenchResult::messages_per_second() const {
 }
 
 std::string StatusCodeName(int code) {
-  if (code >= 0 && code < static_cast<int>(std::size(kCodeNames))) {
-    return kCodeNames[code];
-  }
+  if (const char* name = GrpcCodeName(code)) return name;
   return absl::StrCat("CODE_", code);
 }
 

@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/util/json_util.h"
+#include "server/common/json_string.h"
 #include "yaml-cpp/yaml.h"
 
 namespace sluice {
@@ -80,35 +81,9 @@ std::string Expected(const FieldDescriptor& field) {
   return "a value";
 }
 
-void AppendJsonString(absl::string_view s, std::string* out) {
-  out->push_back('"');
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"':
-        out->append("\\\"");
-        break;
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      case '\r':
-        out->append("\\r");
-        break;
-      case '\t':
-        out->append("\\t");
-        break;
-      default:
-        if (c < 0x20) {
-          absl::StrAppendFormat(out, "\\u%04x", c);
-        } else {
-          out->push_back(ch);
-        }
-    }
-  }
-  out->push_back('"');
+// YAML text is validated UTF-8 (see below): copied as it is.
+void AppendJson(absl::string_view s, std::string* out) {
+  AppendJsonString(std::string_view(s.data(), s.size()), NonAscii::kKeep, out);
 }
 
 // Well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates), as the
@@ -300,7 +275,7 @@ void Converter::Message(const YAML::Node& node, const Descriptor& descriptor,
     }
     if (!first) out->push_back(',');
     first = false;
-    AppendJsonString(name, out);
+    AppendJson(name, out);
     out->push_back(':');
     if (field->is_map()) {
       MapField(value, *field, child, out);
@@ -388,7 +363,7 @@ void Converter::Value(const YAML::Node& node, const FieldDescriptor& field,
       out->append("null");
       return;
     }
-    AppendJsonString(node.Scalar(), out);
+    AppendJson(node.Scalar(), out);
     return;
   }
   if (absl::StartsWith(name, "google.protobuf.") &&
@@ -455,7 +430,7 @@ bool Converter::Integer(const YAML::Node& node, const FieldDescriptor& field,
   // 64-bit values travel as JSON strings so no double rounding can occur;
   // the protobuf JSON parser accepts both forms.
   if (as_key || is_64) {
-    AppendJsonString(number, out);
+    AppendJson(number, out);
   } else {
     out->append(number);
   }
@@ -476,7 +451,7 @@ bool Converter::Scalar(const YAML::Node& node, const FieldDescriptor& field,
         Error(path, node, "not valid UTF-8 text");
         return false;
       }
-      AppendJsonString(text, out);
+      AppendJson(text, out);
       return true;
     case FieldDescriptor::CPPTYPE_INT32:
     case FieldDescriptor::CPPTYPE_INT64:
@@ -506,7 +481,7 @@ bool Converter::Scalar(const YAML::Node& node, const FieldDescriptor& field,
         return false;
       }
       if (as_key) {
-        AppendJsonString(absl::StrCat(value), out);
+        AppendJson(absl::StrCat(value), out);
       } else {
         absl::StrAppendFormat(out, "%.17g", value);
       }
@@ -536,7 +511,7 @@ bool Converter::Scalar(const YAML::Node& node, const FieldDescriptor& field,
                            absl::StrJoin(names, ", "), ")"));
         return false;
       }
-      AppendJsonString(text, out);
+      AppendJson(text, out);
       return true;
     }
     case FieldDescriptor::CPPTYPE_MESSAGE:

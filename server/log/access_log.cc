@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/common/grpc_code_name.h"
+#include "server/common/json_string.h"
 #include "spdlog/async.h"
 #include "spdlog/async_logger.h"
 #include "spdlog/sinks/basic_file_sink.h"
@@ -16,65 +18,17 @@ namespace {
 
 constexpr size_t kQueueLines = 8192;
 
-const char* const kCodeNames[] = {
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-};
-
-// Appends `s` as a JSON string literal.
-void AppendJsonString(std::string* out, std::string_view s) {
-  out->push_back('"');
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out->append("\\\"");
-        break;
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      case '\r':
-        out->append("\\r");
-        break;
-      case '\t':
-        out->append("\\t");
-        break;
-      default:
-        if (c < 0x20 || c >= 0x7f) {
-          // Bytes outside printable ASCII (binary metadata, invalid UTF-8)
-          // are escaped one by one, so every line is valid JSON.
-          absl::StrAppendFormat(out, "\\u%04x", c);
-        } else {
-          out->push_back(static_cast<char>(c));
-        }
-    }
-  }
-  out->push_back('"');
+// Appends `s` as a JSON string literal; any bytes give valid JSON.
+void AppendJson(std::string* out, std::string_view s) {
+  AppendJsonString(s, NonAscii::kEscapeBytes, out);
 }
 
 void AppendField(std::string* out, std::string_view name,
                  std::string_view value) {
   out->push_back(',');
-  AppendJsonString(out, name);
+  AppendJson(out, name);
   out->push_back(':');
-  AppendJsonString(out, value);
+  AppendJson(out, value);
 }
 
 }  // namespace
@@ -119,15 +73,15 @@ bool AccessLog::Sample(double rate) {
 std::string AccessLog::Format(const AccessRecord& r,
                               const AccessLogSettings& settings) {
   std::string out = "{\"time\":";
-  AppendJsonString(&out, absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", r.start,
-                                          absl::UTCTimeZone()));
+  AppendJson(&out, absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", r.start,
+                                    absl::UTCTimeZone()));
   AppendField(&out, "peer", r.peer);
   AppendField(&out, "method", r.method);
   AppendField(&out, "route", r.route);
   AppendField(&out, "upstream", r.upstream);
   const int code = r.grpc_code;
   AppendField(&out, "grpc_status",
-              code >= 0 && code <= 16 ? kCodeNames[code] : "UNKNOWN");
+              GrpcCodeName(code) != nullptr ? GrpcCodeName(code) : "UNKNOWN");
   absl::StrAppend(&out, ",\"grpc_code\":", code);
   AppendField(&out, "sluice_reason", r.reason);
   absl::StrAppendFormat(&out,
@@ -145,15 +99,15 @@ std::string AccessLog::Format(const AccessRecord& r,
       if (it == r.metadata->end()) continue;
       if (!first) out.push_back(',');
       first = false;
-      AppendJsonString(&out, name);
+      AppendJson(&out, name);
       out.push_back(':');
       const bool sensitive =
           std::find(settings.sensitive_headers.begin(),
                     settings.sensitive_headers.end(),
                     name) != settings.sensitive_headers.end();
-      AppendJsonString(&out, sensitive ? std::string_view("[redacted]")
-                                       : std::string_view(it->second.data(),
-                                                          it->second.size()));
+      AppendJson(&out, sensitive ? std::string_view("[redacted]")
+                                 : std::string_view(it->second.data(),
+                                                    it->second.size()));
     }
     out.push_back('}');
   }
