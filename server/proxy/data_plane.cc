@@ -58,20 +58,11 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
     std::shared_ptr<const Config> config, ProxyMetrics* metrics) {
   std::unique_ptr<DataPlane> plane(new DataPlane());
   plane->metrics_ = metrics;
-  auto pool = UpstreamPool::Create(*config);
-  if (!pool.ok()) return pool.status();
+  auto snap = plane->BuildSnapshot(config, nullptr);
+  if (!snap.ok()) return snap.status();
   {
     absl::MutexLock lock(&plane->mu_);
-    auto snap = std::make_shared<ProxySnapshot>(
-        config, std::shared_ptr<UpstreamPool>(std::move(*pool)),
-        plane->limits_.Bind(*config), *metrics);
-    if (config->access_log().enabled) {
-      auto log = AccessLog::Open(config->access_log().path,
-                                 &metrics->access_log_dropped());
-      if (!log.ok()) return log.status();
-      snap->access_log = *log;
-    }
-    plane->current_ = std::move(snap);
+    plane->current_ = std::move(*snap);
   }
 
   grpc::ServerBuilder builder;
@@ -120,27 +111,25 @@ DataPlane::~DataPlane() {
   if (server_ != nullptr) Drain(absl::ZeroDuration());
 }
 
-absl::Status DataPlane::SetConfig(std::shared_ptr<const Config> config) {
+absl::StatusOr<std::shared_ptr<const ProxySnapshot>> DataPlane::BuildSnapshot(
+    std::shared_ptr<const Config> config,
+    std::shared_ptr<const ProxySnapshot> previous) {
+  // Keep what did not change: the upstream channels (and their
+  // connections) and the access-log file.
   std::shared_ptr<UpstreamPool> pool;
-  {
-    absl::MutexLock lock(&mu_);
-    if (SameUpstreams(*current_->config, *config)) pool = current_->pool;
-  }
-  if (pool == nullptr) {
+  if (previous != nullptr && SameUpstreams(*previous->config, *config)) {
+    pool = previous->pool;
+  } else {
     auto created = UpstreamPool::Create(*config);
     if (!created.ok()) return created.status();
     pool = std::shared_ptr<UpstreamPool>(std::move(*created));
   }
   std::shared_ptr<AccessLog> access_log;
   if (config->access_log().enabled) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (current_->access_log != nullptr &&
-          current_->access_log->path() == config->access_log().path) {
-        access_log = current_->access_log;
-      }
-    }
-    if (access_log == nullptr) {
+    if (previous != nullptr && previous->access_log != nullptr &&
+        previous->access_log->path() == config->access_log().path) {
+      access_log = previous->access_log;
+    } else {
       auto log = AccessLog::Open(config->access_log().path,
                                  &metrics_->access_log_dropped());
       if (!log.ok()) return log.status();
@@ -151,8 +140,19 @@ absl::Status DataPlane::SetConfig(std::shared_ptr<const Config> config) {
   auto snap = std::make_shared<ProxySnapshot>(
       std::move(config), std::move(pool), std::move(limits), *metrics_);
   snap->access_log = std::move(access_log);
+  return snap;
+}
+
+absl::Status DataPlane::SetConfig(std::shared_ptr<const Config> config) {
+  std::shared_ptr<const ProxySnapshot> previous;
+  {
+    absl::MutexLock lock(&mu_);
+    previous = current_;
+  }
+  auto snap = BuildSnapshot(std::move(config), std::move(previous));
+  if (!snap.ok()) return snap.status();
   absl::MutexLock lock(&mu_);
-  current_ = std::move(snap);
+  current_ = std::move(*snap);
   version_.fetch_add(1, std::memory_order_release);
   return absl::OkStatus();
 }

@@ -63,6 +63,11 @@ class DataPlane {
 
  private:
   DataPlane() = default;
+  // A snapshot for `config`, reusing from `previous` (may be null) the
+  // upstream channels and the access log when they did not change.
+  absl::StatusOr<std::shared_ptr<const ProxySnapshot>> BuildSnapshot(
+      std::shared_ptr<const Config> config,
+      std::shared_ptr<const ProxySnapshot> previous);
   struct WorkerCache {
     uint64_t version = 0;
     std::shared_ptr<const ProxySnapshot> snapshot;

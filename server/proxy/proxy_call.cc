@@ -87,7 +87,7 @@ void ProxyCall::OnAccepted(bool ok) {
   const std::string& method = sctx_.method();
   int route = snap_->router.Match(method);
   if (route < 0) {
-    stats_ = &const_cast<ProxySnapshot*>(snap_.get())->no_route_stats;
+    stats_ = &snap_->no_route_stats;
     stats_->open_calls->Increment();
     Abort(grpc::StatusCode::UNIMPLEMENTED,
           absl::StrCat("sluice: no route for method ", method),
@@ -95,7 +95,7 @@ void ProxyCall::OnAccepted(bool ok) {
   } else {
     route_index_ = route;
     route_ = &snap_->config->routes()[route];
-    stats_ = &const_cast<ProxySnapshot*>(snap_.get())->route_stats[route];
+    stats_ = &snap_->route_stats[route];
     stats_->open_calls->Increment();
     if (plane->draining()) {
       Abort(grpc::StatusCode::UNAVAILABLE, "sluice: draining",
@@ -598,9 +598,9 @@ void ProxyCall::Abort(const grpc::Status& status, Reason reason) {
   LeaveQueue();
   local_status_ = status;
   reason_ = reason;
-  if (header_limit_ != nullptr && reason != Reason::kRateLimited &&
-      (reason == Reason::kConcurrencyLimited ||
-       reason == Reason::kQueueTimeout)) {
+  // Rate rejections set the x-ratelimit-* trailers themselves.
+  if (header_limit_ != nullptr && (reason == Reason::kConcurrencyLimited ||
+                                   reason == Reason::kQueueTimeout)) {
     SetRateLimitHeaders(/*trailers=*/true);
   }
   stats_->rejected[static_cast<int>(reason)]->Increment();

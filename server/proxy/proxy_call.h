@@ -126,7 +126,7 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   std::shared_ptr<const ProxySnapshot> snap_;
   const RouteSettings* route_ = nullptr;
   int route_index_ = -1;
-  RouteStats* stats_ = nullptr;
+  const RouteStats* stats_ = nullptr;
   int window_ = 1;
   absl::Time accepted_at_;
   absl::Time last_activity_;
