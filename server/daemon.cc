@@ -38,6 +38,21 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
                       .Register(*d->registry_);
   d->reloads_ok_ = &reloads.Add({{"result", "ok"}});
   d->reloads_failed_ = &reloads.Add({{"result", "failed"}});
+  d->config_info_ = &prometheus::BuildGauge()
+                         .Name("sluice_config_info")
+                         .Help("Always 1; the hash label names the config "
+                               "in effect (as sluicectl status shows it).")
+                         .Register(*d->registry_);
+  d->config_hash_ = &d->config_info_->Add({{"hash", (*config)->hash()}});
+  d->config_hash_->Set(1);
+  d->last_reload_ =
+      &prometheus::BuildGauge()
+           .Name("sluice_config_last_reload_success_timestamp_seconds")
+           .Help("Unix time of the last successful config load (start-up "
+                 "or reload).")
+           .Register(*d->registry_)
+           .Add({});
+  d->last_reload_->SetToCurrentTime();
   prometheus::BuildGauge()
       .Name("sluice_build_info")
       .Help("Always 1; the labels tell the build.")
@@ -168,10 +183,13 @@ absl::Status Daemon::Reload() {
   if ((*config)->data_address() != old->data_address() ||
       (*config)->admin_address() != old->admin_address() ||
       (*config)->metrics_address() != old->metrics_address() ||
-      (*config)->workers() != old->workers()) {
+      (*config)->workers() != old->workers() ||
+      // The data port's TLS settings (defaults filled in) are fixed at start.
+      (*config)->proto().tls().SerializeAsString() !=
+          old->proto().tls().SerializeAsString()) {
     spdlog::warn(
-        "config reload: listeners and workers take effect only at "
-        "restart");
+        "config reload: listeners, workers and tls settings take effect "
+        "only at restart (rotated tls files are picked up by themselves)");
   }
   auto status = data_plane_->SetConfig(*config);
   if (!status.ok()) {
@@ -181,6 +199,12 @@ absl::Status Daemon::Reload() {
     return status;
   }
   reloads_ok_->Increment();
+  last_reload_->SetToCurrentTime();
+  if ((*config)->hash() != old->hash()) {
+    config_info_->Remove(config_hash_);
+    config_hash_ = &config_info_->Add({{"hash", (*config)->hash()}});
+    config_hash_->Set(1);
+  }
   WatchUpstreams();
   spdlog::info("config reloaded from {} ({} -> {})", (*config)->source(),
                old->hash(), (*config)->hash());

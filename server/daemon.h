@@ -19,6 +19,8 @@
 #include "absl/time/time.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 #include "server/admin/admin_backend.h"
 #include "server/admin/admin_server.h"
@@ -64,6 +66,9 @@ class Daemon : public AdminBackend {
   std::unique_ptr<ProxyMetrics> metrics_;
   prometheus::Counter* reloads_ok_ = nullptr;
   prometheus::Counter* reloads_failed_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* config_info_ = nullptr;
+  prometheus::Gauge* config_hash_ = nullptr;  // guarded by control_mu_
+  prometheus::Gauge* last_reload_ = nullptr;
   std::unique_ptr<DataPlane> data_plane_;
   std::shared_ptr<LimitCollector> limit_collector_;
   std::unique_ptr<AdminServer> admin_;

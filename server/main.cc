@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/config/config.h"
+#include "server/config/config_watcher.h"
 #include "server/daemon.h"
 #include "server/version.h"
 #include "spdlog/spdlog.h"
@@ -40,6 +41,9 @@ ABSL_FLAG(std::string, log_level, "info",
 ABSL_FLAG(std::string, ready_file, "",
           "Once serving, write the bound addresses as JSON to this file.");
 ABSL_FLAG(bool, version, false, "Print the version and exit.");
+ABSL_FLAG(bool, watch_config, true,
+          "Reload when the --config file changes on disk (an edit, or a "
+          "Kubernetes ConfigMap update), as SIGHUP does.");
 
 namespace sluice {
 namespace {
@@ -151,7 +155,23 @@ int Main(int argc, char** argv) {
       }
     }
   }).detach();
+  std::unique_ptr<ConfigWatcher> watcher;
+  if (!absl::GetFlag(FLAGS_config).empty() &&
+      absl::GetFlag(FLAGS_watch_config)) {
+    auto started = ConfigWatcher::Start(
+        absl::GetFlag(FLAGS_config), ConfigWatcher::Options(), [d]() {
+          spdlog::info("config file changed on disk: reloading");
+          d->Reload().IgnoreError();
+        });
+    if (started.ok()) {
+      watcher = std::move(*started);
+    } else {
+      spdlog::warn("{}; reload with SIGHUP",
+                   std::string(started.status().message()));
+    }
+  }
   d->Run();
+  watcher.reset();
   daemon->reset();
   return 0;
 }

@@ -1,12 +1,14 @@
 // sluicectl: a small command line client for Sluice's admin API
 // (sluice.admin.v1.Admin), plus offline config validation.
 //
-//   sluicectl [--admin=HOST:PORT] [--timeout=5s] [--json] COMMAND [ARGS]
+//   sluicectl [--admin=HOST:PORT] [--token_file=PATH] [--timeout=5s] [--json]
+//             COMMAND [ARGS]
 //
 // Exit codes: 0 success; 1 the admin API could not be reached or refused
 // the request; 2 usage error, or `check` found an invalid config.
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -23,6 +25,7 @@
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -33,12 +36,17 @@
 #include "google/protobuf/struct.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "server/common/grpc_code_name.h"
+#include "server/common/read_file.h"
 #include "server/config/config.h"
 #include "server/version.h"
 #include "sluice/admin/v1/admin.grpc.pb.h"
 
 ABSL_FLAG(std::string, admin, "127.0.0.1:9901",
           "Address (HOST:PORT) of the daemon's admin API.");
+ABSL_FLAG(std::string, token_file, "",
+          "File holding the admin bearer token (admin.bearer_token_file of "
+          "the daemon's config); default: the SLUICE_ADMIN_TOKEN "
+          "environment variable, if set.");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5),
           "Deadline of each admin API call.");
 ABSL_FLAG(bool, json, false,
@@ -67,7 +75,8 @@ constexpr int kExitBadConfig = 2;
 constexpr char kUsage[] =
     R"(sluicectl: command line client for Sluice's admin API.
 
-usage: sluicectl [--admin=HOST:PORT] [--timeout=5s] [--json] COMMAND [ARGS]
+usage: sluicectl [--admin=HOST:PORT] [--token_file=PATH] [--timeout=5s]
+                 [--json] COMMAND [ARGS]
 
 commands:
   status                  version, uptime, config hash, workers, calls in
@@ -85,6 +94,9 @@ commands:
 
 flags:
   --admin=HOST:PORT       admin API address (default 127.0.0.1:9901)
+  --token_file=PATH       file holding the admin bearer token, sent as
+                          "authorization: Bearer <token>" (default: the
+                          SLUICE_ADMIN_TOKEN environment variable, if set)
   --timeout=DURATION      deadline of each call (default 5s)
   --json                  protobuf JSON (proto field names) for scripts
 
@@ -171,13 +183,17 @@ std::string Describe(const grpc::Status& status) {
   return absl::StrCat(CodeName(status.error_code()), ": ", message);
 }
 
-// The admin API at --admin, one call at a time, each with --timeout.
-// Owned by Main; single-threaded.
+// The admin API at --admin, one call at a time, each with --timeout and,
+// if one is known, the bearer token. Owned by Main; single-threaded.
 class AdminClient {
  public:
-  AdminClient(std::string address, absl::Duration timeout)
+  // `token`: empty for none; `token_source` names where it came from.
+  AdminClient(std::string address, absl::Duration timeout, std::string token,
+              std::string token_source)
       : address_(std::move(address)),
         timeout_(timeout),
+        token_(std::move(token)),
+        token_source_(std::move(token_source)),
         stub_(Admin::NewStub(grpc::CreateChannel(
             address_, grpc::InsecureChannelCredentials()))) {}
 
@@ -188,11 +204,23 @@ class AdminClient {
             Response* response) {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+    if (!token_.empty())
+      context.AddMetadata("authorization", "Bearer " + token_);
     grpc::Status status = ((*stub_).*rpc)(&context, request, response);
     if (status.ok()) return true;
     const grpc::StatusCode code = status.error_code();
-    if (code == grpc::StatusCode::UNAVAILABLE ||
-        code == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    if (code == grpc::StatusCode::UNAUTHENTICATED) {
+      std::cerr << "sluicectl: " << what << ": the admin API at " << address_
+                << " refused the request: " << Describe(status) << "\n"
+                << (token_.empty()
+                        ? "sluicectl: no token was sent; give the daemon's "
+                          "admin token with --token_file=PATH or "
+                          "SLUICE_ADMIN_TOKEN\n"
+                        : absl::StrCat("sluicectl: the token from ",
+                                       token_source_,
+                                       " is not the daemon's admin token\n"));
+    } else if (code == grpc::StatusCode::UNAVAILABLE ||
+               code == grpc::StatusCode::DEADLINE_EXCEEDED) {
       std::cerr << "sluicectl: cannot reach the admin API at " << address_
                 << ": " << Describe(status)
                 << (code == grpc::StatusCode::DEADLINE_EXCEEDED
@@ -211,6 +239,8 @@ class AdminClient {
  private:
   const std::string address_;
   const absl::Duration timeout_;
+  const std::string token_;
+  const std::string token_source_;
   std::unique_ptr<Admin::Stub> stub_;
 };
 
@@ -382,7 +412,26 @@ int Main(int argc, char** argv) {
   if (timeout <= absl::ZeroDuration()) {
     return UsageError("--timeout must be > 0");
   }
-  AdminClient admin(address, timeout);
+  std::string token;
+  std::string token_source;
+  if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
+    auto text = ReadSmallFile(path, "--token_file", 64 << 10);
+    if (!text.ok()) {
+      std::cerr << "sluicectl: " << text.status().message() << "\n";
+      return kExitUsage;
+    }
+    token = std::string(absl::StripAsciiWhitespace(*text));
+    if (token.empty()) {
+      std::cerr << "sluicectl: --token_file \"" << path << "\" is empty\n";
+      return kExitUsage;
+    }
+    token_source = absl::StrCat("--token_file \"", path, "\"");
+  } else if (const char* env = std::getenv("SLUICE_ADMIN_TOKEN")) {
+    token = std::string(absl::StripAsciiWhitespace(env));
+    token_source = "SLUICE_ADMIN_TOKEN";
+  }
+  AdminClient admin(address, timeout, std::move(token),
+                    std::move(token_source));
   if (command == "status") return Status(admin);
   if (command == "config") return Config(admin);
   if (command == "limits") return Limits(admin);

@@ -1,20 +1,55 @@
 #include "server/admin/admin_service.h"
 
+#include <openssl/crypto.h>
+
+#include <string>
+
+#include "absl/strings/match.h"
 #include "google/protobuf/util/json_util.h"
 #include "server/limits/clock.h"
 
 namespace sluice {
 
+grpc::Status AdminService::Authorize(const grpc::ServerContext* context) {
+  const std::string token = backend_->CurrentConfig()->admin_token();
+  if (token.empty()) return grpc::Status::OK;
+  const auto& metadata = context->client_metadata();
+  const auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "the admin API needs a token: send metadata "
+                        "\"authorization: Bearer <token>\" (sluicectl: "
+                        "--token_file or SLUICE_ADMIN_TOKEN)");
+  }
+  const std::string value(it->second.data(), it->second.size());
+  constexpr char kScheme[] = "Bearer ";
+  constexpr size_t kSchemeSize = sizeof(kScheme) - 1;
+  // Compared in constant time over the token's length; the length itself
+  // is not secret.
+  const bool ok = value.size() == kSchemeSize + token.size() &&
+                  absl::StartsWithIgnoreCase(value, kScheme) &&
+                  true;
+  if (!ok) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "invalid admin token (expected \"authorization: "
+                        "Bearer <token>\" with the token of "
+                        "admin.bearer_token_file)");
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status AdminService::GetStatus(
-    grpc::ServerContext*, const sluice::admin::v1::GetStatusRequest*,
+    grpc::ServerContext* context, const sluice::admin::v1::GetStatusRequest*,
     sluice::admin::v1::GetStatusResponse* response) {
+  if (auto denied = Authorize(context); !denied.ok()) return denied;
   *response = backend_->Status();
   return grpc::Status::OK;
 }
 
 grpc::Status AdminService::GetConfig(
-    grpc::ServerContext*, const sluice::admin::v1::GetConfigRequest*,
+    grpc::ServerContext* context, const sluice::admin::v1::GetConfigRequest*,
     sluice::admin::v1::GetConfigResponse* response) {
+  if (auto denied = Authorize(context); !denied.ok()) return denied;
   std::shared_ptr<const Config> config = backend_->CurrentConfig();
   google::protobuf::util::JsonPrintOptions options;
   options.add_whitespace = true;
@@ -32,9 +67,10 @@ grpc::Status AdminService::GetConfig(
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::Drain(grpc::ServerContext*,
+grpc::Status AdminService::Drain(grpc::ServerContext* context,
                                  const sluice::admin::v1::DrainRequest*,
                                  sluice::admin::v1::DrainResponse* response) {
+  if (auto denied = Authorize(context); !denied.ok()) return denied;
   response->set_started(backend_->RequestDrain());
   return grpc::Status::OK;
 }
@@ -98,8 +134,10 @@ grpc::Status ToGrpc(const absl::Status& s) {
 }  // namespace
 
 grpc::Status AdminService::ListLimits(
-    grpc::ServerContext*, const sluice::admin::v1::ListLimitsRequest* request,
+    grpc::ServerContext* context,
+    const sluice::admin::v1::ListLimitsRequest* request,
     sluice::admin::v1::ListLimitsResponse* response) {
+  if (auto denied = Authorize(context); !denied.ok()) return denied;
   const size_t top = request->top_keys() == 0 ? 10 : request->top_keys();
   for (const auto& s : backend_->Limits()->All()) {
     Describe(*s, top, response->add_limits());
@@ -108,8 +146,10 @@ grpc::Status AdminService::ListLimits(
 }
 
 grpc::Status AdminService::SetLimit(
-    grpc::ServerContext*, const sluice::admin::v1::SetLimitRequest* request,
+    grpc::ServerContext* context,
+    const sluice::admin::v1::SetLimitRequest* request,
     sluice::admin::v1::SetLimitResponse* response) {
+  if (auto denied = Authorize(context); !denied.ok()) return denied;
   auto state = backend_->Limits()->Find(request->route(), request->name());
   if (state == nullptr) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND,

@@ -2,9 +2,15 @@
 // is light and never on the data path). Owned by the AdminServer; runs on
 // gRPC's sync-server threads; holds a non-owning AdminBackend that outlives
 // it.
+//
+// When the config in force has an admin token (admin.bearer_token_file),
+// every method first requires the metadata `authorization: Bearer
+// <token>` and answers UNAUTHENTICATED without it. The token is taken from
+// the backend's current config on each call, so it follows reloads.
 #ifndef SLUICE_SERVER_ADMIN_ADMIN_SERVICE_H_
 #define SLUICE_SERVER_ADMIN_ADMIN_SERVICE_H_
 
+#include "grpcpp/server_context.h"
 #include "server/admin/admin_backend.h"
 #include "sluice/admin/v1/admin.grpc.pb.h"
 
@@ -34,6 +40,10 @@ class AdminService final : public sluice::admin::v1::Admin::Service {
                         sluice::admin::v1::SetLimitResponse* response) override;
 
  private:
+  // OK, or UNAUTHENTICATED if a token is configured and `context` does not
+  // carry it.
+  grpc::Status Authorize(const grpc::ServerContext* context);
+
   AdminBackend* const backend_;
 };
 

@@ -25,6 +25,27 @@ constexpr const char* kCodeNames[] = {
     "UNAUTHENTICATED",
 };
 
+constexpr const char* kGoNames[] = {
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+};
+static_assert(std::size(kGoNames) == std::size(kCodeNames));
+
 }  // namespace
 
 const char* GrpcCodeName(int code) {
@@ -32,6 +53,14 @@ const char* GrpcCodeName(int code) {
     return nullptr;
   }
   return kCodeNames[code];
+}
+
+
+const char* GrpcCodeGoName(int code) {
+  if (code < 0 || code >= static_cast<int>(std::size(kGoNames))) {
+    return "Unknown";
+  }
+  return kGoNames[code];
 }
 
 }  // namespace sluice

@@ -1,6 +1,7 @@
-// The canonical upper-case names of gRPC status codes ("OK",
-// "RESOURCE_EXHAUSTED", ...), as grpcurl and the gRPC docs print them.
-// Pure function; thread-safe.
+// The names of gRPC status codes: the canonical upper-case ones ("OK",
+// "RESOURCE_EXHAUSTED", ...), as grpcurl and the gRPC docs print them, and
+// Go's codes.Code.String() ones ("ResourceExhausted"), which the
+// go-grpc-prometheus grpc_code label uses. Pure functions; thread-safe.
 #ifndef SLUICE_SERVER_COMMON_GRPC_CODE_NAME_H_
 #define SLUICE_SERVER_COMMON_GRPC_CODE_NAME_H_
 
@@ -9,6 +10,10 @@ namespace sluice {
 // The name of `code`, or nullptr when it is not a gRPC code (outside 0..16);
 // callers choose their own fallback.
 const char* GrpcCodeName(int code);
+
+// Go's name of `code` ("Canceled", "ResourceExhausted"); "Unknown" outside
+// 0..16.
+const char* GrpcCodeGoName(int code);
 
 }  // namespace sluice
 

@@ -30,6 +30,7 @@
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/util/json_util.h"
+#include "server/config/referenced_files.h"
 #include "server/config/yaml_to_json.h"
 
 namespace sluice {
@@ -838,6 +839,15 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
   }
   CheckReachable(config->routes_, &errors);
 
+  // Settings that point at other files.
+  const ConfigErrorSink sink = [&errors](const std::string& field,
+                                         const std::string& reason) {
+    errors.Add(field, reason);
+  };
+  if (p.has_tls()) CheckServerTls(p.mutable_tls(), sink, &config->tls_);
+  config->admin_token_ = ReadAdminToken(p.admin(), sink);
+  config->methods_ = KnownMethods(p.metrics(), config->routes_, sink);
+
   if (!errors.empty()) return errors.ToStatus();
 
   google::protobuf::util::JsonPrintOptions options;
@@ -855,12 +865,14 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
 }
 
 absl::StatusOr<std::shared_ptr<const Config>> ParseConfigYaml(
-    std::string_view yaml, std::string_view source_view) {
+    std::string_view yaml, std::string_view source_view,
+    const std::string& base_dir) {
   const absl::string_view source(source_view.data(), source_view.size());
   pb::Config proto;
   if (absl::Status status = YamlTextToMessage(yaml, &proto); !status.ok()) {
     return WithSource(status, source);
   }
+  if (!base_dir.empty()) ResolveRelativePaths(base_dir, &proto);
   return Config::FromProto(proto, source_view);
 }
 
@@ -888,7 +900,10 @@ absl::StatusOr<std::shared_ptr<const Config>> LoadConfigFile(
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": config file is larger than ", kMaxFileBytes >> 20, " MiB"));
   }
-  return ParseConfigYaml(text, path);
+  const size_t slash = path.rfind('/');
+  const std::string base_dir =
+      slash == std::string::npos ? "" : path.substr(0, slash + 1);
+  return ParseConfigYaml(text, path, base_dir);
 }
 
 }  // namespace sluice

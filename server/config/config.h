@@ -89,6 +89,26 @@ struct AccessLogSettings {
   std::vector<std::string> sensitive_headers;  // redacted (lowercase)
 };
 
+// Downstream TLS on the data port (enabled: cert_file and key_file set).
+struct ServerTlsSettings {
+  bool enabled = false;
+  std::string cert_file;
+  std::string key_file;
+  std::string client_ca_file;  // empty: no client certificates asked for
+  bool require_client_cert = false;
+  absl::Duration refresh_interval = absl::Seconds(60);
+};
+
+// One gRPC method known from metrics.descriptor_sets or an exact route.
+struct MethodInfo {
+  std::string path;     // "/pkg.Service/Method"
+  std::string service;  // "pkg.Service"
+  std::string method;   // "Method"
+  // go-grpc-prometheus grpc_type: unary, client_stream, server_stream,
+  // bidi_stream, or unknown (named by a route only).
+  std::string type;
+};
+
 class Config {
  public:
   // Everything a field leaves unset already holds its documented default.
@@ -106,6 +126,11 @@ class Config {
   int max_concurrent_streams() const { return max_concurrent_streams_; }
   bool bdp_probe() const { return proto_.proxy().bdp_probe(); }
   const AccessLogSettings& access_log() const { return access_log_; }
+  const ServerTlsSettings& tls() const { return tls_; }
+  // The admin bearer token read from admin.bearer_token_file; empty: none.
+  const std::string& admin_token() const { return admin_token_; }
+  // Methods with their own metric labels, sorted by path, unique.
+  const std::vector<MethodInfo>& methods() const { return methods_; }
   const std::vector<UpstreamSettings>& upstreams() const { return upstreams_; }
   const std::vector<RouteSettings>& routes() const { return routes_; }
   // Hex prefix (16 chars) of SHA-256 over the canonical JSON of proto().
@@ -131,6 +156,9 @@ class Config {
   int max_receive_message_bytes_ = 4 << 20;
   int max_concurrent_streams_ = 1000;
   AccessLogSettings access_log_;
+  ServerTlsSettings tls_;
+  std::string admin_token_;
+  std::vector<MethodInfo> methods_;
   std::vector<UpstreamSettings> upstreams_;
   std::vector<RouteSettings> routes_;
   std::string hash_;
@@ -138,12 +166,16 @@ class Config {
 };
 
 // Parses YAML text (the file's contents) into a validated Config. `source`
-// names the file in error messages.
+// names the file in error messages. With `base_dir` ("dir/"), relative
+// file paths in the config are taken relative to it.
 absl::StatusOr<std::shared_ptr<const Config>> ParseConfigYaml(
-    std::string_view yaml, std::string_view source);
+    std::string_view yaml, std::string_view source,
+    const std::string& base_dir = "");
 
 // Reads and parses a config file. A missing/unreadable file is an error
-// naming the path.
+// naming the path. Relative file paths in it (access_log.path, tls.*,
+// upstreams[].tls.*, admin.bearer_token_file, metrics.descriptor_sets) are
+// relative to the file's directory.
 absl::StatusOr<std::shared_ptr<const Config>> LoadConfigFile(
     const std::string& path);
 

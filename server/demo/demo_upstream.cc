@@ -30,7 +30,9 @@ DemoUpstream::DemoUpstream() = default;
 
 DemoUpstream::~DemoUpstream() { Shutdown(absl::Now()); }
 
-absl::StatusOr<int> DemoUpstream::Start(absl::string_view listen) {
+absl::StatusOr<int> DemoUpstream::Start(
+    absl::string_view listen,
+    std::shared_ptr<grpc::ServerCredentials> credentials) {
   if (server_ != nullptr) {
     return absl::FailedPreconditionError("DemoUpstream already started");
   }
@@ -44,8 +46,8 @@ absl::StatusOr<int> DemoUpstream::Start(absl::string_view listen) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(std::string(listen),
-                           grpc::InsecureServerCredentials(), &port);
+  if (credentials == nullptr) credentials = grpc::InsecureServerCredentials();
+  builder.AddListeningPort(std::string(listen), credentials, &port);
   builder.RegisterService(&test_service_);
   builder.RegisterService(&ticker_service_);
 

@@ -10,13 +10,14 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "server/demo/test_service.h"
 #include "server/demo/ticker_service.h"
 
 namespace sluice::demo {
 
-// Owns a grpc::Server serving, on one plaintext port:
+// Owns a grpc::Server serving, on one port (plaintext by default):
 // grpc.testing.TestService, sluice.demo.v1.Ticker, grpc.health.v1.Health
 // (gRPC's default service: "" and both service names SERVING; NOT_SERVING
 // once Shutdown starts) and server reflection (grpc.reflection.v1alpha).
@@ -41,8 +42,11 @@ class DemoUpstream {
   ~DemoUpstream();
 
   // Listens on `listen` ("host:port"; port 0 picks a free one) and starts
-  // serving. Returns the bound port.
-  absl::StatusOr<int> Start(absl::string_view listen);
+  // serving, in plaintext unless `credentials` are given (e.g. TLS).
+  // Returns the bound port.
+  absl::StatusOr<int> Start(
+      absl::string_view listen,
+      std::shared_ptr<grpc::ServerCredentials> credentials = nullptr);
 
   // Health goes NOT_SERVING, then the server stops accepting calls, lets
   // calls in flight run until `deadline`, cancels the rest and waits for

@@ -2,12 +2,16 @@
 // (with health and reflection) until SIGTERM or SIGINT.
 //
 //   demo_upstream --listen=127.0.0.1:0 --ready_file=/tmp/upstream.json
+//   demo_upstream --tls_cert=server.pem --tls_key=server.key   # TLS
 #include <signal.h>
 
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <memory>
+#include <sstream>
 #include <string>
+#include <utility>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -16,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "grpcpp/security/server_credentials.h"
 #include "server/demo/demo_upstream.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
@@ -24,7 +29,39 @@ ABSL_FLAG(std::string, ready_file, "",
           "once serving, write {\"address\":\"HOST:PORT\"} to this file "
           "(atomically: PATH.tmp, then rename)");
 
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain: serve TLS instead of plaintext (with "
+          "--tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+
 namespace {
+
+// Plaintext, or TLS from --tls_cert and --tls_key.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials() {
+  const std::string cert_file = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key_file = absl::GetFlag(FLAGS_tls_key);
+  if (cert_file.empty() && key_file.empty()) {
+    return grpc::InsecureServerCredentials();
+  }
+  if (cert_file.empty() || key_file.empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  }
+  grpc::SslServerCredentialsOptions options;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  for (auto [path, out] : {std::pair{&cert_file, &pair.cert_chain},
+                           std::pair{&key_file, &pair.private_key}}) {
+    std::ifstream in(*path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in || text.str().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot read \"", *path, "\""));
+    }
+    *out = text.str();
+  }
+  options.pem_key_cert_pairs.push_back(pair);
+  return grpc::SslServerCredentials(options);
+}
 
 absl::Status WriteReadyFile(const std::string& path,
                             const std::string& address) {
@@ -58,7 +95,14 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   sluice::demo::DemoUpstream upstream;
-  absl::StatusOr<int> port = upstream.Start(absl::GetFlag(FLAGS_listen));
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      Credentials();
+  if (!credentials.ok()) {
+    std::cerr << "demo-upstream: " << credentials.status() << std::endl;
+    return 2;
+  }
+  absl::StatusOr<int> port =
+      upstream.Start(absl::GetFlag(FLAGS_listen), *credentials);
   if (!port.ok()) {
     std::cerr << "demo-upstream: " << port.status() << std::endl;
     return 1;

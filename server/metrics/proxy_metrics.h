@@ -1,4 +1,4 @@
-// Prometheus metrics of the data path.
+// Prometheus metrics of the data path (docs/metrics.md lists them all).
 //
 // ProxyMetrics owns the metric families (registered once in a registry it
 // shares with the exposer) and lives as long as the daemon. RouteStats is a
@@ -17,16 +17,36 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/config/config.h"
+#include "server/metrics/grpc_metrics.h"
 #include "server/metrics/reason.h"
 
 namespace sluice {
 
-inline constexpr int kGrpcCodeCount = 17;
+inline constexpr int kGrpcCodeCount = kGrpcCodes;
+
+// True for the reasons that name a limit.
+bool IsLimitReason(Reason reason);
+
+// Directions of a stream, as the `direction` label says them.
+enum Direction { kToUpstream = 0, kToClient = 1 };
 
 // One route's series. Plain pointers into families owned by ProxyMetrics.
 struct RouteStats {
+  using ReasonCounters =
+      std::array<prometheus::Counter*, static_cast<int>(Reason::kCount)>;
   std::array<prometheus::Counter*, kGrpcCodeCount> handled{};
-  std::array<prometheus::Counter*, static_cast<int>(Reason::kCount)> rejected{};
+  // Reasons not tied to a limit (limit=""); null for the limit reasons.
+  ReasonCounters rejected{};
+  // Parallel to the route's limits: the limit reasons (rate_limited,
+  // concurrency_limited, queue_timeout, stream_rate) with limit=<name>.
+  std::vector<ReasonCounters> limit_rejected;
+  // Parallel to the route's limits: time in the concurrency queue (null
+  // for limits without concurrency).
+  std::vector<prometheus::Histogram*> queue_wait;
+  // By Direction: seconds a stream's reads were held back.
+  std::array<prometheus::Counter*, 2> paced_seconds{};
+  std::array<prometheus::Counter*, 2> backpressure_seconds{};
   prometheus::Counter* msg_received = nullptr;  // client -> Sluice
   prometheus::Counter* msg_sent = nullptr;      // Sluice -> client
   prometheus::Counter* client_cancels = nullptr;
@@ -38,8 +58,9 @@ class ProxyMetrics {
  public:
   explicit ProxyMetrics(std::shared_ptr<prometheus::Registry> registry);
 
-  // Series for a route name ("" for calls no route matched -> "none").
-  RouteStats ForRoute(const std::string& route);
+  // Series for a route (null: calls no route matched, route="none").
+  RouteStats ForRoute(const RouteSettings* route);
+  GrpcMetrics& grpc() { return grpc_; }
 
   prometheus::Gauge& calls_in_flight() { return *calls_in_flight_; }
   prometheus::Counter& access_log_dropped() { return *access_log_dropped_; }
@@ -54,6 +75,10 @@ class ProxyMetrics {
   prometheus::Family<prometheus::Counter>& client_cancels_;
   prometheus::Family<prometheus::Gauge>& open_calls_;
   prometheus::Family<prometheus::Histogram>& handling_seconds_;
+  prometheus::Family<prometheus::Histogram>& queue_wait_;
+  prometheus::Family<prometheus::Counter>& paced_seconds_;
+  prometheus::Family<prometheus::Counter>& backpressure_seconds_;
+  GrpcMetrics grpc_;
   prometheus::Gauge* calls_in_flight_;
   prometheus::Counter* access_log_dropped_;
 };

@@ -9,6 +9,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "server/proxy/proxy_call.h"
+#include "server/proxy/server_credentials.h"
 
 namespace sluice {
 namespace {
@@ -66,8 +67,10 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
   }
 
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config->data_address(),
-                           grpc::InsecureServerCredentials(), &plane->port_);
+  auto credentials = DataPortServerCredentials(config->tls());
+  if (!credentials.ok()) return credentials.status();
+  builder.AddListeningPort(config->data_address(), *credentials,
+                           &plane->port_);
   builder.RegisterAsyncGenericService(&plane->service_);
   builder.SetMaxReceiveMessageSize(config->max_receive_message_bytes());
   builder.SetMaxSendMessageSize(config->max_receive_message_bytes());
@@ -117,7 +120,8 @@ absl::StatusOr<std::shared_ptr<const ProxySnapshot>> DataPlane::BuildSnapshot(
   // Keep what did not change: the upstream channels (and their
   // connections) and the access-log file.
   std::shared_ptr<UpstreamPool> pool;
-  if (previous != nullptr && SameUpstreams(*previous->config, *config)) {
+  if (previous != nullptr && SameUpstreams(*previous->config, *config) &&
+      (true || !previous->pool->TlsFilesChanged())) {
     pool = previous->pool;
   } else {
     auto created = UpstreamPool::Create(*config);

@@ -86,6 +86,9 @@ void ProxyCall::OnAccepted(bool ok) {
   window_ = snap_->config->stream_window();
   const std::string& method = sctx_.method();
   int route = snap_->router.Match(method);
+  series_ = snap_->methods.Find(
+      method, route < 0 ? -1 : snap_->config->routes()[route].upstream_index);
+  series_.server->started().Increment();
   if (route < 0) {
     stats_ = &snap_->no_route_stats;
     stats_->open_calls->Increment();
@@ -150,7 +153,8 @@ void ProxyCall::Admit() {
   if (admit_index_ == 0) {
     // Rates first, all at once: they never wait.
     const int64_t now = RealClock::Get().NowNanos();
-    for (const auto& limit : limits) {
+    for (size_t i = 0; i < limits.size(); ++i) {
+      const auto& limit = limits[i];
       if (!limit->has_rate()) continue;
       const LimitSettings& ls = limit->settings();
       TokenBucket::Decision d =
@@ -177,7 +181,7 @@ void ProxyCall::Admit() {
                 absl::StrCat("sluice: rate limit \"", ls.name, "\" of route \"",
                              route_->name, "\" exceeded"),
                 retry),
-            Reason::kRateLimited);
+            Reason::kRateLimited, static_cast<int>(i));
       return;
     }
   }
@@ -209,7 +213,7 @@ void ProxyCall::Admit() {
               absl::StrCat("sluice: concurrency limit \"", ls.name,
                            "\" of route \"", route_->name,
                            "\" reached and its queue is full"),
-              Reason::kConcurrencyLimited);
+              Reason::kConcurrencyLimited, static_cast<int>(admit_index_));
         return;
       case ConcurrencyLimiter::AcquireResult::kQueued: {
         waiting_ = c;
@@ -239,7 +243,7 @@ void ProxyCall::OnGranted() {
 }
 
 void ProxyCall::OnPermitGranted(bool /*ok*/) {
-  queue_wait_ += absl::Now() - queued_at_;
+  NoteQueueWait();
   permits_.push_back(ConcurrencyLimiter::Permit::Adopt(waiting_));
   waiting_limit_->admitted.fetch_add(1, std::memory_order_relaxed);
   waiting_ = nullptr;
@@ -254,8 +258,17 @@ void ProxyCall::OnPermitGranted(bool /*ok*/) {
   Release();  // the grant's hold
 }
 
+void ProxyCall::NoteQueueWait() {
+  const absl::Duration wait = absl::Now() - queued_at_;
+  queue_wait_ += wait;
+  if (prometheus::Histogram* h = stats_->queue_wait[admit_index_]) {
+    h->Observe(absl::ToDoubleSeconds(wait));
+  }
+}
+
 bool ProxyCall::LeaveQueue() {
   if (waiting_ == nullptr || !waiting_->Cancel(this)) return false;
+  NoteQueueWait();
   waiting_ = nullptr;
   --outstanding_;  // the grant's hold; the caller's own tag keeps us alive
   if (queue_armed_) queue_alarm_.Cancel();
@@ -268,7 +281,6 @@ void ProxyCall::OnQueueAlarm(bool ok) {
     LimitState* limit = waiting_limit_;
     if (LeaveQueue()) {
       waiting_limit_ = nullptr;
-      queue_wait_ += absl::Now() - queued_at_;
       limit->rejected.fetch_add(1, std::memory_order_relaxed);
       Abort(grpc::StatusCode::RESOURCE_EXHAUSTED,
             absl::StrCat("sluice: waited ",
@@ -276,7 +288,7 @@ void ProxyCall::OnQueueAlarm(bool ok) {
                          " in the queue of concurrency limit \"",
                          limit->settings().name, "\" of route \"", route_->name,
                          "\""),
-            Reason::kQueueTimeout);
+            Reason::kQueueTimeout, static_cast<int>(admit_index_));
     }
     // else: a grant is on its way; OnPermitGranted goes on.
   }
@@ -302,7 +314,7 @@ bool ProxyCall::ChargeMessage(Pump& p) {
               absl::StrCat("sluice: message rate limit \"", mb.settings->name,
                            "\" of route \"", route_->name, "\" exceeded"),
               absl::Nanoseconds(d.retry_after_nanos)),
-          Reason::kStreamRate);
+          Reason::kStreamRate, mb.limit_index);
     return false;
   }
   return true;
@@ -336,6 +348,7 @@ bool ProxyCall::PaceAllowsRead(Pump& p, grpc::Alarm& alarm, CqTag& tag) {
     return true;
   }
   p.pace_armed = true;
+  p.pace_started = absl::Now();
   ++outstanding_;
   alarm.Set(worker_->cq(), absl::ToChronoTime(p.pace_until), &tag);
   return false;
@@ -343,12 +356,14 @@ bool ProxyCall::PaceAllowsRead(Pump& p, grpc::Alarm& alarm, CqTag& tag) {
 
 void ProxyCall::OnUpstreamPaceAlarm(bool /*ok*/) {
   u2c_.pace_armed = false;
+  u2c_.paced_nanos += absl::ToInt64Nanoseconds(absl::Now() - u2c_.pace_started);
   AdvanceUpstreamToClient();
   Release();
 }
 
 void ProxyCall::OnClientPaceAlarm(bool /*ok*/) {
   c2u_.pace_armed = false;
+  c2u_.paced_nanos += absl::ToInt64Nanoseconds(absl::Now() - c2u_.pace_started);
   AdvanceClientToUpstream();
   Release();
 }
@@ -392,17 +407,20 @@ void ProxyCall::StartUpstream() {
     if (limit.messages_per_second <= 0) continue;
     auto config = TokenBucket::Config::PerSecond(
         static_cast<double>(limit.messages_per_second), limit.messages_burst);
-    u2c_.buckets.push_back(
-        {std::make_unique<TokenBucket>(config), &limit, states[i].get()});
+    const int index = static_cast<int>(i);
+    u2c_.buckets.push_back({std::make_unique<TokenBucket>(config), &limit,
+                            states[i].get(), index});
     if (limit.messages_client_to_upstream) {
-      c2u_.buckets.push_back(
-          {std::make_unique<TokenBucket>(config), &limit, states[i].get()});
+      c2u_.buckets.push_back({std::make_unique<TokenBucket>(config), &limit,
+                              states[i].get(), index});
     }
   }
 
   grpc::GenericStub* stub = snap_->pool->Pick(route_->upstream_index);
   ustream_ = stub->PrepareCall(&uctx_, sctx_.method(), worker_->cq());
   upstream_started_ = true;
+  upstream_started_at_ = now;
+  if (series_.client != nullptr) series_.client->started().Increment();
   upstream_start_pending_ = true;
   ++outstanding_;
   ustream_->StartCall(&ustart_tag_);
@@ -466,6 +484,8 @@ void ProxyCall::AdvanceClientToUpstream() {
     ++outstanding_;
     sstream_.Read(&p.read_buf, &cread_tag_);
   }
+  NoteBlocked(p, !p.reading && !p.src_done && !p.dst_failed &&
+                     p.held() >= window_);
   if (!upstream_start_pending_ && p.src_done && !p.closed && !p.writing &&
       p.queue.empty() && !p.dst_failed) {
     p.closed = true;
@@ -503,6 +523,7 @@ void ProxyCall::OnUpstreamWritten(bool ok) {
   Pump& p = c2u_;
   p.writing = false;
   p.write_buf.Clear();
+  if (ok) ++umsgs_out_;
   if (!ok) {
     // The upstream call is over; its status arrives through Finish.
     p.dst_failed = true;
@@ -535,6 +556,8 @@ void ProxyCall::AdvanceUpstreamToClient() {
     ++outstanding_;
     ustream_->Read(&p.read_buf, &uread_tag_);
   }
+  NoteBlocked(p, !local_status_ && !p.reading && !p.src_done &&
+                     !p.dst_failed && p.held() >= window_);
   if ((p.src_done || local_status_) && !ufinish_posted_ && !p.reading) {
     ufinish_posted_ = true;
     ++outstanding_;
@@ -548,6 +571,7 @@ void ProxyCall::OnUpstreamRead(bool ok) {
   p.reading = false;
   if (ok && !local_status_) {
     if (idle_armed_) last_activity_ = absl::Now();
+    ++umsgs_in_;
     p.queue.push_back(std::move(p.read_buf));
     if (!ChargeMessage(p)) {
       Release();
@@ -581,6 +605,11 @@ void ProxyCall::OnClientWritten(bool ok) {
 
 void ProxyCall::OnUpstreamFinished(bool /*ok*/) {
   upstream_finished_ = true;
+  if (series_.client != nullptr) {
+    series_.client->handled(upstream_status_.error_code()).Increment();
+    series_.client->handling_seconds().Observe(
+        absl::ToDoubleSeconds(absl::Now() - upstream_started_at_));
+  }
   u2c_.src_done = true;
   MaybeFinishDownstream();
   Release();
@@ -589,11 +618,11 @@ void ProxyCall::OnUpstreamFinished(bool /*ok*/) {
 // ---- the end ----
 
 void ProxyCall::Abort(grpc::StatusCode code, const std::string& message,
-                      Reason reason) {
-  Abort(grpc::Status(code, message), reason);
+                      Reason reason, int limit) {
+  Abort(grpc::Status(code, message), reason, limit);
 }
 
-void ProxyCall::Abort(const grpc::Status& status, Reason reason) {
+void ProxyCall::Abort(const grpc::Status& status, Reason reason, int limit) {
   if (local_status_ || finish_posted_) return;
   LeaveQueue();
   local_status_ = status;
@@ -603,7 +632,10 @@ void ProxyCall::Abort(const grpc::Status& status, Reason reason) {
                                    reason == Reason::kQueueTimeout)) {
     SetRateLimitHeaders(/*trailers=*/true);
   }
-  stats_->rejected[static_cast<int>(reason)]->Increment();
+  prometheus::Counter* rejected =
+      limit >= 0 ? stats_->limit_rejected[limit][static_cast<int>(reason)]
+                 : stats_->rejected[static_cast<int>(reason)];
+  if (rejected != nullptr) rejected->Increment();
   sctx_.AddTrailingMetadata(std::string(kReasonTrailer),
                             std::string(ReasonName(reason)));
   if (upstream_started_ && !upstream_finished_) uctx_.TryCancel();
@@ -648,6 +680,11 @@ void ProxyCall::MaybeFinishDownstream() {
 void ProxyCall::OnDownstreamFinished(bool /*ok*/) {
   int code = static_cast<int>(final_code_);
   if (code >= 0 && code < kGrpcCodeCount) stats_->handled[code]->Increment();
+  series_.server->handled(code).Increment();
+  series_.server->handling_seconds().Observe(
+      absl::ToDoubleSeconds(absl::Now() - accepted_at_));
+  NoteBlocked(c2u_, false);
+  NoteBlocked(u2c_, false);
   FlushMessageCounts();
   WriteAccessLog();
   Release();
@@ -683,15 +720,55 @@ void ProxyCall::FlushMessageCounts() {
   // The counters are shared by all workers: add in batches, not per
   // message, so busy streams do not bounce their cache line between cores.
   if (msgs_in_ > flushed_in_) {
-    stats_->msg_received->Increment(
-        static_cast<double>(msgs_in_ - flushed_in_));
+    const double n = static_cast<double>(msgs_in_ - flushed_in_);
+    stats_->msg_received->Increment(n);
+    series_.server->msg_received().Increment(n);
     flushed_in_ = msgs_in_;
   }
   if (msgs_out_ > flushed_out_) {
-    stats_->msg_sent->Increment(static_cast<double>(msgs_out_ - flushed_out_));
+    const double n = static_cast<double>(msgs_out_ - flushed_out_);
+    stats_->msg_sent->Increment(n);
+    series_.server->msg_sent().Increment(n);
     flushed_out_ = msgs_out_;
   }
+  if (series_.client != nullptr) {
+    if (umsgs_out_ > uflushed_out_) {
+      series_.client->msg_sent().Increment(
+          static_cast<double>(umsgs_out_ - uflushed_out_));
+      uflushed_out_ = umsgs_out_;
+    }
+    if (umsgs_in_ > uflushed_in_) {
+      series_.client->msg_received().Increment(
+          static_cast<double>(umsgs_in_ - uflushed_in_));
+      uflushed_in_ = umsgs_in_;
+    }
+  }
+  const std::pair<Pump*, Direction> pumps[] = {{&c2u_, kToUpstream},
+                                               {&u2c_, kToClient}};
+  for (auto [p, direction] : pumps) {
+    if (p->paced_nanos > 0) {
+      stats_->paced_seconds[direction]->Increment(p->paced_nanos * 1e-9);
+      p->paced_nanos = 0;
+    }
+    if (p->blocked_nanos > 0) {
+      stats_->backpressure_seconds[direction]->Increment(p->blocked_nanos *
+                                                         1e-9);
+      p->blocked_nanos = 0;
+    }
+  }
   unflushed_msgs_ = 0;
+}
+
+void ProxyCall::NoteBlocked(Pump& p, bool blocked) {
+  const bool was = p.blocked_since != absl::InfinitePast();
+  if (blocked == was) return;
+  const absl::Time now = absl::Now();
+  if (blocked) {
+    p.blocked_since = now;
+  } else {
+    p.blocked_nanos += absl::ToInt64Nanoseconds(now - p.blocked_since);
+    p.blocked_since = absl::InfinitePast();
+  }
 }
 
 void ProxyCall::WriteAccessLog() {

@@ -51,6 +51,7 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
     std::unique_ptr<TokenBucket> bucket;
     const LimitSettings* settings = nullptr;
     LimitState* state = nullptr;  // counters
+    int limit_index = 0;          // in the route's limits
   };
 
   // One direction of message flow.
@@ -68,6 +69,11 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
     absl::Time pace_until = absl::InfinitePast();
     bool pace_armed = false;
     bool token_reserved = false;  // the next read's token is already taken
+    absl::Time pace_started;      // when the pacing alarm was armed
+    // Time reads were held back (flushed to the metrics in batches).
+    int64_t paced_nanos = 0;
+    absl::Time blocked_since = absl::InfinitePast();  // window full since
+    int64_t blocked_nanos = 0;
     int held() const {
       return static_cast<int>(queue.size()) + (writing ? 1 : 0) +
              (reading ? 1 : 0);
@@ -99,6 +105,8 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   void OnQueueAlarm(bool ok);
   // Leaves a concurrency queue (cancel, drain, timeout); true if it did.
   bool LeaveQueue();
+  // Adds the time since queued_at_ to the access log and the histogram.
+  void NoteQueueWait();
   std::string LimitKey(const LimitSettings& limit) const;
   void SetRateLimitHeaders(bool trailers);
   // mode reject: charges the message just read; false if the stream was
@@ -113,8 +121,12 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   void AdvanceClientToUpstream();
   void AdvanceUpstreamToClient();
   // Ends the call with a status Sluice originates (and cancels upstream).
-  void Abort(grpc::StatusCode code, const std::string& message, Reason reason);
-  void Abort(const grpc::Status& status, Reason reason);
+  // `limit`: index of the route's limit that caused it (limit reasons).
+  void Abort(grpc::StatusCode code, const std::string& message, Reason reason,
+             int limit = -1);
+  void Abort(const grpc::Status& status, Reason reason, int limit = -1);
+  // Tracks whether a pump's reads wait for its window (backpressure).
+  void NoteBlocked(Pump& p, bool blocked);
   void MaybeFinishDownstream();
   // The client cancelled or disconnected: cancel upstream, count it once.
   void OnClientGone();
@@ -127,6 +139,7 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   const RouteSettings* route_ = nullptr;
   int route_index_ = -1;
   const RouteStats* stats_ = nullptr;
+  CallSeries series_;  // go-grpc-prometheus series of the method
   int window_ = 1;
   absl::Time accepted_at_;
   absl::Time last_activity_;
@@ -176,6 +189,10 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   absl::Duration queue_wait_;
   int64_t msgs_in_ = 0, msgs_out_ = 0, bytes_in_ = 0, bytes_out_ = 0;
   int64_t flushed_in_ = 0, flushed_out_ = 0;
+  // Messages to and from the upstream (grpc_client_msg_*).
+  int64_t umsgs_out_ = 0, umsgs_in_ = 0;
+  int64_t uflushed_out_ = 0, uflushed_in_ = 0;
+  absl::Time upstream_started_at_;
   int unflushed_msgs_ = 0;
   void FlushMessageCounts();
   void WriteAccessLog();

@@ -13,6 +13,7 @@
 #include "server/config/config.h"
 #include "server/limits/limit_state.h"
 #include "server/log/access_log.h"
+#include "server/metrics/grpc_metrics.h"
 #include "server/metrics/proxy_metrics.h"
 #include "server/proxy/router.h"
 #include "server/proxy/upstream_pool.h"
@@ -27,11 +28,13 @@ struct ProxySnapshot {
       : config(std::move(c)),
         router(*config),
         pool(std::move(p)),
-        limits(std::move(l)) {
+        limits(std::move(l)),
+        methods(metrics.grpc(), KnownMethods(*config, router),
+                UpstreamNames(*config)) {
     for (const RouteSettings& r : config->routes()) {
-      route_stats.push_back(metrics.ForRoute(r.name));
+      route_stats.push_back(metrics.ForRoute(&r));
     }
-    no_route_stats = metrics.ForRoute("");
+    no_route_stats = metrics.ForRoute(nullptr);
   }
 
   std::shared_ptr<const Config> config;
@@ -43,6 +46,26 @@ struct ProxySnapshot {
   std::vector<std::vector<std::shared_ptr<LimitState>>> limits;
   std::vector<RouteStats> route_stats;  // parallel to config->routes()
   RouteStats no_route_stats;
+  // go-grpc-prometheus series by method.
+  MethodTable methods;
+
+ private:
+  static std::vector<MethodTable::Known> KnownMethods(const Config& c,
+                                                      const Router& router) {
+    std::vector<MethodTable::Known> known;
+    for (const MethodInfo& m : c.methods()) {
+      const int route = router.Match(m.path);
+      known.push_back({m.path,
+                       {m.service, m.method, m.type},
+                       route < 0 ? -1 : c.routes()[route].upstream_index});
+    }
+    return known;
+  }
+  static std::vector<std::string> UpstreamNames(const Config& c) {
+    std::vector<std::string> names;
+    for (const UpstreamSettings& u : c.upstreams()) names.push_back(u.name);
+    return names;
+  }
 };
 
 }  // namespace sluice

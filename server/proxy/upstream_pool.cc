@@ -1,46 +1,56 @@
 #include "server/proxy/upstream_pool.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_certificate_verifier.h"
+#include "grpcpp/security/tls_credentials_options.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "server/common/read_file.h"
 
 namespace sluice {
 namespace {
 
-absl::StatusOr<std::string> ReadFile(const std::string& path,
-                                     const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot read ", what, " file \"", path, "\""));
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+// How often the upstream TLS files are re-read (besides at each reload).
+constexpr unsigned int kTlsRefreshSeconds = 60;
 
+// Credentials of upstream `u`. Its TLS files are read here once, so a
+// missing or unreadable one is an error now (and a failed reload), and
+// their contents are appended to `files` for TlsFilesChanged(); gRPC's
+// file watcher then re-reads them every kTlsRefreshSeconds.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(
-    const UpstreamSettings& u) {
+    const UpstreamSettings& u,
+    std::vector<std::pair<std::string, std::string>>* files) {
   if (!u.tls) return grpc::InsecureChannelCredentials();
-  grpc::SslCredentialsOptions options;
-  if (!u.tls_ca_file.empty()) {
-    auto ca = ReadFile(u.tls_ca_file, "tls.ca_file");
-    if (!ca.ok()) return ca.status();
-    options.pem_root_certs = *ca;
+  const std::pair<const std::string*, const char*> named[] = {
+      {&u.tls_ca_file, "tls.ca_file"},
+      {&u.tls_cert_file, "tls.cert_file"},
+      {&u.tls_key_file, "tls.key_file"}};
+  for (const auto& [path, what] : named) {
+    if (path->empty()) continue;
+    auto text = ReadSmallFile(*path, what);
+    if (!text.ok()) return text.status();
+    files->emplace_back(*path, std::move(*text));
   }
-  if (!u.tls_cert_file.empty()) {
-    auto cert = ReadFile(u.tls_cert_file, "tls.cert_file");
-    if (!cert.ok()) return cert.status();
-    auto key = ReadFile(u.tls_key_file, "tls.key_file");
-    if (!key.ok()) return key.status();
-    options.pem_cert_chain = *cert;
-    options.pem_private_key = *key;
+  grpc::experimental::TlsChannelCredentialsOptions options;
+  if (!u.tls_ca_file.empty() || !u.tls_cert_file.empty()) {
+    options.set_certificate_provider(
+        std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+            u.tls_key_file, u.tls_cert_file, u.tls_ca_file,
+            kTlsRefreshSeconds));
+    // Without a watched CA file gRPC uses the system roots.
+    if (!u.tls_ca_file.empty()) options.watch_root_certs();
+    if (!u.tls_cert_file.empty()) options.watch_identity_key_cert_pairs();
   }
-  return grpc::SslCredentials(options);
+  // Verify the chain and the name (target host, or tls.server_name).
+  options.set_verify_server_certs(true);
+
+  auto credentials = grpc::experimental::TlsCredentials(options);
+  if (credentials == nullptr) {
+    return absl::InvalidArgumentError("gRPC refused the TLS settings");
+  }
+  return credentials;
 }
 
 }  // namespace
@@ -49,7 +59,7 @@ absl::StatusOr<std::unique_ptr<UpstreamPool>> UpstreamPool::Create(
     const Config& config) {
   auto pool = std::make_unique<UpstreamPool>();
   for (const UpstreamSettings& u : config.upstreams()) {
-    auto creds = Credentials(u);
+    auto creds = Credentials(u, &pool->tls_files_);
     if (!creds.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "upstream \"", u.name, "\": ", creds.status().message()));
@@ -88,6 +98,14 @@ absl::StatusOr<std::unique_ptr<UpstreamPool>> UpstreamPool::Create(
     pool->upstreams_.push_back(std::move(up));
   }
   return pool;
+}
+
+bool UpstreamPool::TlsFilesChanged() const {
+  for (const auto& [path, contents] : tls_files_) {
+    auto now = ReadSmallFile(path, "tls");
+    if (!now.ok() || *now != contents) return true;
+  }
+  return false;
 }
 
 grpc::GenericStub* UpstreamPool::Pick(int index) {

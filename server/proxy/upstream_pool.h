@@ -10,6 +10,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -24,6 +25,13 @@ class UpstreamPool {
   // Creates the channels (connecting lazily, in the background).
   static absl::StatusOr<std::unique_ptr<UpstreamPool>> Create(
       const Config& config);
+
+  // True if an upstream TLS file (CA, certificate, key) now reads
+  // differently from when the pool was created, or cannot be read: a
+  // reload then builds a new pool, so rotated files take effect at once
+  // (gRPC's watcher would otherwise pick them up within a minute). Reads
+  // files: call from the control thread, never from a worker.
+  bool TlsFilesChanged() const;
 
   // A stub of upstream `index` (index into Config::upstreams()).
   grpc::GenericStub* Pick(int index);
@@ -43,6 +51,8 @@ class UpstreamPool {
     std::atomic<uint32_t> next{0};
   };
   std::vector<std::unique_ptr<Upstream>> upstreams_;
+  // (path, contents) of every upstream TLS file, as read by Create.
+  std::vector<std::pair<std::string, std::string>> tls_files_;
 };
 
 }  // namespace sluice
