@@ -104,13 +104,27 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
 
 void Daemon::WatchUpstreams() {
   std::shared_ptr<UpstreamPool> pool = data_plane_->pool();
-  if (pool == watched_pool_ && upstream_health_ != nullptr) return;
-  if (upstream_health_ != nullptr) upstream_health_->Stop();
   std::shared_ptr<const Config> config = data_plane_->config();
+  // What the watcher depends on besides the channels.
+  std::string settings;
+  for (const UpstreamSettings& u : config->upstreams()) {
+    absl::StrAppend(&settings, u.name, "|", u.required, "|", u.health_check,
+                    "|", u.health_service, "|",
+                    absl::FormatDuration(u.health_interval), "|",
+                    absl::FormatDuration(u.health_timeout), ";");
+  }
+  if (pool == watched_pool_ && settings == watched_settings_ &&
+      upstream_health_ != nullptr) {
+    return;
+  }
+  watched_settings_ = settings;
+  if (upstream_health_ != nullptr) upstream_health_->Stop();
   std::vector<UpstreamHealth::Upstream> upstreams;
   for (int i = 0; i < pool->size(); ++i) {
-    upstreams.push_back(
-        {pool->name(i), config->upstreams()[i].required, pool->channels(i)});
+    const UpstreamSettings& u = config->upstreams()[i];
+    upstreams.push_back({pool->name(i), u.required, pool->channels(i),
+                         u.health_check, u.health_service, u.health_interval,
+                         u.health_timeout});
   }
   watched_pool_ = pool;
   upstream_health_ = std::make_unique<UpstreamHealth>(

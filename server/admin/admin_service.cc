@@ -28,7 +28,8 @@ grpc::Status AdminService::Authorize(const grpc::ServerContext* context) {
   // is not secret.
   const bool ok = value.size() == kSchemeSize + token.size() &&
                   absl::StartsWithIgnoreCase(value, kScheme) &&
-                  true;
+                  CRYPTO_memcmp(value.data() + kSchemeSize, token.data(),
+                                token.size()) == 0;
   if (!ok) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "invalid admin token (expected \"authorization: "

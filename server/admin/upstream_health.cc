@@ -1,23 +1,43 @@
 #include "server/admin/upstream_health.h"
 
+#include <algorithm>
 #include <chrono>
 
+#include "absl/time/clock.h"
+
 namespace sluice {
+namespace {
+
+// The longest a tag stays out, so Stop() returns within about this long.
+constexpr absl::Duration kMaxWait = absl::Seconds(1);
+
+}  // namespace
 
 UpstreamHealth::UpstreamHealth(std::vector<Upstream> upstreams, Report report)
     : upstreams_(std::move(upstreams)), report_(std::move(report)) {
   serving_.assign(upstreams_.size(), -1);
+  probe_of_.assign(upstreams_.size(), nullptr);
   for (size_t u = 0; u < upstreams_.size(); ++u) {
     for (size_t c = 0; c < upstreams_[u].channels.size(); ++c) {
       auto w = std::make_unique<Watch>();
+      w->kind = Tag::kWatch;
       w->upstream = static_cast<int>(u);
       w->channel = static_cast<int>(c);
       w->last = upstreams_[u].channels[c]->GetState(/*try_to_connect=*/true);
       watches_.push_back(std::move(w));
     }
+    if (upstreams_[u].health_check && !upstreams_[u].channels.empty()) {
+      auto p = std::make_unique<Probe>();
+      p->upstream = static_cast<int>(u);
+      p->stub =
+          grpc::health::v1::Health::NewStub(upstreams_[u].channels.front());
+      probe_of_[u] = p.get();
+      probes_.push_back(std::move(p));
+    }
   }
   Publish(/*force=*/true);
   for (auto& w : watches_) Arm(w.get());
+  for (auto& p : probes_) StartCheck(p.get());
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -30,28 +50,65 @@ void UpstreamHealth::Stop() {
 
 void UpstreamHealth::Arm(Watch* w) {
   upstreams_[w->upstream].channels[w->channel]->NotifyOnStateChange(
-      w->last, std::chrono::system_clock::now() + std::chrono::seconds(1), &cq_,
-      w);
+      w->last, absl::ToChronoTime(absl::Now() + kMaxWait), &cq_,
+      static_cast<Tag*>(w));
+}
+
+void UpstreamHealth::StartCheck(Probe* p) {
+  const Upstream& u = upstreams_[p->upstream];
+  p->ctx = std::make_unique<grpc::ClientContext>();
+  p->ctx->set_deadline(absl::ToChronoTime(absl::Now() + u.health_timeout));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(u.health_service);
+  p->response.Clear();
+  p->rpc = p->stub->AsyncCheck(p->ctx.get(), request, &cq_);
+  p->rpc->Finish(&p->response, &p->status, &p->done);
+  p->due = absl::Now() + u.health_interval;
 }
 
 void UpstreamHealth::Run() {
-  size_t armed = watches_.size();
-  void* tag;
+  size_t armed = watches_.size() + probes_.size();
+  void* raw;
   bool ok;
-  while (armed > 0 && cq_.Next(&tag, &ok)) {
-    auto* w = static_cast<Watch*>(tag);
+  while (armed > 0 && cq_.Next(&raw, &ok)) {
+    auto* tag = static_cast<Tag*>(raw);
     if (stopping_.load()) {
       --armed;
       continue;
     }
-    // ok: the state changed; !ok: the 1 s deadline passed. Either way read
-    // it again (and ask an idle channel to connect) and re-arm.
-    w->last = upstreams_[w->upstream].channels[w->channel]->GetState(true);
-    Publish(/*force=*/false);
-    Arm(w);
+    if (tag->kind == Tag::kWatch) {
+      // ok: the state changed; !ok: the deadline passed. Either way read
+      // it again (and ask an idle channel to connect) and re-arm.
+      auto* w = static_cast<Watch*>(tag);
+      w->last = upstreams_[w->upstream].channels[w->channel]->GetState(true);
+      Publish(/*force=*/false);
+      Arm(w);
+      continue;
+    }
+    Probe* p = nullptr;
+    for (auto& candidate : probes_) {
+      if (&candidate->done == tag || &candidate->next == tag) {
+        p = candidate.get();
+      }
+    }
+    if (tag->kind == Tag::kCheckDone) {
+      p->serving = p->status.ok() &&
+                   p->response.status() ==
+                       grpc::health::v1::HealthCheckResponse::SERVING;
+      Publish(/*force=*/false);
+    }
+    // Wait for the next check in steps of at most kMaxWait, so Stop() is
+    // prompt without cancelling an alarm from another thread.
+    const absl::Time now = absl::Now();
+    if (now >= p->due) {
+      StartCheck(p);
+    } else {
+      p->alarm.Set(&cq_, absl::ToChronoTime(std::min(p->due, now + kMaxWait)),
+                   &p->next);
+    }
   }
   cq_.Shutdown();
-  while (cq_.Next(&tag, &ok)) {
+  while (cq_.Next(&raw, &ok)) {
   }
 }
 
@@ -59,6 +116,9 @@ void UpstreamHealth::Publish(bool force) {
   std::vector<int> ready(upstreams_.size(), 0);
   for (const auto& w : watches_) {
     if (w->last == GRPC_CHANNEL_READY) ready[w->upstream] = 1;
+  }
+  for (size_t u = 0; u < upstreams_.size(); ++u) {
+    if (probe_of_[u] != nullptr && !probe_of_[u]->serving) ready[u] = 0;
   }
   bool overall = true;
   for (size_t u = 0; u < upstreams_.size(); ++u) {

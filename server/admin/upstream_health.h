@@ -1,12 +1,16 @@
 // Watches the connectivity of every upstream's channels and reports it to
 // the admin health service: service "<upstream name>" is SERVING while at
-// least one of its channels is READY; the overall service "" is
-// NOT_SERVING while any upstream marked `required` has none.
+// least one of its channels is READY (and, for upstreams with a
+// health_check, while the upstream's own grpc.health.v1.Health Check last
+// answered SERVING); the overall service "" is NOT_SERVING while any
+// upstream marked `required` is not serving.
 //
 // Owned by the Daemon. Runs one thread of its own with a completion queue
 // (channel NotifyOnStateChange, re-armed at most every second, so it also
-// nudges idle channels to reconnect). The report callback runs on that
-// thread. Stop() (or the destructor) waits for the thread, at most ~1 s.
+// nudges idle channels to reconnect; health Checks, one in flight per
+// upstream, spaced by an alarm). The report callback runs on that thread.
+// Stop() (or the destructor) waits for the thread, at most ~1 s or one
+// check's timeout.
 #ifndef SLUICE_SERVER_ADMIN_UPSTREAM_HEALTH_H_
 #define SLUICE_SERVER_ADMIN_UPSTREAM_HEALTH_H_
 
@@ -17,7 +21,11 @@
 #include <thread>
 #include <vector>
 
+#include "absl/time/time.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/alarm.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
 #include "grpcpp/completion_queue.h"
 
 namespace sluice {
@@ -28,6 +36,10 @@ class UpstreamHealth {
     std::string name;
     bool required = false;
     std::vector<std::shared_ptr<grpc::Channel>> channels;
+    bool health_check = false;  // also Check its grpc.health.v1.Health
+    std::string health_service;
+    absl::Duration health_interval = absl::Seconds(5);
+    absl::Duration health_timeout = absl::Seconds(1);
   };
   // (service, serving): "" for the overall status, else an upstream name.
   using Report = std::function<void(const std::string&, bool)>;
@@ -37,19 +49,42 @@ class UpstreamHealth {
   void Stop();
 
  private:
-  struct Watch {
+  // Completion-queue tags: a channel's state watch, or a health probe's
+  // Check or its wait for the next one.
+  struct Tag {
+    enum Kind { kWatch, kCheckDone, kNextCheck } kind;
+  };
+  struct Watch : Tag {
     int upstream;
     int channel;
     grpc_connectivity_state last;
   };
+  struct Probe {
+    int upstream;
+    std::unique_ptr<grpc::health::v1::Health::Stub> stub;
+    std::unique_ptr<grpc::ClientContext> ctx;
+    grpc::health::v1::HealthCheckResponse response;
+    grpc::Status status;
+    std::unique_ptr<
+        grpc::ClientAsyncResponseReader<grpc::health::v1::HealthCheckResponse>>
+        rpc;
+    grpc::Alarm alarm;
+    Tag done{Tag::kCheckDone};
+    Tag next{Tag::kNextCheck};
+    absl::Time due;  // of the next Check
+    bool serving = false;
+  };
   void Run();
   void Arm(Watch* w);
+  void StartCheck(Probe* p);
   void Publish(bool force);
 
   std::vector<Upstream> upstreams_;
   Report report_;
   grpc::CompletionQueue cq_;
   std::vector<std::unique_ptr<Watch>> watches_;
+  std::vector<std::unique_ptr<Probe>> probes_;
+  std::vector<Probe*> probe_of_;  // by upstream; null: no health_check
   std::vector<int> serving_;  // last reported per upstream: -1 unknown
   int overall_ = -1;
   std::atomic<bool> stopping_{false};

@@ -318,6 +318,28 @@ void CheckUpstream(pb::Upstream* upstream, const std::string& path,
     out->tls_server_name = tls.server_name();
   }
   out->required = upstream->required();
+  if (upstream->has_health_check()) {
+    pb::UpstreamHealthCheck* hc = upstream->mutable_health_check();
+    out->health_check = true;
+    out->health_service = hc->service();
+    const size_t errors_before = errors->size();
+    out->health_interval = Duration(hc->mutable_interval(), "5s",
+                                    path + ".health_check.interval", errors);
+    out->health_timeout = Duration(hc->mutable_timeout(), "1s",
+                                   path + ".health_check.timeout", errors);
+    if (errors->size() == errors_before) {
+      if (out->health_interval < absl::Milliseconds(100)) {
+        errors->Add(path + ".health_check.interval",
+                    "must be at least \"100ms\"");
+      } else if (out->health_timeout <= absl::ZeroDuration() ||
+                 out->health_timeout > out->health_interval) {
+        errors->Add(path + ".health_check.timeout",
+                    absl::StrCat("must be greater than 0 and at most "
+                                 "health_check.interval (",
+                                 hc->interval(), ")"));
+      }
+    }
+  }
 }
 
 void CheckDeadline(pb::DeadlinePolicy* deadline, const std::string& path,
@@ -845,6 +867,10 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
     errors.Add(field, reason);
   };
   if (p.has_tls()) CheckServerTls(p.mutable_tls(), sink, &config->tls_);
+  for (int i = 0; i < p.upstreams_size(); ++i) {
+    CheckUpstreamTls(p.upstreams(i).tls(),
+                     absl::StrCat("upstreams[", i, "].tls"), sink);
+  }
   config->admin_token_ = ReadAdminToken(p.admin(), sink);
   config->methods_ = KnownMethods(p.metrics(), config->routes_, sink);
 

@@ -42,6 +42,11 @@ struct UpstreamSettings {
   std::string tls_key_file;
   std::string tls_server_name;
   bool required = false;
+  // health_check: also Check the upstream's grpc.health.v1.Health.
+  bool health_check = false;
+  std::string health_service;
+  absl::Duration health_interval = absl::Seconds(5);
+  absl::Duration health_timeout = absl::Seconds(1);
 };
 
 // One limit with its defaults applied and durations parsed.

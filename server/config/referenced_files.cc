@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -34,15 +35,55 @@ std::unique_ptr<BIO, BioFree> MemoryBio(const std::string& pem) {
       BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
 }
 
-// Reads `file` for `field`; reports and returns "" on failure.
-std::string Read(const std::string& file, const std::string& field,
-                 const ConfigErrorSink& error) {
+// Reads `file` for `field`; reports and returns nullopt on failure (an
+// empty file is read fine, as "").
+std::optional<std::string> Read(const std::string& file,
+                                const std::string& field,
+                                const ConfigErrorSink& error) {
   auto text = ReadSmallFile(file, field);
   if (!text.ok()) {
     error(field, std::string(text.status().message()));
-    return "";
+    return std::nullopt;
   }
   return *text;
+}
+
+// The first PEM certificate of `file` (a chain or a CA bundle) for
+// `field`; reports and returns null if it cannot be read or holds none.
+// Nothing for an empty `file` (unset).
+std::unique_ptr<X509, X509Free> ReadCertificate(const std::string& file,
+                                                const std::string& field,
+                                                const ConfigErrorSink& error) {
+  std::unique_ptr<X509, X509Free> cert;
+  if (file.empty()) return cert;
+  const auto pem = Read(file, field, error);
+  if (!pem.has_value()) return cert;
+  auto bio = MemoryBio(*pem);
+  cert.reset(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (cert == nullptr) {
+    error(field, absl::StrCat("\"", file, "\" holds no PEM certificate"));
+  }
+  return cert;
+}
+
+// Checks that `file` holds an unencrypted PEM private key, and that it is
+// the key of `cert` (from `cert_field`) when there is one.
+void CheckKey(const std::string& file, const std::string& field, X509* cert,
+              const std::string& cert_field, const ConfigErrorSink& error) {
+  if (file.empty()) return;
+  const auto pem = Read(file, field, error);
+  if (!pem.has_value()) return;
+  auto bio = MemoryBio(*pem);
+  std::unique_ptr<EVP_PKEY, KeyFree> key(
+      PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  if (key == nullptr) {
+    error(field,
+          absl::StrCat("\"", file, "\" holds no unencrypted PEM private key"));
+  } else if (cert != nullptr && X509_check_private_key(cert, key.get()) != 1) {
+    error(field,
+          absl::StrCat("\"", file, "\" is not the key of the certificate in ",
+                       cert_field));
+  }
 }
 
 std::string GrpcType(const google::protobuf::MethodDescriptorProto& m) {
@@ -59,7 +100,8 @@ void Resolve(const std::string& base_dir, std::string* path) {
 }  // namespace
 
 void ResolveRelativePaths(const std::string& base_dir, pb::Config* c) {
-  if (c->has_access_log()) Resolve(base_dir, c->mutable_access_log()->mutable_path());
+  if (c->has_access_log())
+    Resolve(base_dir, c->mutable_access_log()->mutable_path());
   if (c->has_tls()) {
     Resolve(base_dir, c->mutable_tls()->mutable_cert_file());
     Resolve(base_dir, c->mutable_tls()->mutable_key_file());
@@ -107,64 +149,31 @@ void CheckServerTls(pb::ServerTls* tls, const ConfigErrorSink& error,
   }
   out->refresh_interval = refresh;
 
-  std::unique_ptr<X509, X509Free> cert;
-  if (!out->cert_file.empty()) {
-    const std::string pem = Read(out->cert_file, "tls.cert_file", error);
-    if (!pem.empty()) {
-      auto bio = MemoryBio(pem);
-      cert.reset(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-      if (cert == nullptr) {
-        error("tls.cert_file",
-              absl::StrCat("\"", out->cert_file,
-                           "\" holds no PEM certificate"));
-      }
-    }
-  }
-  if (!out->key_file.empty()) {
-    const std::string pem = Read(out->key_file, "tls.key_file", error);
-    if (!pem.empty()) {
-      auto bio = MemoryBio(pem);
-      std::unique_ptr<EVP_PKEY, KeyFree> key(
-          PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
-      if (key == nullptr) {
-        error("tls.key_file",
-              absl::StrCat("\"", out->key_file,
-                           "\" holds no unencrypted PEM private key"));
-      } else if (cert != nullptr &&
-                 X509_check_private_key(cert.get(), key.get()) != 1) {
-        error("tls.key_file",
-              absl::StrCat("\"", out->key_file,
-                           "\" is not the key of the certificate in "
-                           "tls.cert_file"));
-      }
-    }
-  }
-  if (!out->client_ca_file.empty()) {
-    const std::string pem =
-        Read(out->client_ca_file, "tls.client_ca_file", error);
-    if (!pem.empty()) {
-      auto bio = MemoryBio(pem);
-      std::unique_ptr<X509, X509Free> ca(
-          PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-      if (ca == nullptr) {
-        error("tls.client_ca_file",
-              absl::StrCat("\"", out->client_ca_file,
-                           "\" holds no PEM certificate"));
-      }
-    }
-  }
+  auto cert = ReadCertificate(out->cert_file, "tls.cert_file", error);
+  CheckKey(out->key_file, "tls.key_file", cert.get(), "tls.cert_file", error);
+  ReadCertificate(out->client_ca_file, "tls.client_ca_file", error);
+}
+
+void CheckUpstreamTls(const pb::UpstreamTls& tls, const std::string& field,
+                      const ConfigErrorSink& error) {
+  if (!tls.enabled()) return;
+  ReadCertificate(tls.ca_file(), field + ".ca_file", error);
+  auto cert = ReadCertificate(tls.cert_file(), field + ".cert_file", error);
+  CheckKey(tls.key_file(), field + ".key_file", cert.get(),
+           field + ".cert_file", error);
 }
 
 std::string ReadAdminToken(const pb::AdminAuth& admin,
                            const ConfigErrorSink& error) {
   if (admin.bearer_token_file().empty()) return "";
-  std::string token =
+  const auto text =
       Read(admin.bearer_token_file(), "admin.bearer_token_file", error);
+  if (!text.has_value()) return "";
+  std::string token = *text;
   absl::StripAsciiWhitespace(&token);
   if (token.empty()) {
     error("admin.bearer_token_file",
-          absl::StrCat("\"", admin.bearer_token_file(),
-                       "\" is empty (or unreadable)"));
+          absl::StrCat("\"", admin.bearer_token_file(), "\" is empty"));
     return "";
   }
   if (!std::all_of(token.begin(), token.end(),
@@ -183,10 +192,10 @@ std::vector<MethodInfo> KnownMethods(const pb::Metrics& metrics,
   for (int i = 0; i < metrics.descriptor_sets_size(); ++i) {
     const std::string field = absl::StrCat("metrics.descriptor_sets[", i, "]");
     const std::string& file = metrics.descriptor_sets(i);
-    const std::string bytes = Read(file, field, error);
-    if (bytes.empty()) continue;
+    const auto bytes = Read(file, field, error);
+    if (!bytes.has_value() || bytes->empty()) continue;
     google::protobuf::FileDescriptorSet set;
-    if (!set.ParseFromString(bytes)) {
+    if (!set.ParseFromString(*bytes)) {
       error(field, absl::StrCat("\"", file,
                                 "\" is not a FileDescriptorSet (make one "
                                 "with protoc --include_imports "

@@ -28,15 +28,21 @@ void ResolveRelativePaths(const std::string& base_dir,
 void CheckServerTls(sluice::config::v1::ServerTls* tls,
                     const ConfigErrorSink& error, ServerTlsSettings* out);
 
+// upstreams[i].tls (`field`), when enabled: the CA bundle, certificate and
+// key files readable PEM, the key matching the certificate. (The upstream
+// pool reads them again when it connects.)
+void CheckUpstreamTls(const sluice::config::v1::UpstreamTls& tls,
+                      const std::string& field, const ConfigErrorSink& error);
+
 // admin.bearer_token_file: the token, trimmed; empty when unset.
 std::string ReadAdminToken(const sluice::config::v1::AdminAuth& admin,
                            const ConfigErrorSink& error);
 
 // Every method of metrics.descriptor_sets, plus the exact-match routes'
 // methods, sorted by path and unique.
-std::vector<MethodInfo> KnownMethods(
-    const sluice::config::v1::Metrics& metrics,
-    const std::vector<RouteSettings>& routes, const ConfigErrorSink& error);
+std::vector<MethodInfo> KnownMethods(const sluice::config::v1::Metrics& metrics,
+                                     const std::vector<RouteSettings>& routes,
+                                     const ConfigErrorSink& error);
 
 }  // namespace sluice
 

@@ -121,7 +121,7 @@ absl::StatusOr<std::shared_ptr<const ProxySnapshot>> DataPlane::BuildSnapshot(
   // connections) and the access-log file.
   std::shared_ptr<UpstreamPool> pool;
   if (previous != nullptr && SameUpstreams(*previous->config, *config) &&
-      (true || !previous->pool->TlsFilesChanged())) {
+      !previous->pool->TlsFilesChanged()) {
     pool = previous->pool;
   } else {
     auto created = UpstreamPool::Create(*config);

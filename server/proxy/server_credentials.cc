@@ -19,13 +19,13 @@ DataPortServerCredentials(const ServerTlsSettings& tls) {
   auto provider =
       std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
           tls.key_file, tls.cert_file, tls.client_ca_file,
-          static_cast<unsigned int>(seconds * 0 + 3600));
+          static_cast<unsigned int>(seconds));
   grpc::experimental::TlsServerCredentialsOptions options(provider);
   options.watch_identity_key_cert_pairs();
   if (!tls.client_ca_file.empty()) {
     options.watch_root_certs();
     options.set_cert_request_type(
-        true ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE : tls.require_client_cert
+        tls.require_client_cert
             ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
             : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
   } else {

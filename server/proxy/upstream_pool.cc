@@ -45,7 +45,8 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(
   }
   // Verify the chain and the name (target host, or tls.server_name).
   options.set_verify_server_certs(true);
-
+  options.set_certificate_verifier(
+      std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
   auto credentials = grpc::experimental::TlsCredentials(options);
   if (credentials == nullptr) {
     return absl::InvalidArgumentError("gRPC refused the TLS settings");

@@ -1,7 +1,9 @@
 """Admin health follows the upstreams: an upstream marked `required` that
 goes away turns the overall status NOT_SERVING, and SERVING again when it
-comes back; a non-required one only changes its own entry."""
+comes back; a non-required one only changes its own entry. With a
+health_check, the upstream's own grpc.health.v1.Health answer counts too."""
 
+import signal
 import socket
 import unittest
 
@@ -51,6 +53,46 @@ routes: [{{name: all, match: {{prefix: /}}, upstream: main}}]
             upstream = harness.start_upstream(address)
             harness.wait_until(lambda: status("") == SERVING, timeout=30,
                                what="SERVING after the upstream came back")
+            self.assertEqual(status("main"), SERVING)
+        finally:
+            sluice.stop()
+            upstream.stop()
+
+    def test_upstream_health_check_must_answer_serving(self):
+        upstream = harness.start_upstream()
+
+        def config_text(service):
+            return f"""
+upstreams:
+  - name: main
+    target: "{upstream.address}"
+    required: true
+    health_check: {{service: "{service}", interval: 100ms, timeout: 100ms}}
+routes: [{{name: all, match: {{prefix: /}}, upstream: main}}]
+"""
+        path = harness.write_config(config_text("grpc.testing.TestService"))
+        sluice = harness.start_sluice(config_path=path, extra=["--watch_config=false"])
+        try:
+            stub = health_pb2_grpc.HealthStub(harness.channel(sluice.admin))
+
+            def status(service):
+                return stub.Check(health_pb2.HealthCheckRequest(service=service),
+                                  timeout=5).status
+
+            harness.wait_until(lambda: status("") == SERVING, timeout=15, what="SERVING")
+            # Connected, but the upstream does not know this service
+            # (NOT_FOUND): not serving, and so neither is Sluice.
+            with open(path, "w") as f:
+                f.write(config_text("no.such.Service"))
+            sluice.signal(signal.SIGHUP)
+            harness.wait_until(lambda: status("") == NOT_SERVING, timeout=15,
+                               what="NOT_SERVING for an unknown upstream service")
+            self.assertEqual(status("main"), NOT_SERVING)
+            with open(path, "w") as f:
+                f.write(config_text(""))  # the upstream's overall status
+            sluice.signal(signal.SIGHUP)
+            harness.wait_until(lambda: status("") == SERVING, timeout=15,
+                               what="SERVING again")
             self.assertEqual(status("main"), SERVING)
         finally:
             sluice.stop()

@@ -311,7 +311,8 @@ class UpstreamTlsTest(unittest.TestCase):
         self.assertEqual(self.call_through(sluice), grpc.StatusCode.OK)
         os.remove(ca_file)
         reload(sluice, result="failed")
-        self.assertIn(f'cannot read tls.ca_file file "{ca_file}"', sluice.output())
+        self.assertIn(f'upstreams[0].tls.ca_file: cannot read upstreams[0].tls.ca_file '
+                      f'file "{ca_file}"', sluice.output())
         self.assertEqual(self.call_through(sluice), grpc.StatusCode.OK)
 
 
@@ -365,6 +366,9 @@ class AdminTokenTest(unittest.TestCase):
             self.assertEqual(self.code(rpc, request, token="wrong")[0],
                              grpc.StatusCode.UNAUTHENTICATED, rpc)
             self.assertEqual(self.code(rpc, request, token=self.TOKEN + "x")[0],
+                             grpc.StatusCode.UNAUTHENTICATED, rpc)
+            same_length = self.TOKEN[:-1] + chr(ord(self.TOKEN[-1]) + 1)
+            self.assertEqual(self.code(rpc, request, token=same_length)[0],
                              grpc.StatusCode.UNAUTHENTICATED, rpc)
             self.assertEqual(self.code(rpc, request, header=self.TOKEN)[0],
                              grpc.StatusCode.UNAUTHENTICATED, rpc)
