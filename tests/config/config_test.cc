@@ -162,8 +162,8 @@ upstreams:
       timeout: 5s
       permit_without_calls: true
     max_message_bytes: 1048576
-    tls:
-      enabled: true
+    tls:            # disabled: the files are kept but not read
+      enabled: false
       ca_file: /etc/ssl/ca.pem
       cert_file: /etc/ssl/client.pem
       key_file: /etc/ssl/client.key
@@ -213,7 +213,7 @@ proxy:
   EXPECT_EQ(b.keepalive_timeout, absl::Seconds(5));
   EXPECT_TRUE(b.keepalive_permit_without_calls);
   EXPECT_EQ(b.max_message_bytes, 1048576);
-  EXPECT_TRUE(b.tls);
+  EXPECT_FALSE(b.tls);
   EXPECT_EQ(b.tls_ca_file, "/etc/ssl/ca.pem");
   EXPECT_EQ(b.tls_cert_file, "/etc/ssl/client.pem");
   EXPECT_EQ(b.tls_key_file, "/etc/ssl/client.key");
@@ -677,7 +677,7 @@ TEST(ConfigErrorTest, UpstreamSettingsOutOfRange) {
     lb_policy: least_request
     max_message_bytes: 2000000000
     keepalive: {timeout: 0s}
-    tls: {enabled: true, cert_file: /c.pem}
+    tls: {enabled: false, cert_file: /c.pem}
 routes: [{name: r, match: {prefix: /}, upstream: a}]
 )"),
             "test.yaml: upstreams[0].channels: 65 is out of range (1..64)\n"
