@@ -24,6 +24,9 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(
     return absl::UnavailableError(
         absl::StrCat("listeners.admin: cannot listen on ", address));
   }
+  // For liveness probes: SERVING as long as the process runs, also while
+  // it drains or an upstream is down (a restart would not help then).
+  admin->SetServing(std::string(kLivenessService), true);
   return admin;
 }
 

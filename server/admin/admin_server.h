@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -15,6 +16,10 @@
 #include "server/admin/admin_service.h"
 
 namespace sluice {
+
+// Health service name that is SERVING while the process runs (for
+// liveness probes); "" and the upstream names are for readiness.
+inline constexpr std::string_view kLivenessService = "liveness";
 
 class AdminServer {
  public:

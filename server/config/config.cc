@@ -459,6 +459,63 @@ std::string LimitFingerprint(const pb::Limit& limit) {
   return json;
 }
 
+constexpr char kScopeLocal[] = "local";
+constexpr char kScopeGlobal[] = "global";
+constexpr uint32_t kMaxExpectedReplicas = 10000;
+
+// scope and global: a global limit is a `rate` shared through Redis.
+// Concurrency and messages stay per replica (a permit or a stream's pacing
+// would need a round trip per release or per message).
+void CheckScope(pb::Limit* limit, const std::string& path, Errors* errors,
+                LimitSettings* out) {
+  const std::string& scope = limit->scope();
+  if (!scope.empty() && scope != kScopeLocal && scope != kScopeGlobal) {
+    errors->Add(path + ".scope",
+                absl::StrCat("unknown scope ", Quote(scope),
+                             " (use \"local\" or \"global\")"));
+    return;
+  }
+  if (scope != kScopeGlobal) {
+    if (limit->has_global()) {
+      errors->Add(path + ".global", "set only with scope: global");
+    }
+    return;
+  }
+  out->global = true;
+  if (!limit->has_rate()) {
+    errors->Add(path + ".scope", "scope: global needs a rate");
+  }
+  if (limit->has_concurrency() || limit->has_messages()) {
+    errors->Add(path + ".scope",
+                "scope: global applies to rate only (concurrency and messages "
+                "stay per replica: put them in a limit of their own)");
+  }
+  pb::GlobalLimit* global = limit->mutable_global();
+  if (global->fallback().empty()) global->set_fallback("local");
+  if (global->fallback() != "local" && global->fallback() != "fail_open" &&
+      global->fallback() != "fail_closed") {
+    errors->Add(path + ".global.fallback",
+                absl::StrCat("unknown fallback ", Quote(global->fallback()),
+                             " (use \"fail_open\", \"fail_closed\" or "
+                             "\"local\")"));
+  }
+  out->global_fallback = global->fallback();
+  if (global->expected_replicas() == 0) global->set_expected_replicas(1);
+  if (global->expected_replicas() > kMaxExpectedReplicas) {
+    errors->Add(
+        path + ".global.expected_replicas",
+        OutOfRange(global->expected_replicas(), 1, kMaxExpectedReplicas));
+  }
+  out->expected_replicas = global->expected_replicas();
+  if (global->lease() == 0) global->set_lease(1);
+  if (out->rate_burst > 0 && global->lease() > out->rate_burst) {
+    errors->Add(path + ".global.lease",
+                absl::StrCat(global->lease(), " is larger than the burst ",
+                             out->rate_burst));
+  }
+  out->lease = global->lease();
+}
+
 void CheckLimit(pb::Limit* limit, const std::string& path, Errors* errors,
                 LimitSettings* out) {
   out->name = limit->name();
@@ -557,6 +614,7 @@ void CheckLimit(pb::Limit* limit, const std::string& path, Errors* errors,
   if (limit->default_key().empty()) limit->set_default_key(kDefaultKey);
   out->default_key = limit->default_key();
   out->dry_run = limit->dry_run();
+  CheckScope(limit, path, errors, out);
   out->fingerprint = LimitFingerprint(*limit);
 }
 
@@ -579,6 +637,71 @@ void CheckLimits(pb::Route* route, const std::string& path, Errors* errors,
     out->limits.push_back(std::move(settings));
   }
   out->rate_limit_headers = route->rate_limit_headers();
+}
+
+constexpr char kDefaultRedisTimeout[] = "50ms";
+constexpr char kDefaultRedisConnectTimeout[] = "1s";
+constexpr char kDefaultRedisKeyPrefix[] = "sluice:";
+constexpr uint32_t kDefaultRedisPool = 2;
+constexpr uint32_t kMaxRedisPool = 64;
+
+// The `redis` section; REQUIRED when any limit has scope: global.
+void CheckRedis(pb::Config* p, const std::vector<RouteSettings>& routes,
+                Errors* errors, RedisSettings* out) {
+  if (!p->has_redis()) {
+    for (size_t i = 0; i < routes.size(); ++i) {
+      for (size_t j = 0; j < routes[i].limits.size(); ++j) {
+        if (routes[i].limits[j].global) {
+          errors->Add(absl::StrCat("routes[", i, "].limits[", j, "].scope"),
+                      "scope: global needs the top-level redis section "
+                      "(redis.address)");
+        }
+      }
+    }
+    return;
+  }
+  pb::Redis* redis = p->mutable_redis();
+  out->enabled = true;
+  if (redis->address().empty()) {
+    errors->Add("redis.address", "required (host:port)");
+  } else {
+    HostPort parsed;
+    std::string reason;
+    if (!ParseAddress(redis->address(), &parsed, &reason)) {
+      errors->Add("redis.address", reason);
+    } else if (parsed.port == 0) {
+      errors->Add("redis.address", "port 0 is not a Redis port");
+    } else {
+      out->host = parsed.host;
+      out->port = parsed.port;
+    }
+  }
+  if (redis->pool_size() == 0) redis->set_pool_size(kDefaultRedisPool);
+  if (redis->pool_size() > kMaxRedisPool) {
+    errors->Add("redis.pool_size",
+                OutOfRange(redis->pool_size(), 1, kMaxRedisPool));
+  }
+  out->pool_size = static_cast<int>(redis->pool_size());
+  const size_t before = errors->size();
+  out->timeout = Duration(redis->mutable_timeout(), kDefaultRedisTimeout,
+                          "redis.timeout", errors);
+  if (errors->size() == before && out->timeout <= absl::ZeroDuration()) {
+    errors->Add("redis.timeout", "must be > 0");
+  }
+  const size_t before_connect = errors->size();
+  out->connect_timeout =
+      Duration(redis->mutable_connect_timeout(), kDefaultRedisConnectTimeout,
+               "redis.connect_timeout", errors);
+  if (errors->size() == before_connect &&
+      out->connect_timeout <= absl::ZeroDuration()) {
+    errors->Add("redis.connect_timeout", "must be > 0");
+  }
+  if (redis->key_prefix().empty())
+    redis->set_key_prefix(kDefaultRedisKeyPrefix);
+  out->key_prefix = redis->key_prefix();
+  out->fingerprint = absl::StrCat(
+      redis->address(), "|", redis->pool_size(), "|", redis->timeout(), "|",
+      redis->connect_timeout(), "|", redis->key_prefix());
 }
 
 // A route no call can reach, because an earlier one takes all its calls, is
@@ -860,6 +983,7 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
     config->routes_.push_back(std::move(settings));
   }
   CheckReachable(config->routes_, &errors);
+  CheckRedis(&p, config->routes_, &errors, &config->redis_);
 
   // Settings that point at other files.
   const ConfigErrorSink sink = [&errors](const std::string& field,

@@ -70,6 +70,11 @@ struct LimitSettings {
   int64_t max_keys = 10000;
   std::string default_key = "default";
   bool dry_run = false;
+  // scope: global (the rate is shared by every replica through Redis).
+  bool global = false;
+  std::string global_fallback = "local";  // fail_open, fail_closed, local
+  int64_t expected_replicas = 1;
+  int64_t lease = 1;
   // Canonical text of the definition: equal strings mean the same limit,
   // whose live state a reload keeps.
   std::string fingerprint;
@@ -104,6 +109,19 @@ struct ServerTlsSettings {
   absl::Duration refresh_interval = absl::Seconds(60);
 };
 
+// The Redis store of global limits (enabled: the `redis` section is set).
+struct RedisSettings {
+  bool enabled = false;
+  std::string host;
+  int port = 6379;
+  int pool_size = 2;
+  absl::Duration timeout = absl::Milliseconds(50);
+  absl::Duration connect_timeout = absl::Seconds(1);
+  std::string key_prefix = "sluice:";
+  // Canonical text: equal strings mean the same connection settings.
+  std::string fingerprint;
+};
+
 // One gRPC method known from metrics.descriptor_sets or an exact route.
 struct MethodInfo {
   std::string path;     // "/pkg.Service/Method"
@@ -132,6 +150,7 @@ class Config {
   bool bdp_probe() const { return proto_.proxy().bdp_probe(); }
   const AccessLogSettings& access_log() const { return access_log_; }
   const ServerTlsSettings& tls() const { return tls_; }
+  const RedisSettings& redis() const { return redis_; }
   // The admin bearer token read from admin.bearer_token_file; empty: none.
   const std::string& admin_token() const { return admin_token_; }
   // Methods with their own metric labels, sorted by path, unique.
@@ -162,6 +181,7 @@ class Config {
   int max_concurrent_streams_ = 1000;
   AccessLogSettings access_log_;
   ServerTlsSettings tls_;
+  RedisSettings redis_;
   std::string admin_token_;
   std::vector<MethodInfo> methods_;
   std::vector<UpstreamSettings> upstreams_;

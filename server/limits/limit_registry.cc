@@ -5,6 +5,24 @@ namespace sluice {
 std::vector<std::vector<std::shared_ptr<LimitState>>> LimitRegistry::Bind(
     const Config& config) {
   absl::MutexLock lock(&mu_);
+  const RedisSettings& redis = config.redis();
+  const bool redis_changed =
+      redis.enabled != (redis_ != nullptr) ||
+      (redis.enabled && redis.fingerprint != redis_fingerprint_);
+  if (redis_changed) {
+    redis_.reset();
+    redis_fingerprint_.clear();
+    if (redis.enabled) {
+      RedisClientOptions options;
+      options.host = redis.host;
+      options.port = redis.port;
+      options.pool_size = redis.pool_size;
+      options.timeout = redis.timeout;
+      options.connect_timeout = redis.connect_timeout;
+      redis_ = std::make_shared<RedisClient>(options, kGcraScript);
+      redis_fingerprint_ = redis.fingerprint;
+    }
+  }
   std::map<std::pair<std::string, std::string>, std::shared_ptr<LimitState>>
       next;
   std::vector<std::vector<std::shared_ptr<LimitState>>> bound;
@@ -15,10 +33,12 @@ std::vector<std::vector<std::shared_ptr<LimitState>>> LimitRegistry::Bind(
       std::shared_ptr<LimitState> state;
       auto it = states_.find(id);
       if (it != states_.end() &&
-          it->second->settings().fingerprint == limit.fingerprint) {
+          it->second->settings().fingerprint == limit.fingerprint &&
+          !(limit.global && redis_changed)) {
         state = it->second;
       } else {
-        state = std::make_shared<LimitState>(route.name, limit);
+        state = std::make_shared<LimitState>(route.name, limit, redis_,
+                                             redis.key_prefix);
       }
       next[id] = state;
       states.push_back(std::move(state));

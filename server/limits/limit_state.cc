@@ -6,8 +6,14 @@
 
 namespace sluice {
 
-LimitState::LimitState(std::string route, const LimitSettings& settings)
+LimitState::LimitState(std::string route, const LimitSettings& settings,
+                       std::shared_ptr<RedisClient> redis,
+                       const std::string& key_prefix)
     : route_(std::move(route)), settings_(settings) {
+  if (settings.global && has_rate() && redis != nullptr) {
+    global_ = std::make_unique<GlobalRateLimiter>(std::move(redis), key_prefix,
+                                                  route_, settings);
+  }
   if (has_rate()) {
     auto rate = MakeRate(TokenBucket::Config::PerPeriod(
         settings.rate_count, settings.rate_period, settings.rate_burst));

@@ -21,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "server/config/config.h"
 #include "server/limits/concurrency_limiter.h"
+#include "server/limits/global_rate_limiter.h"
 #include "server/limits/keyed_buckets.h"
 #include "server/limits/token_bucket.h"
 
@@ -28,7 +29,10 @@ namespace sluice {
 
 class LimitState {
  public:
-  LimitState(std::string route, const LimitSettings& settings);
+  // `redis`: the shared client, for a limit with scope: global (else unused).
+  LimitState(std::string route, const LimitSettings& settings,
+             std::shared_ptr<RedisClient> redis = nullptr,
+             const std::string& key_prefix = "");
 
   const std::string& route() const { return route_; }
   const LimitSettings& settings() const { return settings_; }
@@ -36,6 +40,10 @@ class LimitState {
   bool keyed() const { return !settings_.key.empty(); }
   // Null when the limit has no concurrency part.
   ConcurrencyLimiter* concurrency() { return concurrency_.get(); }
+  // Non-null for a global rate (scope: global with a Redis client); then
+  // the rate is taken through it instead of TakeRate().
+  GlobalRateLimiter* global() { return global_.get(); }
+  const GlobalRateLimiter* global() const { return global_.get(); }
 
   // Charges one call to the bucket of `key` (ignored when not keyed).
   TokenBucket::Decision TakeRate(std::string_view key, int64_t now_nanos);
@@ -75,6 +83,7 @@ class LimitState {
   const LimitSettings settings_;
   std::atomic<Rate*> rate_{nullptr};
   std::unique_ptr<ConcurrencyLimiter> concurrency_;
+  std::unique_ptr<GlobalRateLimiter> global_;
   std::atomic<bool> overridden_{false};
   mutable absl::Mutex mu_;
   // Every Rate ever made; an override swaps rate_ and keeps the old one

@@ -148,41 +148,72 @@ void ProxyCall::SetRateLimitHeaders(bool trailers) {
   }
 }
 
+bool ProxyCall::ApplyRateDecision(size_t i, const TokenBucket::Decision& d,
+                                  bool redis_unavailable) {
+  LimitState* limit = snap_->limits[route_index_][i].get();
+  const LimitSettings& ls = limit->settings();
+  if (route_->rate_limit_headers && header_limit_ == nullptr) {
+    header_limit_ = limit;
+    rate_decision_ = d;
+  }
+  if (d.admitted) {
+    limit->admitted.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  if (ls.dry_run) {
+    limit->dry_run_rejected.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  limit->rejected.fetch_add(1, std::memory_order_relaxed);
+  if (header_limit_ == limit) SetRateLimitHeaders(/*trailers=*/true);
+  const absl::Duration retry = d.retry_after_nanos == TokenBucket::kNever
+                                   ? absl::Duration(-absl::Nanoseconds(1))
+                                   : absl::Nanoseconds(d.retry_after_nanos);
+  Abort(
+      MakeRejection(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat(
+              "sluice: rate limit \"", ls.name, "\" of route \"", route_->name,
+              redis_unavailable ? "\": redis unavailable (fallback fail_closed)"
+                                : "\" exceeded"),
+          retry),
+      Reason::kRateLimited, static_cast<int>(i));
+  return false;
+}
+
 void ProxyCall::Admit() {
   const auto& limits = snap_->limits[route_index_];
   if (admit_index_ == 0) {
-    // Rates first, all at once: they never wait.
+    // Rates first: local ones never wait; a global one may wait for Redis
+    // (OnGlobalRate resumes here at rate_index_).
     const int64_t now = RealClock::Get().NowNanos();
-    for (size_t i = 0; i < limits.size(); ++i) {
-      const auto& limit = limits[i];
+    for (; rate_index_ < limits.size(); ++rate_index_) {
+      LimitState* limit = limits[rate_index_].get();
       if (!limit->has_rate()) continue;
-      const LimitSettings& ls = limit->settings();
-      TokenBucket::Decision d =
-          limit->TakeRate(limit->keyed() ? LimitKey(ls) : std::string(), now);
-      if (route_->rate_limit_headers && header_limit_ == nullptr) {
-        header_limit_ = limit.get();
-        rate_decision_ = d;
-      }
-      if (d.admitted) {
-        limit->admitted.fetch_add(1, std::memory_order_relaxed);
+      const std::string key =
+          limit->keyed() ? LimitKey(limit->settings()) : std::string();
+      if (GlobalRateLimiter* global = limit->global()) {
+        ++outstanding_;  // held until the reply's alarm fires
+        if (!global->Take(key, now, &global_result_,
+                          [this](const GlobalRateLimiter::Result& r) {
+                            // Redis thread: touch only the result and alarm.
+                            global_result_ = r;
+                            global_alarm_.Set(worker_->cq(),
+                                              gpr_inf_past(GPR_CLOCK_MONOTONIC),
+                                              &global_tag_);
+                          })) {
+          return;  // OnGlobalRate continues
+        }
+        --outstanding_;
+        if (!ApplyRateDecision(rate_index_, global_result_.decision,
+                               global_result_.redis_unavailable)) {
+          return;
+        }
         continue;
       }
-      if (ls.dry_run) {
-        limit->dry_run_rejected.fetch_add(1, std::memory_order_relaxed);
-        continue;
+      if (!ApplyRateDecision(rate_index_, limit->TakeRate(key, now), false)) {
+        return;
       }
-      limit->rejected.fetch_add(1, std::memory_order_relaxed);
-      if (header_limit_ == limit.get()) SetRateLimitHeaders(/*trailers=*/true);
-      const absl::Duration retry = d.retry_after_nanos == TokenBucket::kNever
-                                       ? absl::Duration(-absl::Nanoseconds(1))
-                                       : absl::Nanoseconds(d.retry_after_nanos);
-      Abort(MakeRejection(
-                grpc::StatusCode::RESOURCE_EXHAUSTED,
-                absl::StrCat("sluice: rate limit \"", ls.name, "\" of route \"",
-                             route_->name, "\" exceeded"),
-                retry),
-            Reason::kRateLimited, static_cast<int>(i));
-      return;
     }
   }
   for (; admit_index_ < limits.size(); ++admit_index_) {
@@ -256,6 +287,16 @@ void ProxyCall::OnPermitGranted(bool /*ok*/) {
     Admit();
   }
   Release();  // the grant's hold
+}
+
+void ProxyCall::OnGlobalRate(bool /*ok*/) {
+  if (!local_status_ && !finish_posted_ &&
+      ApplyRateDecision(rate_index_, global_result_.decision,
+                        global_result_.redis_unavailable)) {
+    ++rate_index_;
+    Admit();
+  }
+  Release();  // the reply's hold
 }
 
 void ProxyCall::NoteQueueWait() {
@@ -484,8 +525,8 @@ void ProxyCall::AdvanceClientToUpstream() {
     ++outstanding_;
     sstream_.Read(&p.read_buf, &cread_tag_);
   }
-  NoteBlocked(p, !p.reading && !p.src_done && !p.dst_failed &&
-                     p.held() >= window_);
+  NoteBlocked(
+      p, !p.reading && !p.src_done && !p.dst_failed && p.held() >= window_);
   if (!upstream_start_pending_ && p.src_done && !p.closed && !p.writing &&
       p.queue.empty() && !p.dst_failed) {
     p.closed = true;
@@ -556,8 +597,8 @@ void ProxyCall::AdvanceUpstreamToClient() {
     ++outstanding_;
     ustream_->Read(&p.read_buf, &uread_tag_);
   }
-  NoteBlocked(p, !local_status_ && !p.reading && !p.src_done &&
-                     !p.dst_failed && p.held() >= window_);
+  NoteBlocked(p, !local_status_ && !p.reading && !p.src_done && !p.dst_failed &&
+                     p.held() >= window_);
   if ((p.src_done || local_status_) && !ufinish_posted_ && !p.reading) {
     ufinish_posted_ = true;
     ++outstanding_;

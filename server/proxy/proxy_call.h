@@ -21,6 +21,7 @@
 #include "grpcpp/generic/async_generic_service.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "server/limits/concurrency_limiter.h"
+#include "server/limits/global_rate_limiter.h"
 #include "server/limits/token_bucket.h"
 #include "server/metrics/reason.h"
 #include "server/proxy/cq_tag.h"
@@ -102,6 +103,12 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   // waiting in its queue), then StartUpstream().
   void Admit();
   void OnPermitGranted(bool ok);
+  // A global rate's decision came back from the Redis thread (via
+  // global_alarm_); applies it and goes on with Admit().
+  void OnGlobalRate(bool ok);
+  // Counts a rate decision of limit `i`; rejects the call (false) if it must.
+  bool ApplyRateDecision(size_t i, const TokenBucket::Decision& d,
+                         bool redis_unavailable);
   void OnQueueAlarm(bool ok);
   // Leaves a concurrency queue (cancel, drain, timeout); true if it did.
   bool LeaveQueue();
@@ -153,7 +160,11 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   grpc::Alarm idle_alarm_;
 
   // Admission state.
-  size_t admit_index_ = 0;                 // next concurrency limit to take
+  size_t admit_index_ = 0;  // next concurrency limit to take
+  size_t rate_index_ = 0;   // next rate limit to take
+  // Set by the Redis thread, then global_alarm_ brings it to this thread.
+  GlobalRateLimiter::Result global_result_;
+  grpc::Alarm global_alarm_;
   ConcurrencyLimiter* waiting_ = nullptr;  // queued in this limiter
   LimitState* waiting_limit_ = nullptr;
   grpc::Alarm grant_alarm_;  // set by OnGranted from the releasing thread
@@ -213,6 +224,7 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   MemberTag<ProxyCall> idle_tag_{this, &ProxyCall::OnIdleAlarm};
   MemberTag<ProxyCall> grant_tag_{this, &ProxyCall::OnPermitGranted};
   MemberTag<ProxyCall> queue_tag_{this, &ProxyCall::OnQueueAlarm};
+  MemberTag<ProxyCall> global_tag_{this, &ProxyCall::OnGlobalRate};
   MemberTag<ProxyCall> u2c_pace_tag_{this, &ProxyCall::OnUpstreamPaceAlarm};
   MemberTag<ProxyCall> c2u_pace_tag_{this, &ProxyCall::OnClientPaceAlarm};
 };

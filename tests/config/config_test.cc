@@ -339,7 +339,7 @@ TEST(ConfigErrorTest, UnknownFieldListsTheKnownOnes) {
   EXPECT_EQ(ErrorOf(MinimalWith("limits: {}\n")),
             "test.yaml: limits (line 8): unknown field \"limits\" (known "
             "fields: listeners, workers, drain_timeout, upstreams, routes, "
-            "proxy, access_log, tls, admin, metrics)");
+            "proxy, access_log, tls, admin, metrics, redis)");
 }
 
 TEST(ConfigErrorTest, IntegerFieldRejectsText) {

@@ -10,18 +10,17 @@
 // whole, so their keys count as seen.)
 "use strict";
 
-const PACKAGES = ["kubernetes-models", "@kubernetes-models/prometheus-operator"];
+// The npm package that models an API group.
+const packageFor = (apiVersion) =>
+  apiVersion.startsWith("monitoring.coreos.com/") ? "@kubernetes-models/prometheus-operator" : "kubernetes-models";
 
 function modelFor(apiVersion, kind) {
-  for (const pkg of PACKAGES) {
-    try {
-      const model = require(`${pkg}/${apiVersion}/${kind}`)[kind];
-      if (model) return model;
-    } catch (e) {
-      if (e.code !== "MODULE_NOT_FOUND") throw e;
-    }
+  try {
+    return require(`${packageFor(apiVersion)}/${apiVersion}/${kind}`)[kind] || null;
+  } catch (e) {
+    if (e.code === "MODULE_NOT_FOUND" || e.code === "ERR_PACKAGE_PATH_NOT_EXPORTED") return null;
+    throw e;
   }
-  return null;
 }
 
 function validate(obj) {

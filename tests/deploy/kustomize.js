@@ -13,7 +13,7 @@ const YAML = require("yaml");
 
 const KNOWN = new Set(["apiVersion", "kind", "resources", "namespace", "images",
                        "configMapGenerator", "patches"]);
-const CLUSTER_SCOPED = new Set(["Namespace", "ClusterRole", "ClusterRoleBinding",
+const CLUSTER_SCOPED = new Set(["ClusterRole", "ClusterRoleBinding",
                                 "CustomResourceDefinition"]);
 
 function parseAll(file) {
@@ -38,7 +38,10 @@ function render(dir) {
   for (const g of k.configMapGenerator || []) generateConfigMap(dir, g, objs);
   for (const p of k.patches || []) applyPatch(dir, p, objs);
   if (k.namespace) {
-    for (const o of objs) if (!CLUSTER_SCOPED.has(o.kind)) o.metadata.namespace = k.namespace;
+    for (const o of objs) {
+      if (o.kind === "Namespace") o.metadata.name = k.namespace;  // as kustomize does
+      else if (!CLUSTER_SCOPED.has(o.kind)) o.metadata.namespace = k.namespace;
+    }
   }
   for (const img of k.images || []) setImage(img, objs);
   return objs;

@@ -113,6 +113,10 @@ class DrainTest(unittest.TestCase):
             return status == health_pb2.HealthCheckResponse.NOT_SERVING
         harness.wait_until(not_serving, timeout=DRAIN_TIMEOUT / 2, what="health NOT_SERVING")
         self.assertIsNone(self.sluice.popen.poll(), "sluice exited before the drain ended")
+        # Liveness stays SERVING through the drain (no restart mid-drain).
+        self.assertEqual(
+            admin.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=2).status,
+            health_pb2.HealthCheckResponse.SERVING)
 
         # The data listener closes (observed with plain TCP connects), and a
         # new call on a new channel is then refused. (Calls racing the

@@ -49,6 +49,8 @@ routes: [{{name: all, match: {{prefix: /}}, upstream: main}}]
             harness.wait_until(lambda: status("") == NOT_SERVING, timeout=15,
                                what="NOT_SERVING after the upstream stopped")
             self.assertEqual(status("main"), NOT_SERVING)
+            # The liveness service only says the process runs.
+            self.assertEqual(status("liveness"), SERVING)
 
             upstream = harness.start_upstream(address)
             harness.wait_until(lambda: status("") == SERVING, timeout=30,

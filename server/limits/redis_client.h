@@ -1,0 +1,120 @@
+// An asynchronous Redis client for global limits: hiredis' async API driven
+// by one dedicated I/O thread with a poll(2) loop, so no worker ever waits
+// on Redis.
+//
+// Ownership: shared (shared_ptr) by the GlobalRateLimiters that use it and
+// the LimitRegistry; the last owner's release stops and joins the I/O
+// thread. Threading: EvalScript() may be called from any thread; it only
+// queues the request and wakes the I/O thread. Every callback runs exactly
+// once, on the I/O thread, and must not block. The client keeps `pool_size`
+// connections, reconnects in the background with a bounded backoff
+// (100 ms doubling to 2 s), and bounds every request by `timeout`.
+#ifndef SLUICE_SERVER_LIMITS_REDIS_CLIENT_H_
+#define SLUICE_SERVER_LIMITS_REDIS_CLIENT_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+struct redisAsyncContext;
+
+namespace sluice {
+
+// Process-wide Redis counters and latency histogram, read at scrape time by
+// the LimitCollector. Lock-free atomics; any thread.
+class RedisStats {
+ public:
+  enum ErrorKind { kTimeout = 0, kConnection = 1, kReply = 2, kNumKinds = 3 };
+  static constexpr std::array<double, 12> kBounds = {
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+      0.01,   0.025,   0.05,   0.1,   0.25,   1.0};
+  static const char* KindName(int kind);
+  static RedisStats& Get();
+
+  void ObserveLatency(int64_t nanos);
+  void CountError(ErrorKind kind) { errors[kind].fetch_add(1); }
+
+  std::array<std::atomic<int64_t>, kNumKinds> errors{};
+  // Non-cumulative counts; the last slot is +Inf.
+  std::array<std::atomic<int64_t>, kBounds.size() + 1> buckets{};
+  std::atomic<int64_t> count{0};
+  std::atomic<int64_t> sum_nanos{0};
+};
+
+struct RedisClientOptions {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  int pool_size = 2;
+  absl::Duration timeout = absl::Milliseconds(50);
+  absl::Duration connect_timeout = absl::Seconds(1);
+};
+
+class RedisClient {
+ public:
+  struct Reply {
+    enum Status { kOk, kTimeout, kConnection, kError };
+    Status status = kOk;
+    std::vector<int64_t> ints;  // an integer array reply, in order
+    std::string error;          // kError: Redis' message; others: ours
+  };
+  using Callback = std::function<void(const Reply&)>;
+
+  // `script`: the Lua script EvalScript runs (loaded with SCRIPT LOAD on
+  // every new connection, run with EVALSHA, re-sent on NOSCRIPT).
+  RedisClient(RedisClientOptions options, std::string script);
+  ~RedisClient();
+  RedisClient(const RedisClient&) = delete;
+  RedisClient& operator=(const RedisClient&) = delete;
+
+  // Any thread. Runs the script with one key and `args`; `done` runs once on
+  // the I/O thread: kOk with an integer array, or a failure (timeout, no
+  // connection, error reply).
+  void EvalScript(std::string key, std::vector<std::string> args,
+                  Callback done);
+
+  // True while at least one connection is up.
+  bool connected() const { return connected_count_.load() > 0; }
+  const std::string& script_sha() const { return sha_; }
+
+ private:
+  struct Request;
+  struct Conn;
+  void Loop();
+  void Dispatch(std::shared_ptr<Request> req);
+  bool Send(Conn* conn, const std::shared_ptr<Request>& req, bool full_eval);
+  void Connect(Conn* conn, int64_t now);
+  void Dropped(Conn* conn, int64_t now);
+  static void Finish(Request* req, int status, std::string error);
+  static void OnReply(redisAsyncContext* ac, void* reply, void* privdata);
+  static void OnConnect(const redisAsyncContext* ac, int status);
+  static void OnDisconnect(const redisAsyncContext* ac, int status);
+
+  const RedisClientOptions options_;
+  const std::string script_;
+  const std::string sha_;
+  int wake_fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> connected_count_{0};
+
+  absl::Mutex mu_;
+  std::vector<std::shared_ptr<Request>> submitted_ ABSL_GUARDED_BY(mu_);
+
+  // I/O thread only.
+  std::vector<std::unique_ptr<Conn>> conns_;
+  size_t next_conn_ = 0;
+  std::deque<std::shared_ptr<Request>> by_deadline_;  // FIFO = deadline order
+  std::thread thread_;
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_SERVER_LIMITS_REDIS_CLIENT_H_

@@ -1,0 +1,302 @@
+"""Global limits (scope: global) through the real sluice binary and a real
+redis-server (Debian's /usr/bin/redis-server, started by each test on a free
+127.0.0.1 port and stopped by its PID): two replicas share one rate; Redis
+killed -> each fallback mode; Redis back -> global enforcement resumes;
+Redis stopped (SIGSTOP) -> other routes keep their latency and global calls
+get the fallback within the Redis timeout.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+import harness
+import grpc
+from grpc.testing import test_pb2_grpc
+from limits_lib import RE, UNARY, Outcome, call_unary, unary_req
+from grpc.testing import empty_pb2, messages_pb2
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Redis:
+    """A redis-server this test started; stopped by its PID only."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.log_path = os.path.join(harness.TMP, f"redis-{self.port}-{time.monotonic_ns()}.log")
+        self.log = open(self.log_path, "wb")
+        self.popen = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", harness.TMP],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        harness.wait_until(self.ping, timeout=10, what=f"redis on port {self.port}")
+
+    def ping(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def signal(self, sig):
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, sig)
+
+    def stop(self):
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, signal.SIGCONT)
+            os.kill(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=10)
+        self.log.close()
+
+
+def config(redis_port, routes, timeout="50ms"):
+    return f"""drain_timeout: 1s
+redis:
+  address: 127.0.0.1:{redis_port}
+  timeout: {timeout}
+  connect_timeout: 200ms
+upstreams:
+  - name: demo
+    target: 127.0.0.1:1   # replaced by --upstream
+routes:
+{routes}
+  - name: default
+    match: {{prefix: /}}
+    upstream: demo
+"""
+
+
+class GlobalLimitsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = harness.start_upstream()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.upstream.stop()
+
+    def setUp(self):
+        self.redis = Redis()
+        self.sluices = []
+        self.channels = []
+
+    def tearDown(self):
+        for ch in self.channels:
+            ch.close()
+        for s in self.sluices:
+            rc = s.stop()
+            self.assertEqual(rc, 0, s.output()[-3000:])
+        self.redis.stop()
+
+    def start_sluice(self, routes, **kw):
+        path = harness.write_config(config(self.redis.port, routes, **kw))
+        s = harness.start_sluice(config_path=path, upstream=self.upstream.address)
+        self.sluices.append(s)
+        ch = harness.channel(s.data)
+        self.channels.append(ch)
+        return s, test_pb2_grpc.TestServiceStub(ch)
+
+    def test_two_replicas_share_one_rate(self):
+        RATE, BURST, SECONDS = 100, 10, 10.0
+        routes = f"""  - name: shared
+    match: {{method: {UNARY}}}
+    upstream: demo
+    limits:
+      - name: hundred
+        scope: global
+        rate: {{per_second: {RATE}, burst: {BURST}}}
+"""
+        _, stub_a = self.start_sluice(routes)
+        _, stub_b = self.start_sluice(routes)
+        stubs = [stub_a, stub_b]
+        # Open loop, 2x the limit: each replica is offered RATE calls/s.
+        per_thread = int(RATE * SECONDS)
+        futures = [[] for _ in stubs]
+        sent = [[] for _ in stubs]
+        t0 = time.monotonic() + 0.05
+
+        def offer(k):
+            for i in range(per_thread):
+                delay = t0 + (i + k / 2) / RATE - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                sent[k].append(time.monotonic())
+                futures[k].append(stubs[k].UnaryCall.future(unary_req(), timeout=10))
+
+        threads = [threading.Thread(target=offer, args=(k,), daemon=True) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=SECONDS + 30)
+            self.assertFalse(t.is_alive(), "load thread stuck")
+        duration = max(s[-1] for s in sent) - min(s[0] for s in sent)
+        outcomes = []
+        for f in (f for fs in futures for f in fs):
+            try:
+                f.result(timeout=15)
+            except grpc.RpcError:
+                pass
+            outcomes.append(Outcome(f))
+        ok = [o for o in outcomes if o.code == grpc.StatusCode.OK]
+        rejected = [o for o in outcomes if o.code != grpc.StatusCode.OK]
+        offered = len(outcomes) / duration
+        admitted = (len(ok) - BURST) / duration
+        print(f"two replicas: offered {offered:.0f}/s, admitted {admitted:.2f}/s "
+              f"combined (limit {RATE}/s) over {duration:.2f}s")
+        self.assertGreater(offered, 1.8 * RATE)
+        self.assertAlmostEqual(admitted, RATE, delta=0.05 * RATE)
+        for o in rejected:
+            self.assertEqual(o.code, RE, o)
+            self.assertEqual(o.reason, "rate_limited", o)
+        for s in self.sluices:
+            self.assertEqual(harness.metric(s, "sluice_limit_fallback_active"), 0)
+            self.assertGreater(harness.metric(s, "sluice_redis_request_duration_seconds_count"), 0)
+
+    FALLBACK_ROUTES = "".join(f"""  - name: {mode}
+    match: {{method: /grpc.testing.TestService/{method}}}
+    upstream: demo
+    limits:
+      - name: g
+        scope: global
+        rate: {{per_second: 20, burst: 20}}
+        global: {{fallback: {mode}, expected_replicas: 2}}
+""" for mode, method in (("fail_open", "UnaryCall"), ("fail_closed", "EmptyCall"),
+                         ("local", "StreamingOutputCall")))
+
+    def burst(self, stub, mode, n):
+        outcomes = []
+        for _ in range(n):
+            if mode == "fail_open":
+                outcomes.append(call_unary(stub.UnaryCall, unary_req()))
+            elif mode == "fail_closed":
+                outcomes.append(call_unary(stub.EmptyCall, empty_pb2.Empty()))
+            else:
+                try:
+                    call = stub.StreamingOutputCall(
+                        messages_pb2.StreamingOutputCallRequest(), timeout=10)
+                    for _ in call:
+                        pass
+                    outcomes.append(Outcome(call))
+                except grpc.RpcError as e:
+                    outcomes.append(Outcome(e))
+        return outcomes
+
+    def test_redis_killed_then_restarted(self):
+        sluice, stub = self.start_sluice(self.FALLBACK_ROUTES)
+        # Healthy: the global bucket (burst 20) admits 20 of 30.
+        before = self.burst(stub, "fail_open", 30)
+        self.assertEqual(sum(o.code == grpc.StatusCode.OK for o in before), 20, before)
+
+        port = self.redis.port
+        self.redis.stop()
+        results = {m: self.burst(stub, m, 30) for m in ("fail_open", "fail_closed", "local")}
+        opened = results["fail_open"]
+        self.assertTrue(all(o.code == grpc.StatusCode.OK for o in opened), opened)
+        closed = results["fail_closed"]
+        self.assertTrue(all(o.code == RE and o.reason == "rate_limited" for o in closed), closed)
+        self.assertIn("redis", closed[-1].details)
+        local = results["local"]
+        n_local = sum(o.code == grpc.StatusCode.OK for o in local)
+        # rate/expected_replicas: 10/s, burst 10 (plus what refills meanwhile);
+        # up to 3 calls are decided by failing Redis requests before fallback.
+        self.assertGreaterEqual(n_local, 10, local)
+        self.assertLessEqual(n_local, 14, local)
+        for o in local:
+            if o.code != grpc.StatusCode.OK:
+                self.assertEqual((o.code, o.reason), (RE, "rate_limited"))
+        for mode in ("fail_open", "fail_closed", "local"):
+            self.assertEqual(harness.metric(sluice, "sluice_limit_fallback_active",
+                                            {"route": mode}), 1, mode)
+        self.assertGreater(harness.metric(sluice, "sluice_redis_errors_total",
+                                          {"kind": "connection"}), 0)
+        self.assertIn("redis failing", sluice.output())
+
+        # Redis back on the same port: the client reconnects, a probe call
+        # succeeds and global enforcement resumes (fresh Redis: full bucket).
+        self.redis = Redis(port)
+
+        def recovered():
+            self.burst(stub, "fail_closed", 1)
+            return harness.metric(sluice, "sluice_limit_fallback_active",
+                                  {"route": "fail_closed"}) == 0
+        harness.wait_until(recovered, timeout=15, interval=0.1, what="fallback left")
+        self.assertIn("global enforcement resumed", sluice.output())
+        time.sleep(1.2)  # let the bucket refill (20/s, burst 20)
+
+        def open_recovered():
+            self.burst(stub, "fail_open", 1)
+            return harness.metric(sluice, "sluice_limit_fallback_active",
+                                  {"route": "fail_open"}) == 0
+        harness.wait_until(open_recovered, timeout=15, interval=0.1, what="fail_open left")
+        time.sleep(1.2)
+        after = self.burst(stub, "fail_open", 30)
+        n_after = sum(o.code == grpc.StatusCode.OK for o in after)
+        self.assertGreaterEqual(n_after, 20, after)
+        self.assertLessEqual(n_after, 23, after)  # refill while the calls run
+        self.assertTrue(any("exceeded" in o.details for o in after), after)
+
+    def test_slow_redis_does_not_block_the_data_path(self):
+        routes = f"""  - name: global
+    match: {{method: {UNARY}}}
+    upstream: demo
+    limits:
+      - name: g
+        scope: global
+        rate: {{per_second: 1000, burst: 1000}}
+        global: {{fallback: fail_open}}
+"""
+        sluice, stub = self.start_sluice(routes, timeout="100ms")
+        for _ in range(5):
+            self.assertEqual(call_unary(stub.UnaryCall, unary_req()).code, grpc.StatusCode.OK)
+        self.redis.signal(signal.SIGSTOP)
+        try:
+            stop = threading.Event()
+            global_latency = []
+
+            def global_calls():
+                while not stop.is_set():
+                    t = time.monotonic()
+                    o = call_unary(stub.UnaryCall, unary_req())
+                    global_latency.append((time.monotonic() - t, o.code))
+
+            th = threading.Thread(target=global_calls, daemon=True)
+            th.start()
+            other = []
+            for _ in range(50):
+                t = time.monotonic()
+                o = call_unary(stub.EmptyCall, empty_pb2.Empty())  # route without limits
+                other.append(time.monotonic() - t)
+                self.assertEqual(o.code, grpc.StatusCode.OK)
+                time.sleep(0.01)
+            stop.set()
+            th.join(timeout=10)
+        finally:
+            self.redis.signal(signal.SIGCONT)
+        other.sort()
+        print(f"slow redis: other route p50 {other[25]*1000:.1f} ms, max {other[-1]*1000:.1f} ms; "
+              f"global route max {max(l for l, _ in global_latency)*1000:.1f} ms "
+              f"over {len(global_latency)} calls")
+        self.assertLess(other[-1], 0.1, other)
+        # Every global call got the fallback (fail_open) within the timeout
+        # (100 ms) plus scheduling slack.
+        self.assertTrue(all(c == grpc.StatusCode.OK for _, c in global_latency))
+        self.assertLess(max(l for l, _ in global_latency), 0.1 + 0.15)
+        self.assertGreater(harness.metric(sluice, "sluice_redis_errors_total",
+                                          {"kind": "timeout"}), 0)
+
+
+if __name__ == "__main__":
+    harness.main()
