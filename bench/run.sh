@@ -165,7 +165,22 @@ grpc_check() {
 }
 
 RESULTS="$WORK/results.tsv"
-printf 'path\tscenario\treq_s\tmsg_s\tbytes_s\tmean_us\tp50_us\tp99_us\tok\n' >"$RESULTS"
+printf 'path\tscenario\treq_s\tmsg_s\tbytes_s\tmean_us\tp50_us\tp99_us\tok\tcpu_us_per_call\n' >"$RESULTS"
+
+# CPU_PIDS: the server process(es) of the path being measured (a proxy,
+# or the upstream for "direct"); their children count too (nginx workers).
+CPU_PIDS=()
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() {  # utime+stime of CPU_PIDS and their children, in ticks
+  local total=0 pid child
+  for pid in "${CPU_PIDS[@]}"; do
+    for child in "$pid" $(ps -o pid= --ppid "$pid" 2>/dev/null); do
+      # Fields 14 and 15 of /proc/PID/stat (after the ")" of the name).
+      total=$((total + $(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$child/stat" 2>/dev/null || echo 0)))
+    done
+  done
+  echo "$total"
+}
 FAILED=0
 
 # run_h2load PATHNAME SCENARIO ADDR: one h2load run, parsed and checked.
@@ -185,15 +200,19 @@ run_h2load() {
              -d "$WORK/$file" -H 'content-type: application/grpc' -H 'te: trailers'
              --log-file="$logf" "http://$addr$url")
   echo "$ ${cmd[*]}" >"$outf"
+  local ticks0 ticks1
+  ticks0=$(cpu_ticks)
   timeout $((DURATION + WARMUP + 60)) "${cmd[@]}" >>"$outf" 2>&1 || true
+  ticks1=$(cpu_ticks)
   # Bytes of one whole Subscribe response body (from the curl check), to
   # turn data bytes/s into messages/s without the quantization of
   # "completed calls x 1000" (128 streams of ~1000 messages finish in waves).
   local call_bytes
   call_bytes=$(stat -c %s "$WORK/check-$name.body")
-  if ! "$PY" - "$outf" "$logf" "$name" "$scen" "$min_bytes" "$call_bytes" >>"$RESULTS" <<'EOF'
+  if ! "$PY" - "$outf" "$logf" "$name" "$scen" "$min_bytes" "$call_bytes" \
+      "$((ticks1 - ticks0))" "$CLK_TCK" "$((DURATION + WARMUP))" >>"$RESULTS" <<'EOF'
 import re, sys
-outf, logf, name, scen, min_bytes, call_bytes = sys.argv[1:7]
+outf, logf, name, scen, min_bytes, call_bytes, ticks, clk_tck, run_s = sys.argv[1:10]
 text = open(outf).read()
 def grab(pattern):
     m = re.search(pattern, text)
@@ -228,7 +247,10 @@ def pct(p):
 bytes_s = data / secs if secs else 0
 msg_s = bytes_s / (int(call_bytes) / 1000.0) if scen == "stream" else reqs
 status = "ok" if ok else "FAIL(" + "; ".join(why) + ")"
-print(f"{name}\t{scen}\t{reqs:.0f}\t{msg_s:.0f}\t{bytes_s:.0f}\t{mean_us:.0f}\t{pct(50)}\t{pct(99)}\t{status}")
+# Server CPU per call: CPU over the whole h2load run (warm-up included)
+# over the calls of the whole run (the measured rate times its length).
+cpu_us = int(ticks) * 1e6 / int(clk_tck) / max(1.0, reqs * float(run_s))
+print(f"{name}\t{scen}\t{reqs:.0f}\t{msg_s:.0f}\t{bytes_s:.0f}\t{mean_us:.0f}\t{pct(50)}\t{pct(99)}\t{status}\t{cpu_us:.0f}")
 sys.exit(0 if ok else 1)
 EOF
   then
@@ -236,7 +258,7 @@ EOF
     tail -n 12 "$outf" >&2
     return 1
   fi
-  tail -n 1 "$RESULTS" | cut -f1-8 | tr '\t' ' ' | sed 's/^/  /'
+  tail -n 1 "$RESULTS" | cut -f1-8,10 | tr '\t' ' ' | sed 's/^/  /'
 }
 
 # sluice_counts METRICS_ADDR NAME: "OK CANCELLED OTHER" summed over
@@ -271,6 +293,7 @@ UPSTREAM=$(json_get "$WORK/upstream.json" address)
 echo "sluice bench: $(date -u +%Y-%m-%dT%H:%M:%SZ), nproc=$NCPU, pinning: $PIN_DESC"
 echo "per scenario: ${DURATION}s measured after ${WARMUP}s warm-up; upstream $UPSTREAM"
 
+CPU_PIDS=("$UP_PID")
 bench_path direct "$UPSTREAM" || FAILED=1
 
 for workers in 1 2; do
@@ -284,6 +307,7 @@ for workers in 1 2; do
     echo "run.sh: $name did not start" >&2; cat "$WORK/$name.log" >&2; FAILED=1
   else
     data=$(json_get "$rf" data); metrics=$(json_get "$rf" metrics)
+    CPU_PIDS=("$pid")
     bench_path "$name" "$data" || FAILED=1
     read -r ok cancelled other < <(sluice_counts "$metrics" "$name")
     # h2load -D ends by closing its connections with calls still in
@@ -348,6 +372,7 @@ EOF
   stop_pid "$NGX_PID"; forget_pid "$NGX_PID"
 done
 if ((nginx_ok)); then
+  CPU_PIDS=("$NGX_PID")
   bench_path nginx "127.0.0.1:$port" || FAILED=1
   stop_pid "$NGX_PID"; forget_pid "$NGX_PID"
 else
@@ -384,6 +409,13 @@ print("|---|---|---|---|")
 for a in ["sluice-w1", "sluice-w2"]:
     for b in ["direct", "nginx"]:
         print(f"| {a} / {b} | {ratio(a,b,'unary',2)} | {ratio(a,b,'latency',5)} | {ratio(a,b,'stream',3)} |")
+print()
+print("| path | server CPU µs per unary call (saturation) | per unary call (one at a time) | per stream message |")
+print("|---|---|---|---|")
+for p in paths:
+    u, l, st = num(p, "unary", 9), num(p, "latency", 9), num(p, "stream", 9)
+    fmt = lambda v, d=1.0, f="{:.0f}": f.format(v / d) if v is not None else "n/a"
+    print(f"| {p} | {fmt(u)} | {fmt(l)} | {fmt(st, 1000.0, '{:.2f}')} |")
 # Added latency over direct, Sluice vs nginx (the design's target metric).
 print()
 d = num("direct", "latency", 5); n = num("nginx", "latency", 5)
