@@ -3,6 +3,8 @@
 #   direct      the demo upstream itself
 #   sluice-w1   Sluice, --workers=1, in front of it
 #   sluice-w2   Sluice, --workers=2, in front of it
+#   sluice-w2-limits  the same with rate, concurrency and message limits
+#               configured on every route but never hit
 #   nginx       Debian nginx, grpc_pass, 1 worker, upstream keepalive
 # for three scenarios:
 #   unary       /grpc.testing.TestService/UnaryCall, 100 B payload,
@@ -296,10 +298,33 @@ echo "per scenario: ${DURATION}s measured after ${WARMUP}s warm-up; upstream $UP
 CPU_PIDS=("$UP_PID")
 bench_path direct "$UPSTREAM" || FAILED=1
 
-for workers in 1 2; do
-  name="sluice-w$workers"
+# Limits configured on every route but never hit (the cost of admission):
+# a keyed rate limit and a concurrency limit on the unary route, a rate and
+# a pacing message limit on the stream route, all far above the load.
+cat >"$WORK/limits.yaml" <<'EOF'
+upstreams: [{name: demo, target: "127.0.0.1:1"}]
+routes:
+  - name: unary
+    match: {prefix: /grpc.testing.TestService/}
+    upstream: demo
+    limits:
+      - {name: per-peer, rate: {per_second: 1000000, burst: 100000}, key: [peer]}
+      - {name: in-flight, concurrency: {max: 100000}}
+  - name: stream
+    match: {prefix: /sluice.demo.v1.Ticker/}
+    upstream: demo
+    limits:
+      - {name: calls, rate: {per_second: 1000000, burst: 100000}}
+      - {name: pace, messages: {per_second: 100000000, burst: 100000, mode: pace}}
+EOF
+
+for variant in 1 2 2-limits; do
+  workers=${variant%%-*}
+  name="sluice-w$variant"
   rf="$WORK/$name.json"
-  "${SRV[@]}" "$WORK/sluice" --listen=127.0.0.1:0 --admin=127.0.0.1:0 \
+  config=()
+  [[ $variant == *limits ]] && config=(--config="$WORK/limits.yaml")
+  "${SRV[@]}" "$WORK/sluice" "${config[@]}" --listen=127.0.0.1:0 --admin=127.0.0.1:0 \
     --metrics=127.0.0.1:0 --upstream="$UPSTREAM" --workers="$workers" \
     --log_level=warn --ready_file="$rf" >"$WORK/$name.log" 2>&1 &
   pid=$!; PIDS+=("$pid")
@@ -384,7 +409,7 @@ fi
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])][1:]
 r = {(x[0], x[1]): x for x in rows}
-paths = ["direct", "sluice-w1", "sluice-w2", "nginx"]
+paths = ["direct", "sluice-w1", "sluice-w2", "sluice-w2-limits", "nginx"]
 def num(p, s, i):
     x = r.get((p, s))
     try:
@@ -409,6 +434,8 @@ print("|---|---|---|---|")
 for a in ["sluice-w1", "sluice-w2"]:
     for b in ["direct", "nginx"]:
         print(f"| {a} / {b} | {ratio(a,b,'unary',2)} | {ratio(a,b,'latency',5)} | {ratio(a,b,'stream',3)} |")
+a, b = "sluice-w2-limits", "sluice-w2"
+print(f"| {a} / {b} (cost of limits not hit) | {ratio(a,b,'unary',2)} | {ratio(a,b,'latency',5)} | {ratio(a,b,'stream',3)} |")
 print()
 print("| path | server CPU µs per unary call (saturation) | per unary call (one at a time) | per stream message |")
 print("|---|---|---|---|")
