@@ -101,6 +101,12 @@ std::string FormatTable(const BenchResult& r) {
                         Micros(r.latency.max()));
   absl::StrAppendFormat(&out, "    %-20s %12.1f\n", "mean",
                         r.latency.mean() / 1e3);
+  if (r.latency_ok.count() != r.latency.count()) {
+    absl::StrAppendFormat(
+        &out, "    %-20s %12.1f / %.1f / %.1f  (p50 / p99 / max)\n",
+        "OK calls only", Micros(r.latency_ok.Percentile(50)),
+        Micros(r.latency_ok.Percentile(99)), Micros(r.latency_ok.max()));
+  }
   out += "  status\n";
   for (const auto& [name, count] : r.status_counts) {
     absl::StrAppendFormat(&out, "    %-20s %12d\n", name, count);
@@ -141,6 +147,14 @@ std::string FormatJson(const BenchResult& r) {
   absl::StrAppend(&out, "\"max\":", JsonNumber(Micros(r.latency.max())));
   absl::StrAppend(&out, ",\"min\":", JsonNumber(Micros(r.latency.min())));
   absl::StrAppend(&out, ",\"mean\":", JsonNumber(r.latency.mean() / 1e3));
+  out += "}";
+  out += ",\"latency_ok_us\":{";
+  for (const Quantile& q : kQuantiles) {
+    absl::StrAppend(
+        &out, "\"", q.json_key,
+        "\":", JsonNumber(Micros(r.latency_ok.Percentile(q.percent))), ",");
+  }
+  absl::StrAppend(&out, "\"max\":", JsonNumber(Micros(r.latency_ok.max())));
   out += "}";
   absl::StrAppend(&out, ",\"status\":", JsonCounts(r.status_counts));
   absl::StrAppend(&out, ",\"sluice_reason\":", JsonCounts(r.reasons));

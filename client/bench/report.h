@@ -30,6 +30,7 @@ struct BenchResult {
   uint64_t messages = 0;  // response messages received
   // Nanoseconds; open loop: from each call's intended send time.
   Histogram latency;
+  Histogram latency_ok;  // the same, OK calls only (e.g. admitted ones)
   std::map<std::string, uint64_t> status_counts;  // by status code name
   std::map<std::string, uint64_t> reasons;        // sluice-reason values
 

@@ -143,6 +143,7 @@ class Worker {
 
   // Results, read after the thread is joined.
   Histogram latency;
+  Histogram latency_ok;
   std::map<int, uint64_t> codes;
   std::map<std::string, uint64_t> reasons;
   uint64_t calls = 0;
@@ -349,9 +350,11 @@ void Worker::OnCallDone(Call* call) {
   last_completion = now;
   ++calls;
   messages += call->messages();
-  latency.Record(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                     now - call->intended())
-                     .count());
+  const int64_t nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           now - call->intended())
+                           .count();
+  latency.Record(nanos);
+  if (call->status().ok()) latency_ok.Record(nanos);
   ++codes[static_cast<int>(call->status().error_code())];
   const auto& trailers = call->context().GetServerTrailingMetadata();
   auto it = trailers.find(kReasonKey);
@@ -454,6 +457,7 @@ absl::StatusOr<BenchResult> RunBench(const ResolvedOptions& options) {
   Clock::duration max_lag = Clock::duration::zero();
   for (const auto& worker : workers) {
     result.latency.Merge(worker->latency);
+    result.latency_ok.Merge(worker->latency_ok);
     for (const auto& [code, count] : worker->codes) {
       result.status_counts[StatusCodeName(code)] += count;
     }

@@ -58,6 +58,7 @@ TEST_F(RunnerTest, ClosedLoopCallsAreExact) {
   EXPECT_EQ(Count(r->status_counts, "OK"), 537u);
   EXPECT_EQ(r->status_counts.size(), 1u);
   EXPECT_EQ(r->latency.count(), 537u);
+  EXPECT_EQ(r->latency_ok.count(), 537u);
   EXPECT_GT(r->latency.Percentile(50), 0);
   EXPECT_GT(r->calls_per_second(), 0);
   EXPECT_EQ(upstream_.test_service().stats().Get("UnaryCall").started, 537);
@@ -88,6 +89,9 @@ TEST_F(RunnerTest, CountsStatusCodesFromPayload) {
   EXPECT_EQ(Count(r->status_counts, "RESOURCE_EXHAUSTED"), 50u);
   EXPECT_EQ(Count(r->status_counts, "OK"), 0u);
   EXPECT_EQ(r->messages, 0u);
+  // Failed calls are in the latency of all calls, not in that of OK ones.
+  EXPECT_EQ(r->latency.count(), 50u);
+  EXPECT_EQ(r->latency_ok.count(), 0u);
 }
 
 TEST_F(RunnerTest, DurationBoundsClosedLoop) {
