@@ -109,8 +109,7 @@ class GlobalLimitsTest(unittest.TestCase):
         self.channels.append(ch)
         return s, test_pb2_grpc.TestServiceStub(ch)
 
-    def test_two_replicas_share_one_rate(self):
-        RATE, BURST, SECONDS = 100, 10, 10.0
+    def offer_two_replicas(self, RATE, BURST, SECONDS, lease=1):
         routes = f"""  - name: shared
     match: {{method: {UNARY}}}
     upstream: demo
@@ -118,6 +117,7 @@ class GlobalLimitsTest(unittest.TestCase):
       - name: hundred
         scope: global
         rate: {{per_second: {RATE}, burst: {BURST}}}
+        global: {{lease: {lease}}}
 """
         _, stub_a = self.start_sluice(routes)
         _, stub_b = self.start_sluice(routes)
@@ -154,8 +154,14 @@ class GlobalLimitsTest(unittest.TestCase):
         rejected = [o for o in outcomes if o.code != grpc.StatusCode.OK]
         offered = len(outcomes) / duration
         admitted = (len(ok) - BURST) / duration
-        print(f"two replicas: offered {offered:.0f}/s, admitted {admitted:.2f}/s "
-              f"combined (limit {RATE}/s) over {duration:.2f}s")
+        print(f"two replicas, lease {lease}: offered {offered:.0f}/s, admitted "
+              f"{admitted:.2f}/s combined (limit {RATE}/s) over {duration:.2f}s")
+        return outcomes, ok, rejected, offered, admitted
+
+    def test_two_replicas_share_one_rate(self):
+        RATE, BURST, SECONDS = 100, 10, 10.0
+        outcomes, ok, rejected, offered, admitted = self.offer_two_replicas(
+            RATE, BURST, SECONDS)
         self.assertGreater(offered, 1.8 * RATE)
         self.assertAlmostEqual(admitted, RATE, delta=0.05 * RATE)
         for o in rejected:
@@ -164,6 +170,23 @@ class GlobalLimitsTest(unittest.TestCase):
         for s in self.sluices:
             self.assertEqual(harness.metric(s, "sluice_limit_fallback_active"), 0)
             self.assertGreater(harness.metric(s, "sluice_redis_request_duration_seconds_count"), 0)
+
+    def test_leasing_at_saturation_stays_within_its_stated_cost(self):
+        RATE, BURST, SECONDS, LEASE = 100, 10, 4.0, 10
+        outcomes, ok, rejected, offered, admitted = self.offer_two_replicas(
+            RATE, BURST, SECONDS, lease=LEASE)
+        duration = len(outcomes) / offered
+        # Stated cost: up to LEASE-1 tokens per replica held early.
+        slack = 2 * (LEASE - 1) / duration
+        self.assertGreaterEqual(admitted, 0.95 * RATE)
+        self.assertLessEqual(admitted, 1.05 * RATE + slack)
+        round_trips = sum(harness.metric(s, "sluice_redis_request_duration_seconds_count")
+                          for s in self.sluices)
+        # At saturation a lease rarely finds more than one whole token, so it
+        # saves few round trips here (bench/micro/global_limits_bench.cc
+        # measures the unsaturated case); printed for the record.
+        print(f"lease {LEASE}: {round_trips:.0f} Redis round trips for {len(outcomes)} calls")
+        self.assertLessEqual(round_trips, len(outcomes))
 
     FALLBACK_ROUTES = "".join(f"""  - name: {mode}
     match: {{method: /grpc.testing.TestService/{method}}}
@@ -197,12 +220,22 @@ class GlobalLimitsTest(unittest.TestCase):
     def test_redis_killed_then_restarted(self):
         sluice, stub = self.start_sluice(self.FALLBACK_ROUTES)
         # Healthy: the global bucket (burst 20) admits 20 of 30.
+        t = time.monotonic()
         before = self.burst(stub, "fail_open", 30)
-        self.assertEqual(sum(o.code == grpc.StatusCode.OK for o in before), 20, before)
+        refill = int((time.monotonic() - t) * 20) + 1  # 20/s while the calls ran
+        n_before = sum(o.code == grpc.StatusCode.OK for o in before)
+        self.assertGreaterEqual(n_before, 20, before)
+        self.assertLessEqual(n_before, 20 + refill, before)
 
         port = self.redis.port
         self.redis.stop()
-        results = {m: self.burst(stub, m, 30) for m in ("fail_open", "fail_closed", "local")}
+        # Past the last rejection's retry-after (<= 50 ms at 20/s), which the
+        # replica caches locally (Redis' answer stays true without Redis).
+        time.sleep(0.2)
+        results = {m: self.burst(stub, m, 30) for m in ("fail_open", "fail_closed")}
+        t = time.monotonic()
+        results["local"] = self.burst(stub, "local", 30)
+        local_refill = int((time.monotonic() - t) * 10) + 1
         opened = results["fail_open"]
         self.assertTrue(all(o.code == grpc.StatusCode.OK for o in opened), opened)
         closed = results["fail_closed"]
@@ -210,10 +243,10 @@ class GlobalLimitsTest(unittest.TestCase):
         self.assertIn("redis", closed[-1].details)
         local = results["local"]
         n_local = sum(o.code == grpc.StatusCode.OK for o in local)
-        # rate/expected_replicas: 10/s, burst 10 (plus what refills meanwhile);
-        # up to 3 calls are decided by failing Redis requests before fallback.
+        # rate/expected_replicas: 10/s, burst 10, plus what refills meanwhile
+        # (calls decided by failing Redis requests use the same local bucket).
         self.assertGreaterEqual(n_local, 10, local)
-        self.assertLessEqual(n_local, 14, local)
+        self.assertLessEqual(n_local, 10 + local_refill, local)
         for o in local:
             if o.code != grpc.StatusCode.OK:
                 self.assertEqual((o.code, o.reason), (RE, "rate_limited"))
@@ -242,10 +275,12 @@ class GlobalLimitsTest(unittest.TestCase):
                                   {"route": "fail_open"}) == 0
         harness.wait_until(open_recovered, timeout=15, interval=0.1, what="fail_open left")
         time.sleep(1.2)
+        t = time.monotonic()
         after = self.burst(stub, "fail_open", 30)
+        refill = int((time.monotonic() - t) * 20) + 1
         n_after = sum(o.code == grpc.StatusCode.OK for o in after)
         self.assertGreaterEqual(n_after, 20, after)
-        self.assertLessEqual(n_after, 23, after)  # refill while the calls run
+        self.assertLessEqual(n_after, 20 + refill, after)
         self.assertTrue(any("exceeded" in o.details for o in after), after)
 
     def test_slow_redis_does_not_block_the_data_path(self):
