@@ -129,6 +129,25 @@ int64_t LeaseStock::Tokens(const std::string& key, int64_t now) const {
   return it->second.tokens;
 }
 
+void LeaseStock::Block(const std::string& key, int64_t until, int64_t now) {
+  if (until <= now) return;
+  absl::MutexLock lock(&mu_);
+  if (blocked_.size() >= max_keys_ && !blocked_.contains(key)) {
+    absl::erase_if(blocked_,
+                   [now](const auto& kv) { return kv.second <= now; });
+    if (blocked_.size() >= max_keys_) return;  // not cached: ask Redis
+  }
+  int64_t& at = blocked_[key];
+  at = std::max(at, until);
+}
+
+int64_t LeaseStock::BlockedFor(const std::string& key, int64_t now) const {
+  absl::MutexLock lock(&mu_);
+  auto it = blocked_.find(key);
+  if (it == blocked_.end() || it->second <= now) return 0;
+  return it->second - now;
+}
+
 // ---- GlobalRateLimiter ----
 
 namespace {
@@ -208,6 +227,14 @@ bool GlobalRateLimiter::Take(const std::string& key, int64_t now,
     result->redis_unavailable = false;
     return true;
   }
+  if (const int64_t blocked = stock_.BlockedFor(key, now); blocked > 0) {
+    // Redis already said no token before then (and nobody can move it
+    // earlier): reject without a round trip.
+    result->decision = TokenBucket::Decision{};
+    result->decision.retry_after_nanos = blocked;
+    result->redis_unavailable = false;
+    return true;
+  }
   if (!fallback_.ShouldAskRedis(now)) {
     *result = Fallback(key, now);
     return true;
@@ -229,6 +256,7 @@ bool GlobalRateLimiter::Take(const std::string& key, int64_t now,
             if (g.granted > 1) stock_.Add(key, g.granted - 1, now);
           } else {
             r.decision.retry_after_nanos = g.retry_after_nanos;
+            stock_.Block(key, now + g.retry_after_nanos, now);
           }
           r.decision.reset_after_nanos = g.reset_after_nanos;
           done(r);

@@ -68,7 +68,8 @@ class FallbackState {
   int64_t probe_backoff_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// Tokens leased from Redis and not spent yet, per key. A leased token
+// Tokens leased from Redis and not spent yet, per key, and keys Redis
+// refused until a known time. A leased token
 // expires after `ttl_nanos`, so a stock never outlives the rate it was
 // taken under for long. Bounded by `max_keys` (beyond it, extra tokens are
 // dropped: conservative). Thread-safe (one mutex); owned by its
@@ -81,6 +82,11 @@ class LeaseStock {
   bool TakeOne(const std::string& key, int64_t now);
   void Add(const std::string& key, int64_t tokens, int64_t now);
   int64_t Tokens(const std::string& key, int64_t now) const;
+  // Negative cache: Redis said no token for `key` before `until`. Exact:
+  // other replicas only move the key's TAT later, never earlier.
+  void Block(const std::string& key, int64_t until, int64_t now);
+  // Nanoseconds `key` stays blocked at `now` (0: not blocked).
+  int64_t BlockedFor(const std::string& key, int64_t now) const;
 
  private:
   struct Entry {
@@ -91,6 +97,7 @@ class LeaseStock {
   const int64_t ttl_nanos_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Entry> stock_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, int64_t> blocked_ ABSL_GUARDED_BY(mu_);
 };
 
 // One global rate limit. Owned by its LimitState; shares the RedisClient.

@@ -86,6 +86,17 @@ TEST(LeaseStockTest, BoundedByMaxKeys) {
   EXPECT_TRUE(stock.TakeOne("d", 2000 * kMs));
 }
 
+TEST(LeaseStockTest, BlockedUntilTheRetryTime) {
+  LeaseStock stock(10, 1000 * kMs);
+  EXPECT_EQ(stock.BlockedFor("k", 0), 0);
+  stock.Block("k", 30 * kMs, 0);
+  EXPECT_EQ(stock.BlockedFor("k", 10 * kMs), 20 * kMs);
+  stock.Block("k", 20 * kMs, 10 * kMs);  // never moves earlier
+  EXPECT_EQ(stock.BlockedFor("k", 25 * kMs), 5 * kMs);
+  EXPECT_EQ(stock.BlockedFor("k", 30 * kMs), 0);
+  EXPECT_EQ(stock.BlockedFor("other", 10 * kMs), 0);
+}
+
 TEST(GcraReplyTest, ParsesTheScriptsArray) {
   GcraReply r;
   ASSERT_TRUE(ParseGcraReply({3, 0, 7, 250000}, &r));
