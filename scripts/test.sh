@@ -1,54 +1,116 @@
 #!/usr/bin/env bash
-# Runs every test (bazel test //...) and ends with one line
-# "N passed, N failed" counting individual test cases from the JUnit XML
-# files Bazel writes. Exit status: non-zero on any failure.
+# Runs every test and ends with one line "N passed, N failed" counting
+# individual test cases (from the JUnit XML files Bazel writes, and the
+# fuzzers' own summary). Exit status: non-zero on any failure.
+#
+# Phases, each in its own Bazel output base where the build differs:
+#   main   bazel test //...                      (gcc, the normal build)
+#   fuzz   scripts/fuzz.sh: each libFuzzer target for FUZZ_SECONDS (20)
+#   tsan   --config=tsan on the threaded limiter tests (tests/limits)
+#   asan   --config=asan (ASan + UBSan) on the in-process unit tests;
+#          SLUICE_SANITIZERS=full runs the whole suite under ASan instead
+# Extra arguments go to the main phase's `bazel test`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps
 
-BAZEL_ARGS=("$@")
-bazel test //... "${BAZEL_ARGS[@]}" 2>&1 | tee /tmp/sluice-test-$$.log
-rc=${PIPESTATUS[0]}
+: "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
+LOGDIR=$(mktemp -d /tmp/sluice-test.XXXXXX)
+PHASES=()  # "label|log|testlogs dir"
+rc=0
 
-/usr/bin/python3 - "$rc" /tmp/sluice-test-$$.log <<'PY'
-import glob, os, re, sys
+# bazel_phase LABEL OUTPUT_BASE(or "") FLAGS... -- TARGETS...: one
+# `bazel test`, logged.
+bazel_phase() {
+  local label=$1 base=$2
+  shift 2
+  local bazel=(bazel) flags=() log="$LOGDIR/$label.log" testlogs
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do flags+=("$1"); shift; done
+  shift  # the --
+  if [ -n "$base" ]; then
+    bazel+=(--output_base="$base")
+    flags+=(--symlink_prefix=/)
+  fi
+  echo "== test phase: $label" >&2
+  "${bazel[@]}" test "${flags[@]}" "$@" 2>&1 | tee "$log"
+  local status=${PIPESTATUS[0]}
+  # Where this output base keeps test.xml files (for the same flags).
+  testlogs=$("${bazel[@]}" info "${flags[@]}" bazel-testlogs 2>/dev/null)
+  PHASES+=("$label|$log|$testlogs|$status")
+  [ "$status" -eq 0 ] || rc=1
+}
+
+bazel_phase main "" "$@" -- //...
+
+echo "== test phase: fuzz" >&2
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh 2>&1 | tee "$LOGDIR/fuzz.log"
+fuzz_status=${PIPESTATUS[0]}
+[ "$fuzz_status" -eq 0 ] || rc=1
+
+bazel_phase tsan "$HOME/.cache/sluice-tsan-base" --config=tsan -- //tests/limits/...
+
+if [ "${SLUICE_SANITIZERS:-}" = full ]; then
+  bazel_phase asan "$HOME/.cache/sluice-asan-base" --config=asan --keep_going -- //...
+else
+  bazel_phase asan "$HOME/.cache/sluice-asan-base" --config=asan --keep_going -- \
+    //tests/config/... //tests/limits/... //tests/metrics/... //tests/log/... \
+    //tests/fuzz/...
+fi
+
+/usr/bin/python3 - "$rc" "$LOGDIR/fuzz.log" "$fuzz_status" "${PHASES[@]}" <<'PY'
+import os, re, sys
 import xml.etree.ElementTree as ET
-rc, log = int(sys.argv[1]), sys.argv[2]
-testlogs = os.path.realpath("bazel-testlogs")
+rc, fuzz_log, fuzz_status = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 passed = failed = 0
-failed_targets = []
-# Targets bazel reported in this run (cached or not).
-targets = re.findall(r"^(//\S+)\s+(?:\(cached\)\s+)?(PASSED|FAILED|TIMEOUT|NO STATUS|FLAKY)",
-                     open(log).read(), re.M)
-for target, result in targets:
-    path = os.path.join(testlogs, target[2:].replace(":", "/"), "test.xml")
-    cases = fails = 0
-    if result == "PASSED" and os.path.exists(path):
-        try:
-            root = ET.parse(path).getroot()
-            for tc in root.iter("testcase"):
-                cases += 1
-                if tc.find("failure") is not None or tc.find("error") is not None:
-                    fails += 1
-        except ET.ParseError:
-            pass
-    if result != "PASSED":
+failures = []
+for phase in sys.argv[4:]:
+    label, log, testlogs, status = phase.split("|")
+    text = open(log).read()
+    # Targets bazel reported in this run (cached or not).
+    targets = re.findall(r"^(//\S+)\s+(?:\(cached\)\s+)?(PASSED|FAILED|TIMEOUT|NO STATUS|FLAKY)",
+                         text, re.M)
+    p_before, f_before = passed, failed
+    for target, result in targets:
+        if result != "PASSED":
+            failed += 1
+            failures.append(f"[{label}] {target} {result}")
+            continue
+        path = os.path.join(testlogs, target[2:].replace(":", "/"), "test.xml")
+        cases = fails = 0
+        if os.path.exists(path):
+            try:
+                for tc in ET.parse(path).getroot().iter("testcase"):
+                    cases += 1
+                    if tc.find("failure") is not None or tc.find("error") is not None:
+                        fails += 1
+            except ET.ParseError:
+                pass
+        if cases == 0:
+            cases = 1  # a plain sh_test: one case
+        passed += cases - fails
+        failed += fails
+    if int(status) != 0 and failed == f_before:
         failed += 1
-        failed_targets.append(f"{target} {result}")
-        continue
-    if cases == 0:
-        cases = 1  # a plain sh_test: one case
-    passed += cases - fails
-    failed += fails
+        failures.append(f"[{label}] bazel exited {status} (build error?)")
+    print(f"{label}: {passed - p_before} passed, {failed - f_before} failed")
+m = re.findall(r"^(\d+) passed, (\d+) failed$", open(fuzz_log).read(), re.M)
+fp, ff = (int(m[-1][0]), int(m[-1][1])) if m else (0, 1)
+if fuzz_status != 0 and ff == 0:
+    ff = 1
+print(f"fuzz: {fp} passed, {ff} failed")
+passed += fp
+failed += ff
+if ff:
+    failures.append("[fuzz] see the fuzz output above")
 if rc != 0 and failed == 0:
     failed = 1
-    failed_targets.append(f"bazel exited {rc} (build error?)")
-for t in failed_targets:
-    print("FAILED:", t)
+    failures.append("a phase exited non-zero")
+for f in failures:
+    print("FAILED:", f)
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
 PY
 status=$?
-rm -f /tmp/sluice-test-$$.log
+rm -rf "$LOGDIR"
 exit $status

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <exception>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -21,6 +22,7 @@
 #include "absl/strings/string_view.h"
 #include "google/protobuf/util/json_util.h"
 #include "server/common/json_string.h"
+#include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
 namespace sluice {
@@ -542,10 +544,55 @@ absl::StatusOr<std::string> YamlToJson(const YAML::Node& yaml,
   return json;
 }
 
+namespace {
+
+// Records where each document starts; ignores everything else.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override { start = mark; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+
+  YAML::Mark start = YAML::Mark::null_mark();
+};
+
+// yaml-cpp 0.7 (Debian 12) never returns from LoadAll on some invalid
+// input, a lone "," for one, allocating until the process dies
+// (jbeder/yaml-cpp#1040, fixed upstream by #1319 in 0.8.0): the parser
+// reports an empty document without consuming anything, forever. Found by
+// tests/fuzz/config_fuzzer. Walk the documents first with a parser that
+// can be stopped: a document that starts where the previous one started
+// made no progress. Throws YAML::ParserException like LoadAll would.
+void CheckDocumentsProgress(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentStarts starts;
+  int previous = -1;
+  while (parser.HandleNextDocument(starts)) {
+    if (starts.start.pos == previous) {
+      throw YAML::ParserException(starts.start,
+                                  "unexpected character at document level");
+    }
+    previous = starts.start.pos;
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> YamlTextToJson(std::string_view yaml_text,
                                            const Descriptor& descriptor) {
   std::vector<YAML::Node> documents;
   try {
+    CheckDocumentsProgress(std::string(yaml_text));
     documents = YAML::LoadAll(std::string(yaml_text));
   } catch (const YAML::ParserException& e) {
     return absl::InvalidArgumentError(

@@ -118,7 +118,9 @@ std::vector<KeyedTokenBuckets::KeyTokens> KeyedTokenBuckets::TopKeys(
     size_t k, int64_t now) const {
   std::vector<KeyTokens> heap;  // max-heap on tokens: heap[0] is the worst
   if (k == 0) return heap;
-  heap.reserve(k);
+  // k comes from admin requests (GetLimits top_keys, up to 2^32-1): never
+  // reserve more than the keys that can exist.
+  heap.reserve(std::min(k, max_keys_));
   const auto fewer = [](const KeyTokens& a, const KeyTokens& b) {
     return a.tokens != b.tokens ? a.tokens < b.tokens : a.key < b.key;
   };

@@ -404,6 +404,17 @@ TEST(ConfigErrorTest, DuplicateYamlKey) {
             "line 8)");
 }
 
+// yaml-cpp 0.7's LoadAll never returns on a lone "," (found by
+// tests/fuzz/config_fuzzer; a hang here is a test timeout).
+TEST(ConfigErrorTest, StrayCommaIsAnErrorNotAHang) {
+  EXPECT_EQ(ErrorOf(","),
+            "test.yaml: invalid YAML (line 1, column 1): unexpected character "
+            "at document level");
+  EXPECT_EQ(ErrorOf(",t"),
+            "test.yaml: invalid YAML (line 1, column 1): unexpected character "
+            "at document level");
+}
+
 TEST(ConfigErrorTest, KeysMustBeFieldNames) {
   EXPECT_EQ(ErrorOf(MinimalWith("[a, b]: 1\n")),
             "test.yaml: top level (line 8): keys must be field names, got a "
