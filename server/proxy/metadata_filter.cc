@@ -25,15 +25,47 @@ bool IsCommonHopByHop(std::string_view key) {
   return false;
 }
 
+// gRPC core refuses to send a key outside [0-9a-z_.-] (and asserts, which
+// kills the process, when a C++ call is handed one), yet its HTTP/2 parser
+// accepts such keys from a peer: e.g. "X-Upper" from a hand-written client.
+bool IsLegalKey(std::string_view key) {
+  if (key.empty()) return false;
+  for (char c : key) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+          c == '_' || c == '.')) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 bool IsHopByHopRequestKey(std::string_view key) {
-  return IsCommonHopByHop(key) || key == "grpc-timeout" || key == "user-agent";
+  return IsCommonHopByHop(key) || key == "grpc-timeout" ||
+         key == "user-agent" || !IsLegalKey(key);
 }
 
 bool IsHopByHopResponseKey(std::string_view key) {
   return IsCommonHopByHop(key) || key == "grpc-status" ||
-         key == "grpc-message" || key == "grpc-status-details-bin";
+         key == "grpc-message" || key == "grpc-status-details-bin" ||
+         !IsLegalKey(key);
+}
+
+bool IsLegalValue(std::string_view key, std::string_view value) {
+  if (key.ends_with("-bin")) return true;  // any bytes (base64 on the wire)
+  for (char c : value) {
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+bool IsForwardableRequestHeader(std::string_view key, std::string_view value) {
+  return !IsHopByHopRequestKey(key) && IsLegalValue(key, value);
+}
+
+bool IsForwardableResponseHeader(std::string_view key, std::string_view value) {
+  return !IsHopByHopResponseKey(key) && IsLegalValue(key, value);
 }
 
 std::string_view PeerAddressOnly(std::string_view peer) {
