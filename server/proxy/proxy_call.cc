@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpc/grpc.h"
+#include "grpc/support/time.h"
 #include "server/limits/clock.h"
 #include "server/proxy/data_plane.h"
 #include "server/proxy/deadline_budget.h"
@@ -26,11 +27,18 @@ std::string_view View(const grpc::string_ref& s) {
 }
 
 absl::Time ClientDeadline(const grpc::ServerContext& ctx) {
-  auto d = ctx.deadline();
-  if (d == std::chrono::system_clock::time_point::max()) {
+  // raw_deadline(), not deadline(): the latter's conversion to a chrono
+  // time_point (int64 nanoseconds) overflows for a grpc-timeout that ends
+  // past the year 2262, e.g. "3000000H".
+  const gpr_timespec raw = ctx.raw_deadline();
+  if (gpr_time_cmp(raw, gpr_inf_future(raw.clock_type)) >= 0) {
     return absl::InfiniteFuture();
   }
-  return absl::FromChrono(d);
+  const gpr_timespec real = gpr_convert_clock_type(raw, GPR_CLOCK_REALTIME);
+  if (gpr_time_cmp(real, gpr_inf_future(GPR_CLOCK_REALTIME)) >= 0) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromUnixSeconds(real.tv_sec) + absl::Nanoseconds(real.tv_nsec);
 }
 
 }  // namespace
@@ -53,6 +61,13 @@ ProxyCall::~ProxyCall() {
   if (accepted_) {
     worker_->Unlink(this);
     worker_->plane()->CallFreed();
+    if (upstream_started_ && !upstream_finished_ && series_.client != nullptr) {
+      // Sluice cancelled the upstream call (the client went away, or the
+      // call was aborted) before its status came: count it as cancelled.
+      series_.client->handled(grpc::StatusCode::CANCELLED).Increment();
+      series_.client->handling_seconds().Observe(
+          absl::ToDoubleSeconds(absl::Now() - upstream_started_at_));
+    }
     if (stats_ != nullptr) {
       stats_->open_calls->Decrement();
       stats_->handling_seconds->Observe(
@@ -426,7 +441,8 @@ void ProxyCall::StartUpstream() {
   std::string forwarded;
   for (const auto& [key, value] : sctx_.client_metadata()) {
     std::string_view k = View(key);
-    if (IsHopByHopRequestKey(k)) continue;
+    // Also drops what gRPC would refuse to send (it aborts the process).
+    if (!IsForwardableRequestHeader(k, View(value))) continue;
     if (!fwd.empty() && k == fwd) {
       absl::StrAppend(&forwarded, forwarded.empty() ? "" : ", ",
                       std::string(View(value)));
@@ -485,7 +501,7 @@ void ProxyCall::OnUpstreamInitialMetadata(bool ok) {
   if (ok && !local_status_ && !finish_posted_) {
     for (const auto& [key, value] : uctx_.GetServerInitialMetadata()) {
       std::string_view k = View(key);
-      if (IsHopByHopResponseKey(k)) continue;
+      if (!IsForwardableResponseHeader(k, View(value))) continue;
       sctx_.AddInitialMetadata(std::string(k), std::string(View(value)));
     }
     sinit_pending_ = true;
@@ -666,6 +682,9 @@ void ProxyCall::Abort(grpc::StatusCode code, const std::string& message,
 void ProxyCall::Abort(const grpc::Status& status, Reason reason, int limit) {
   if (local_status_ || finish_posted_) return;
   LeaveQueue();
+  // The call is over for admission now, even if its status has to wait for
+  // a write stuck behind a client that does not read.
+  permits_.clear();
   local_status_ = status;
   reason_ = reason;
   // Rate rejections set the x-ratelimit-* trailers themselves.
@@ -700,7 +719,7 @@ void ProxyCall::MaybeFinishDownstream() {
   } else if (upstream_finished_ && (u2c_.queue.empty() || u2c_.dst_failed)) {
     for (const auto& [key, value] : uctx_.GetServerTrailingMetadata()) {
       std::string_view k = View(key);
-      if (IsHopByHopResponseKey(k)) continue;
+      if (!IsForwardableResponseHeader(k, View(value))) continue;
       sctx_.AddTrailingMetadata(std::string(k), std::string(View(value)));
     }
     status = upstream_status_;
@@ -709,7 +728,7 @@ void ProxyCall::MaybeFinishDownstream() {
   }
   finish_posted_ = true;
   final_code_ = status.error_code();
-  permits_.clear();  // every permit goes back exactly once, here or in ~
+  permits_.clear();  // each permit goes back once: in Abort, here or in ~
   if (idle_armed_) idle_alarm_.Cancel();
   if (queue_armed_) queue_alarm_.Cancel();
   if (u2c_.pace_armed) u2c_pace_alarm_.Cancel();
@@ -749,6 +768,7 @@ void ProxyCall::OnClientGone() {
     u2c_.queue.clear();
     c2u_.src_done = true;
     if (!finish_posted_) {
+      permits_.clear();
       // Nobody will read the status, but Finish frees the server call.
       local_status_ =
           grpc::Status(grpc::StatusCode::CANCELLED, "sluice: client cancelled");

@@ -318,7 +318,6 @@ class FaultTest(unittest.TestCase):
     # cancelled it". An upstream call Sluice cancels because its client
     # vanished is never counted (nor observed in grpc_client_handling_seconds):
     # started 50, handled 0. Remove the marker once fixed.
-    @unittest.expectedFailure
     def test_upstream_calls_cancelled_for_a_vanished_client_are_counted(self):
         upstream = self.start_upstream()
         sluice = self.start(upstream.address)
@@ -381,7 +380,6 @@ class FaultTest(unittest.TestCase):
     # as that client keeps its connection open: a few stuck connections
     # can hold a route's whole `concurrency.max`. Remove the marker once
     # fixed.
-    @unittest.expectedFailure
     def test_never_reading_client_gives_permits_back_at_idle_timeout(self):
         upstream = self.start_upstream()
         sluice = self.start(upstream.address)
