@@ -35,12 +35,7 @@ BENCH = os.environ.get("BENCH_BIN", os.path.join(ROOT, "bazel-bin/client/bench/s
 QUICK = "--quick" in sys.argv
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+rss_kib = harness.rss_kib
 
 
 def scenario_rate():

@@ -14,12 +14,7 @@ STREAMS = 100
 READ_SECONDS = 3.0
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+rss_kib = harness.rss_kib
 
 
 class BackpressureTest(unittest.TestCase):

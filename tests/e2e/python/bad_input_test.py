@@ -10,8 +10,6 @@ the right answer; no case may answer one caller with another's data; at the
 end no call is left in flight.
 """
 
-import os
-import socket
 import subprocess
 import threading
 import time
@@ -67,16 +65,8 @@ def simple(size):
     return messages_pb2.SimpleRequest(response_size=size).SerializeToString()
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def fd_count(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
+rss_kib = harness.rss_kib
+fd_count = harness.fd_count
 
 
 def headers_then(path, extra=(), data=None, flags=END_HEADERS):

@@ -76,16 +76,7 @@ def config(rate=100000):
     return CONFIG.replace("RATE", str(rate))
 
 
-def proc_stats(pid):
-    """(VmRSS KiB, threads, open fds) of a process, from /proc."""
-    rss = threads = 0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-            elif line.startswith("Threads:"):
-                threads = int(line.split()[1])
-    return rss, threads, len(os.listdir(f"/proc/{pid}/fd"))
+proc_stats = harness.proc_stats
 
 
 class SilentUpstream:

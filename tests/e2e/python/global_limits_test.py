@@ -23,10 +23,7 @@ from grpc.testing import empty_pb2, messages_pb2
 REDIS_SERVER = "/usr/bin/redis-server"
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = harness.closed_port
 
 
 class Redis:

@@ -258,11 +258,32 @@ def wait_for_metric(proc, name, want, labels=None, timeout=10.0):
 
 
 def closed_port():
-    """A 127.0.0.1 port nothing listens on (bound, then released)."""
+    """A 127.0.0.1 port nothing listens on (bound, then released): also a
+    free port for a server that cannot bind port 0 itself."""
     import socket
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def proc_stats(pid):
+    """(VmRSS KiB, threads, open descriptors) of a process, from /proc."""
+    rss = threads = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("Threads:"):
+                threads = int(line.split()[1])
+    return rss, threads, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_kib(pid):
+    return proc_stats(pid)[0]
+
+
+def fd_count(pid):
+    return proc_stats(pid)[2]
 
 
 def main():

@@ -4,7 +4,6 @@ comes back; a non-required one only changes its own entry. With a
 health_check, the upstream's own grpc.health.v1.Health answer counts too."""
 
 import signal
-import socket
 import unittest
 
 import harness
@@ -14,10 +13,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = harness.closed_port
 
 
 class HealthTest(unittest.TestCase):

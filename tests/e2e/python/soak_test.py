@@ -59,15 +59,7 @@ routes:
 """
 
 
-def proc_stats(pid):
-    rss = threads = 0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-            elif line.startswith("Threads:"):
-                threads = int(line.split()[1])
-    return rss, threads, len(os.listdir(f"/proc/{pid}/fd"))
+proc_stats = harness.proc_stats
 
 
 def slope(xs, ys):
