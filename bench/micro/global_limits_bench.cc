@@ -87,8 +87,7 @@ LimitSettings Settings(bool global, int64_t lease) {
 void BM_LocalRate(benchmark::State& state) {
   LimitState limit("route", Settings(false, 1));
   for (auto _ : state) {
-    benchmark::DoNotOptimize(
-        limit.TakeRate("", RealClock::Get().NowNanos()).admitted);
+    benchmark::DoNotOptimize(limit.TakeRate("", RealClock::Get()).admitted);
   }
 }
 BENCHMARK(BM_LocalRate);

@@ -31,13 +31,34 @@ KeyedTokenBuckets::KeyedTokenBuckets(const TokenBucket::Config& per_key,
   }
 }
 
+namespace {
+
+// A clock stopped at one time: the TryTake(key, now) overload.
+class FixedClock final : public Clock {
+ public:
+  explicit FixedClock(int64_t now) : now_(now) {}
+  int64_t NowNanos() const override { return now_; }
+
+ private:
+  const int64_t now_;
+};
+
+}  // namespace
+
 KeyedTokenBuckets::Decision KeyedTokenBuckets::TryTake(absl::string_view key,
                                                        int64_t now, int64_t n) {
+  return TryTake(key, FixedClock(now), n);
+}
+
+KeyedTokenBuckets::Decision KeyedTokenBuckets::TryTake(absl::string_view key,
+                                                       const Clock& clock,
+                                                       int64_t n) {
   const size_t hash = KeyHash()(key);
   Shard& shard = shards_[ShardIndex(hash)];
   Decision result;
   {
     absl::MutexLock lock(&shard.mu);
+    const int64_t now = clock.NowNanos();  // after the wait for the lock
     auto it = shard.map.find(PrehashedKey{key, hash});
     if (it != shard.map.end()) {
       int64_t& tat = it->second.tat;
@@ -59,7 +80,7 @@ KeyedTokenBuckets::Decision KeyedTokenBuckets::TryTake(absl::string_view key,
   }
   // Refused a bucket of its own: charge the shared overflow bucket (outside
   // the shard lock; it is lock-free).
-  static_cast<TokenBucket::Decision&>(result) = overflow_.TryTake(now, n);
+  static_cast<TokenBucket::Decision&>(result) = overflow_.TryTake(clock, n);
   result.overflow = true;
   return result;
 }

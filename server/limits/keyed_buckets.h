@@ -15,6 +15,7 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "server/limits/clock.h"
 #include "server/limits/token_bucket.h"
 
 namespace sluice {
@@ -87,6 +88,10 @@ class KeyedTokenBuckets {
   // request that a fresh bucket would answer without taking anything
   // (n <= 0, n > burst) does not create a key.
   Decision TryTake(absl::string_view key, int64_t now, int64_t n = 1);
+  // The same, reading `clock` once the key's shard is locked (see
+  // TokenBucket::TryTake(const Clock&): a time read before waiting for the
+  // lock can be older than the bucket's state).
+  Decision TryTake(absl::string_view key, const Clock& clock, int64_t n = 1);
 
   // Tokens of `key` at `now`, or nullopt if it has no bucket of its own
   // (then it would start full).

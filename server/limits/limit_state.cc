@@ -40,13 +40,13 @@ std::unique_ptr<LimitState::Rate> LimitState::MakeRate(
 }
 
 TokenBucket::Decision LimitState::TakeRate(std::string_view key,
-                                           int64_t now_nanos) {
+                                           const Clock& clock) {
   Rate* rate = rate_.load(std::memory_order_acquire);
   if (rate->keyed != nullptr) {
     return rate->keyed->TryTake(absl::string_view(key.data(), key.size()),
-                                now_nanos);
+                                clock);
   }
-  return rate->bucket->TryTake(now_nanos);
+  return rate->bucket->TryTake(clock);
 }
 
 double LimitState::rate_per_second() const {

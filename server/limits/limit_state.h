@@ -46,7 +46,10 @@ class LimitState {
   const GlobalRateLimiter* global() const { return global_.get(); }
 
   // Charges one call to the bucket of `key` (ignored when not keyed).
-  TokenBucket::Decision TakeRate(std::string_view key, int64_t now_nanos);
+  // Reads `clock` as late as possible (see TokenBucket::TryTake(const
+  // Clock&)), so a call delayed on its way here is not judged by an old
+  // time.
+  TokenBucket::Decision TakeRate(std::string_view key, const Clock& clock);
   // The current rate (tokens per second) and burst, overrides included.
   double rate_per_second() const;
   int64_t rate_burst() const;

@@ -72,6 +72,23 @@ TokenBucket::Decision TokenBucket::TryTake(int64_t now, int64_t n) {
   }
 }
 
+TokenBucket::Decision TokenBucket::TryTake(const Clock& clock, int64_t n) {
+  // Acquire/release pair with the CAS below: a state this load sees was
+  // written after its writer read the clock, so the clock read that
+  // follows here is never older than the writer's.
+  int64_t tat = tat_.load(std::memory_order_acquire);
+  while (true) {
+    const int64_t now = clock.NowNanos();
+    int64_t new_tat;
+    const Decision d = config_.Take(tat, now, n, &new_tat);
+    if (new_tat == tat) return d;
+    if (tat_.compare_exchange_weak(tat, new_tat, std::memory_order_acq_rel,
+                                   std::memory_order_acquire)) {
+      return d;
+    }
+  }
+}
+
 int64_t TokenBucket::Reserve(int64_t now, int64_t n) {
   int64_t tat = tat_.load(std::memory_order_relaxed);
   while (true) {

@@ -24,6 +24,7 @@
 #include <limits>
 
 #include "absl/time/time.h"
+#include "server/limits/clock.h"
 
 namespace sluice {
 
@@ -203,6 +204,14 @@ class TokenBucket {
   // Takes `n` tokens if all are available now; otherwise takes nothing.
   // Lock-free: one load and, when admitted, one CAS (retried on contention).
   Decision TryTake(int64_t now, int64_t n = 1);
+
+  // The same, reading `clock` after loading the state, on every attempt.
+  // Use this from threads that share the bucket: a `now` read before a
+  // thread was delayed (preempted, or waiting for a lock) can be older than
+  // the state another thread has since written, and GCRA then rejects a
+  // call the bucket has room for whenever the delay exceeds burst/rate
+  // (10 us at 1,000,000/s with a burst of 10).
+  Decision TryTake(const Clock& clock, int64_t n = 1);
 
   // Pacing: always takes `n` tokens and returns the nanoseconds the caller
   // must wait before acting on them (0 while within the burst). A stream that

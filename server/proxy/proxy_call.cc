@@ -226,7 +226,8 @@ void ProxyCall::Admit() {
         }
         continue;
       }
-      if (!ApplyRateDecision(rate_index_, limit->TakeRate(key, now), false)) {
+      if (!ApplyRateDecision(rate_index_,
+                             limit->TakeRate(key, RealClock::Get()), false)) {
         return;
       }
     }

@@ -18,6 +18,16 @@ namespace {
 constexpr int64_t kSecond = 1'000'000'000;
 constexpr int64_t kMs = 1'000'000;
 
+TEST(KeyedTokenBucketsTest, ClockOverloadReadsTheTimeUnderTheLock) {
+  constexpr int64_t kUs = 1'000;
+  KeyedTokenBuckets buckets(TokenBucket::Config::PerSecond(1e6, 10), 100);
+  SimulatedClock clock(1000 * kUs);
+  const int64_t stale = clock.NowNanos() - 100 * kUs;
+  ASSERT_TRUE(buckets.TryTake("k", clock).admitted);
+  EXPECT_FALSE(buckets.TryTake("k", stale).admitted);
+  EXPECT_TRUE(buckets.TryTake("k", clock).admitted);
+}
+
 TEST(KeyedTokenBucketsTest, KeysAreIndependent) {
   SimulatedClock clock(kSecond);
   KeyedTokenBuckets buckets(TokenBucket::Config::PerSecond(10, 3), 1000);

@@ -16,6 +16,26 @@ namespace {
 constexpr int64_t kSecond = 1'000'000'000;
 constexpr int64_t kMs = 1'000'000;
 
+// A time read before a delay (preemption, a lock) can be older than the
+// state another thread wrote since: GCRA then rejects although the bucket
+// has room. TryTake(const Clock&) reads the clock after the state.
+TEST(TokenBucketTest, ClockOverloadNeverJudgesByAStaleTime) {
+  constexpr int64_t kUs = 1'000;
+  // 1,000,000/s with a burst of 10: 10 us of tolerance.
+  TokenBucket bucket(TokenBucket::Config::PerSecond(1e6, 10));
+  SimulatedClock clock(1000 * kUs);
+  const int64_t stale = clock.NowNanos() - 100 * kUs;  // read, then delayed
+  ASSERT_TRUE(bucket.TryTake(clock).admitted);  // another thread, on time
+  // The delayed caller with its old reading is refused a full bucket...
+  EXPECT_FALSE(bucket.TryTake(stale).admitted);
+  // ...and admitted when the time is read after the state.
+  EXPECT_TRUE(bucket.TryTake(clock).admitted);
+  // The clock overload still enforces the burst.
+  int admitted = 0;
+  for (int i = 0; i < 20; ++i) admitted += bucket.TryTake(clock).admitted;
+  EXPECT_EQ(admitted, 8);
+}
+
 TEST(TokenBucketConfigTest, Intervals) {
   EXPECT_EQ(TokenBucket::Config::PerSecond(50, 1).interval_nanos(), 20 * kMs);
   EXPECT_EQ(TokenBucket::Config::PerSecond(3, 1).interval_nanos(), 333333333);
