@@ -57,6 +57,8 @@ constexpr uint32_t kMaxMessageBytes = 1 << 30;
 constexpr uint32_t kDefaultMaxConcurrentStreams = 1000;
 constexpr uint32_t kMaxConcurrentStreams = std::numeric_limits<int>::max();
 constexpr size_t kMaxFileBytes = 16 << 20;
+// One token per nanosecond: a faster rate would round to this one.
+constexpr uint32_t kMaxTokensPerSecond = 1'000'000'000;
 
 std::string Quote(absl::string_view s) {
   return absl::StrCat("\"", absl::CHexEscape(s), "\"");
@@ -539,6 +541,11 @@ void CheckLimit(pb::Limit* limit, const std::string& path, Errors* errors,
     } else if (rate->per_second() == 0 && rate->per_minute() == 0) {
       errors->Add(path + ".rate", "set per_second or per_minute (> 0)");
     } else {
+      if (rate->per_second() > kMaxTokensPerSecond) {
+        errors->Add(path + ".rate.per_second",
+                    OutOfRange(rate->per_second(), 1, kMaxTokensPerSecond) +
+                        "; the buckets count time in nanoseconds");
+      }
       if (rate->per_second() > 0) {
         out->rate_count = rate->per_second();
         out->rate_period = absl::Seconds(1);
@@ -571,6 +578,10 @@ void CheckLimit(pb::Limit* limit, const std::string& path, Errors* errors,
     pb::MessageLimit* messages = limit->mutable_messages();
     if (messages->per_second() == 0) {
       errors->Add(path + ".messages.per_second", "required, > 0");
+    } else if (messages->per_second() > kMaxTokensPerSecond) {
+      errors->Add(path + ".messages.per_second",
+                  OutOfRange(messages->per_second(), 1, kMaxTokensPerSecond) +
+                      "; the buckets count time in nanoseconds");
     }
     if (messages->burst() == 0) messages->set_burst(messages->per_second());
     if (messages->mode().empty()) messages->set_mode(kPace);

@@ -342,6 +342,19 @@ TEST(ConfigErrorTest, UnknownFieldListsTheKnownOnes) {
             "proxy, access_log, tls, admin, metrics, redis)");
 }
 
+TEST(ConfigErrorTest, RatesAboveOnePerNanosecondAreRefused) {
+  EXPECT_EQ(
+      ErrorOf(WithRoute("    match: {prefix: /}\n    upstream: a\n"
+                        "    limits:\n"
+                        "      - {name: l, rate: {per_second: 4000000000}}\n"
+                        "      - {name: m, messages: {per_second: "
+                        "1000000001}}\n")),
+      "test.yaml: routes[0].limits[0].rate.per_second: 4000000000 is out of "
+      "range (1..1000000000); the buckets count time in nanoseconds\n"
+      "test.yaml: routes[0].limits[1].messages.per_second: 1000000001 is out "
+      "of range (1..1000000000); the buckets count time in nanoseconds");
+}
+
 TEST(ConfigErrorTest, IntegerFieldRejectsText) {
   EXPECT_EQ(ErrorOf(MinimalWith("workers: abc\n")),
             "test.yaml: workers (line 8): expected an unsigned integer, got "
