@@ -40,16 +40,18 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
   d->reloads_failed_ = &reloads.Add({{"result", "failed"}});
   d->config_info_ = &prometheus::BuildGauge()
                          .Name("sluice_config_info")
-                         .Help("Always 1; the hash label names the config "
-                               "in effect (as sluicectl status shows it).")
+                         .Help(
+                             "Always 1; the hash label names the config "
+                             "in effect (as sluicectl status shows it).")
                          .Register(*d->registry_);
   d->config_hash_ = &d->config_info_->Add({{"hash", (*config)->hash()}});
   d->config_hash_->Set(1);
   d->last_reload_ =
       &prometheus::BuildGauge()
            .Name("sluice_config_last_reload_success_timestamp_seconds")
-           .Help("Unix time of the last successful config load (start-up "
-                 "or reload).")
+           .Help(
+               "Unix time of the last successful config load (start-up "
+               "or reload).")
            .Register(*d->registry_)
            .Add({});
   d->last_reload_->SetToCurrentTime();

@@ -74,7 +74,7 @@ class Daemon : public AdminBackend {
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<UpstreamHealth> upstream_health_;
   std::shared_ptr<UpstreamPool> watched_pool_;
-  std::string watched_settings_;  // upstream health settings watched
+  std::string watched_settings_;            // upstream health settings watched
   std::atomic<bool> health_frozen_{false};  // draining: stays NOT_SERVING
   std::string data_address_;
   std::string admin_address_;

@@ -351,8 +351,8 @@ void Worker::OnCallDone(Call* call) {
   ++calls;
   messages += call->messages();
   const int64_t nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                           now - call->intended())
-                           .count();
+                            now - call->intended())
+                            .count();
   latency.Record(nanos);
   if (call->status().ok()) latency_ok.Record(nanos);
   ++codes[static_cast<int>(call->status().error_code())];

@@ -92,9 +92,9 @@ void UpstreamHealth::Run() {
       }
     }
     if (tag->kind == Tag::kCheckDone) {
-      p->serving = p->status.ok() &&
-                   p->response.status() ==
-                       grpc::health::v1::HealthCheckResponse::SERVING;
+      p->serving =
+          p->status.ok() && p->response.status() ==
+                                grpc::health::v1::HealthCheckResponse::SERVING;
       Publish(/*force=*/false);
     }
     // Wait for the next check in steps of at most kMaxWait, so Stop() is

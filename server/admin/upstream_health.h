@@ -85,7 +85,7 @@ class UpstreamHealth {
   std::vector<std::unique_ptr<Watch>> watches_;
   std::vector<std::unique_ptr<Probe>> probes_;
   std::vector<Probe*> probe_of_;  // by upstream; null: no health_check
-  std::vector<int> serving_;  // last reported per upstream: -1 unknown
+  std::vector<int> serving_;      // last reported per upstream: -1 unknown
   int overall_ = -1;
   std::atomic<bool> stopping_{false};
   std::thread thread_;

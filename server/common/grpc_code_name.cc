@@ -55,7 +55,6 @@ const char* GrpcCodeName(int code) {
   return kCodeNames[code];
 }
 
-
 const char* GrpcCodeGoName(int code) {
   if (code < 0 || code >= static_cast<int>(std::size(kGoNames))) {
     return "Unknown";

@@ -48,9 +48,8 @@ prometheus::Counter& MethodSeries::handled(int code) {
 GrpcMetrics::Families GrpcMetrics::Register(prometheus::Registry& registry,
                                             const std::string& side) {
   const std::string prefix = "grpc_" + side + "_";
-  const std::string who =
-      side == "server" ? "from clients, on the data port"
-                       : "from Sluice to upstreams";
+  const std::string who = side == "server" ? "from clients, on the data port"
+                                           : "from Sluice to upstreams";
   Families f;
   f.started = &prometheus::BuildCounter()
                    .Name(prefix + "started_total")
@@ -61,20 +60,20 @@ GrpcMetrics::Families GrpcMetrics::Register(prometheus::Registry& registry,
                    .Help("Total number of RPCs completed " + who +
                          ", regardless of success or failure.")
                    .Register(registry);
-  f.msg_received = &prometheus::BuildCounter()
-                        .Name(prefix + "msg_received_total")
-                        .Help("Total number of stream messages received " +
-                              who + ".")
-                        .Register(registry);
+  f.msg_received =
+      &prometheus::BuildCounter()
+           .Name(prefix + "msg_received_total")
+           .Help("Total number of stream messages received " + who + ".")
+           .Register(registry);
   f.msg_sent = &prometheus::BuildCounter()
                     .Name(prefix + "msg_sent_total")
                     .Help("Total number of stream messages sent " + who + ".")
                     .Register(registry);
-  f.handling = &prometheus::BuildHistogram()
-                    .Name(prefix + "handling_seconds")
-                    .Help("Histogram of response latency (seconds) of RPCs " +
-                          who + ".")
-                    .Register(registry);
+  f.handling =
+      &prometheus::BuildHistogram()
+           .Name(prefix + "handling_seconds")
+           .Help("Histogram of response latency (seconds) of RPCs " + who + ".")
+           .Register(registry);
   return f;
 }
 
@@ -84,9 +83,9 @@ GrpcMetrics::GrpcMetrics(prometheus::Registry& registry)
 
 std::unique_ptr<MethodSeries> GrpcMetrics::Make(
     const Families& f, std::map<std::string, std::string> labels) {
-  return std::make_unique<MethodSeries>(*f.started, *f.handled,
-                                        *f.msg_received, *f.msg_sent,
-                                        *f.handling, std::move(labels));
+  return std::make_unique<MethodSeries>(*f.started, *f.handled, *f.msg_received,
+                                        *f.msg_sent, *f.handling,
+                                        std::move(labels));
 }
 
 std::unique_ptr<MethodSeries> GrpcMetrics::Server(const MethodLabels& m) {

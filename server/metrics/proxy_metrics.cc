@@ -91,13 +91,13 @@ RouteStats ProxyMetrics::ForRoute(const RouteSettings* settings) {
   for (int r = 0; r < static_cast<int>(Reason::kCount); ++r) {
     const auto reason = static_cast<Reason>(r);
     if (IsLimitReason(reason)) continue;
-    s.rejected[r] = &rejected_.Add({{"route", route},
-                                    {"limit", ""},
-                                    {"reason", std::string(ReasonName(reason))}});
+    s.rejected[r] =
+        &rejected_.Add({{"route", route},
+                        {"limit", ""},
+                        {"reason", std::string(ReasonName(reason))}});
   }
   static const prometheus::Histogram::BucketBoundaries kQueueBuckets = {
-      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-      0.25,  0.5,    1,     2.5,  5,     10};
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
   if (settings != nullptr) {
     for (const LimitSettings& limit : settings->limits) {
       RouteStats::ReasonCounters counters{};

@@ -69,8 +69,7 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
   grpc::ServerBuilder builder;
   auto credentials = DataPortServerCredentials(config->tls());
   if (!credentials.ok()) return credentials.status();
-  builder.AddListeningPort(config->data_address(), *credentials,
-                           &plane->port_);
+  builder.AddListeningPort(config->data_address(), *credentials, &plane->port_);
   builder.RegisterAsyncGenericService(&plane->service_);
   builder.SetMaxReceiveMessageSize(config->max_receive_message_bytes());
   builder.SetMaxSendMessageSize(config->max_receive_message_bytes());

@@ -93,8 +93,7 @@ TEST_F(ConfigWatcherTest, EditorRenameIsOneChange) {
   Write(path, "a: 1\n");
   Watch(path);
   Write(dir_ + "/.sluice.yaml.swp", "a: 2\n");
-  ASSERT_EQ(std::rename((dir_ + "/.sluice.yaml.swp").c_str(), path.c_str()),
-            0);
+  ASSERT_EQ(std::rename((dir_ + "/.sluice.yaml.swp").c_str(), path.c_str()), 0);
   ASSERT_TRUE(WaitForChanges(1));
   EXPECT_EQ(changes(), 1);
 }
@@ -106,8 +105,7 @@ TEST_F(ConfigWatcherTest, ConfigMapSymlinkSwapIsOneChange) {
   ASSERT_EQ(mkdir((dir_ + "/..2026_1").c_str(), 0755), 0);
   Write(dir_ + "/..2026_1/sluice.yaml", "a: 1\n");
   ASSERT_EQ(symlink("..2026_1", (dir_ + "/..data").c_str()), 0);
-  ASSERT_EQ(symlink("..data/sluice.yaml", (dir_ + "/sluice.yaml").c_str()),
-            0);
+  ASSERT_EQ(symlink("..data/sluice.yaml", (dir_ + "/sluice.yaml").c_str()), 0);
   const std::string path = dir_ + "/sluice.yaml";
   Watch(path);
 

@@ -16,8 +16,8 @@ namespace {
 // Built by //proto:demo_descriptors (ticker, grpc.testing, health).
 constexpr char kDescriptors[] = "proto/demo_descriptors.pb";
 
-std::string Config(const std::string& metrics, const std::string& route =
-                                                   "match: {prefix: /}") {
+std::string Config(const std::string& metrics,
+                   const std::string& route = "match: {prefix: /}") {
   return absl::StrCat(
       "upstreams:\n  - {name: up, target: \"127.0.0.1:1\"}\n"
       "routes:\n  - {name: exact, match: {method: /x.Y/Z}, upstream: up}\n"
@@ -33,10 +33,9 @@ const MethodInfo* Find(const sluice::Config& c, const std::string& path) {
 }
 
 TEST(KnownMethodsTest, DescriptorSetGivesEveryMethodWithItsType) {
-  auto c = ParseConfigYaml(
-      Config(absl::StrCat("metrics: {descriptor_sets: [", kDescriptors,
-                          "]}\n")),
-      "test.yaml");
+  auto c = ParseConfigYaml(Config(absl::StrCat("metrics: {descriptor_sets: [",
+                                               kDescriptors, "]}\n")),
+                           "test.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
   const MethodInfo* unary = Find(**c, "/grpc.testing.TestService/UnaryCall");
   ASSERT_NE(unary, nullptr);
@@ -71,8 +70,7 @@ TEST(KnownMethodsTest, WithoutDescriptorsOnlyExactRoutesAreKnown) {
 
 TEST(KnownMethodsTest, ExactRouteOfADescribedMethodKeepsTheType) {
   auto c = ParseConfigYaml(
-      Config(absl::StrCat("metrics: {descriptor_sets: [", kDescriptors,
-                          "]}\n"),
+      Config(absl::StrCat("metrics: {descriptor_sets: [", kDescriptors, "]}\n"),
              "match: {method: /grpc.testing.TestService/UnaryCall}"),
       "test.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
@@ -81,8 +79,7 @@ TEST(KnownMethodsTest, ExactRouteOfADescribedMethodKeepsTheType) {
 
 TEST(KnownMethodsTest, MissingFileNamesTheField) {
   auto c = ParseConfigYaml(
-      Config("metrics: {descriptor_sets: [/nonexistent/d.pb]}\n"),
-      "test.yaml");
+      Config("metrics: {descriptor_sets: [/nonexistent/d.pb]}\n"), "test.yaml");
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().message(),
             "test.yaml: metrics.descriptor_sets[0]: cannot read "
@@ -94,10 +91,10 @@ TEST(KnownMethodsTest, FileThatIsNotADescriptorSetIsAnError) {
   const std::string path =
       std::string(getenv("TEST_TMPDIR")) + "/not-descriptors.pb";
   std::ofstream(path) << "this is text, not a FileDescriptorSet\xff\xff";
-  auto c = ParseConfigYaml(
-      Config(absl::StrCat("metrics: {descriptor_sets: [", kDescriptors, ", ",
-                          path, "]}\n")),
-      "test.yaml");
+  auto c =
+      ParseConfigYaml(Config(absl::StrCat("metrics: {descriptor_sets: [",
+                                          kDescriptors, ", ", path, "]}\n")),
+                      "test.yaml");
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().message(),
             absl::StrCat("test.yaml: metrics.descriptor_sets[1]: \"", path,
@@ -107,8 +104,8 @@ TEST(KnownMethodsTest, FileThatIsNotADescriptorSetIsAnError) {
 
 TEST(KnownMethodsTest, RelativePathsAreRelativeToTheConfigFile) {
   const std::string dir = std::string(getenv("TEST_TMPDIR")) + "/cfg";
-  ASSERT_EQ(system(absl::StrCat("mkdir -p ", dir, " && cp ", kDescriptors,
-                                " ", dir, "/d.pb")
+  ASSERT_EQ(system(absl::StrCat("mkdir -p ", dir, " && cp ", kDescriptors, " ",
+                                dir, "/d.pb")
                        .c_str()),
             0);
   std::ofstream(dir + "/sluice.yaml")

@@ -49,8 +49,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   // The YAML -> JSON layer alone: ok or InvalidArgument, and a loadable
   // config implies convertible YAML.
-  const auto json = sluice::YamlTextToJson(
-      text, *sluice::config::v1::Config::descriptor());
+  const auto json =
+      sluice::YamlTextToJson(text, *sluice::config::v1::Config::descriptor());
   if (json.ok()) {
     FUZZ_CHECK(!json->empty(), "empty JSON");
   } else {

@@ -59,7 +59,8 @@ class FuzzInput {
   std::string Bytes(size_t max_len) {
     const size_t n = U8() % (max_len + 1);
     std::string s;
-    for (size_t i = 0; i < n && !empty(); ++i) s.push_back(static_cast<char>(U8()));
+    for (size_t i = 0; i < n && !empty(); ++i)
+      s.push_back(static_cast<char>(U8()));
     return s;
   }
 
@@ -70,15 +71,15 @@ class FuzzInput {
 };
 
 // An invariant check that aborts (a libFuzzer crash) with a message.
-#define FUZZ_CHECK(cond, ...)                                        \
-  do {                                                               \
-    if (!(cond)) {                                                   \
+#define FUZZ_CHECK(cond, ...)                                         \
+  do {                                                                \
+    if (!(cond)) {                                                    \
       std::fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, \
-                   __LINE__, #cond);                                 \
-      std::fprintf(stderr, "  " __VA_ARGS__);                        \
-      std::fprintf(stderr, "\n");                                    \
-      std::abort();                                                  \
-    }                                                                \
+                   __LINE__, #cond);                                  \
+      std::fprintf(stderr, "  " __VA_ARGS__);                         \
+      std::fprintf(stderr, "\n");                                     \
+      std::abort();                                                   \
+    }                                                                 \
   } while (0)
 
 }  // namespace sluice::fuzz

@@ -60,7 +60,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 0:
         break;
       case 1:
-        now = std::min<int64_t>(kMaxNow, now + in.Range(0, per_key.interval_nanos()));
+        now = std::min<int64_t>(kMaxNow,
+                                now + in.Range(0, per_key.interval_nanos()));
         break;
       case 2:
         now = std::min<int64_t>(kMaxNow, now + in.Magnitude(1'000'000'000));
@@ -96,7 +97,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         // (Exact while B*T fits a double's mantissa.)
         FUZZ_CHECK(kt.tokens < per_key.burst() ||
                        static_cast<double>(per_key.interval_nanos()) *
-                               per_key.burst() > 0x1p52,
+                               per_key.burst() >
+                           0x1p52,
                    "idle key %s left after EvictIdle (%f tokens)",
                    kt.key.c_str(), kt.tokens);
       }
@@ -129,10 +131,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                  "key %s admitted %lld tokens over %lld ns", key.c_str(),
                  (long long)it->second, (long long)span);
     }
-    FUZZ_CHECK(overflow_taken * of.interval_nanos() <=
-                   span + static_cast<__int128>(of.burst()) * of.interval_nanos(),
-               "overflow admitted %lld tokens over %lld ns",
-               (long long)overflow_taken, (long long)span);
+    FUZZ_CHECK(
+        overflow_taken * of.interval_nanos() <=
+            span + static_cast<__int128>(of.burst()) * of.interval_nanos(),
+        "overflow admitted %lld tokens over %lld ns", (long long)overflow_taken,
+        (long long)span);
   }
   return 0;
 }

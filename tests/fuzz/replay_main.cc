@@ -49,7 +49,8 @@ std::string Mutate(std::string s, const std::vector<std::string>& corpus,
   for (int e = 0; e < edits; ++e) {
     switch (rng() % 6) {
       case 0:  // flip a byte
-        if (!s.empty()) s[rng() % s.size()] ^= static_cast<char>(1 + rng() % 255);
+        if (!s.empty())
+          s[rng() % s.size()] ^= static_cast<char>(1 + rng() % 255);
         break;
       case 1:  // insert a random byte
         s.insert(s.begin() + (s.empty() ? 0 : rng() % (s.size() + 1)),
@@ -101,7 +102,8 @@ int main(int argc, char** argv) {
     }
     std::vector<std::filesystem::path> files;
     if (std::filesystem::is_directory(argv[i])) {
-      for (const auto& e : std::filesystem::recursive_directory_iterator(argv[i])) {
+      for (const auto& e :
+           std::filesystem::recursive_directory_iterator(argv[i])) {
         if (e.is_regular_file()) files.push_back(e.path());
       }
     } else {
@@ -118,12 +120,14 @@ int main(int argc, char** argv) {
   for (const std::string& input : corpus) Run(input);
   std::mt19937_64 rng(20240611);
   for (long i = 0; i < random; ++i) {
-    if (!corpus.empty()) Run(Mutate(corpus[rng() % corpus.size()], corpus, rng));
+    if (!corpus.empty())
+      Run(Mutate(corpus[rng() % corpus.size()], corpus, rng));
     std::string bytes(rng() % 512, '\0');
     for (char& c : bytes) c = static_cast<char>(rng());
     Run(bytes);
   }
-  std::printf("replay: %zu corpus inputs, %ld mutated + %ld random inputs: ok\n",
-              corpus.size(), corpus.empty() ? 0 : random, random);
+  std::printf(
+      "replay: %zu corpus inputs, %ld mutated + %ld random inputs: ok\n",
+      corpus.size(), corpus.empty() ? 0 : random, random);
   return 0;
 }

@@ -47,8 +47,9 @@ TokenBucket::Config MakeConfig(FuzzInput& in) {
       return TokenBucket::Config::PerSecond(rate, burst);
     }
     case 1: {
-      const int64_t count = in.Range(-1, 5) == 0 ? in.Range(INT64_MIN, INT64_MAX)
-                                                 : in.Magnitude(INT64_MAX);
+      const int64_t count = in.Range(-1, 5) == 0
+                                ? in.Range(INT64_MIN, INT64_MAX)
+                                : in.Magnitude(INT64_MAX);
       absl::Duration period;
       switch (in.U8() % 4) {
         case 0:
@@ -102,7 +103,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 0:
         break;
       case 1:
-        now = std::min<int64_t>(kMaxNow, now + in.Range(0, std::min(T, kMaxNow / 3) * 3));
+        now = std::min<int64_t>(
+            kMaxNow, now + in.Range(0, std::min(T, kMaxNow / 3) * 3));
         break;
       case 2:
         now = std::min<int64_t>(kMaxNow, now + in.Magnitude(kMaxNow));
@@ -149,11 +151,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       FUZZ_CHECK(d.retry_after_nanos >= 0, "retry %lld",
                  (long long)d.retry_after_nanos);
       // TAT <= (latest admission or use instant) + B*T.
-      FUZZ_CHECK(d.reset_after_nanos >= 0 &&
-                     d.reset_after_nanos <=
-                         std::max<__int128>(max_now, max_use) - now +
-                             static_cast<__int128>(T) * B,
-                 "reset %lld", (long long)d.reset_after_nanos);
+      FUZZ_CHECK(
+          d.reset_after_nanos >= 0 &&
+              d.reset_after_nanos <= std::max<__int128>(max_now, max_use) -
+                                         now + static_cast<__int128>(T) * B,
+          "reset %lld", (long long)d.reset_after_nanos);
       if (n > B) {
         FUZZ_CHECK(!d.admitted && d.retry_after_nanos == TokenBucket::kNever,
                    "n=%lld > burst admitted", (long long)n);
@@ -189,7 +191,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (new_tat == INT64_MAX) saturated = true;
       if (rn > 0) {
         reserved += rn;
-        max_use = std::max<__int128>(max_use, static_cast<__int128>(now) + delay);
+        max_use =
+            std::max<__int128>(max_use, static_cast<__int128>(now) + delay);
         reserve_wait_until = now + delay;
       }
       tat = new_tat;
@@ -207,10 +210,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // start >= min_now, and TAT never exceeds the latest admission/use
     // instant + B*T.
     const __int128 latest = std::max<__int128>(max_now, max_use);
-    FUZZ_CHECK(saturated || (taken + reserved) * T <= latest - min_now + static_cast<__int128>(B) * T,
-               "admitted %lld tokens (+%lld reserved) over %lld ns with T=%lld B=%lld",
-               (long long)taken, (long long)reserved,
-               (long long)(latest - min_now), (long long)T, (long long)B);
+    FUZZ_CHECK(
+        saturated || (taken + reserved) * T <=
+                         latest - min_now + static_cast<__int128>(B) * T,
+        "admitted %lld tokens (+%lld reserved) over %lld ns with T=%lld B=%lld",
+        (long long)taken, (long long)reserved, (long long)(latest - min_now),
+        (long long)T, (long long)B);
   }
   return 0;
 }

@@ -38,7 +38,7 @@ void* Real(const char* mangled) {
   return fn;
 }
 
-#define REAL(type, mangled)                            \
+#define REAL(type, mangled) \
   static const auto real = reinterpret_cast<type>(Real(mangled))
 
 using VoidFn = void (*)(absl::Mutex*);
