@@ -62,7 +62,7 @@ void UpstreamHealth::StartCheck(Probe* p) {
   request.set_service(u.health_service);
   p->response.Clear();
   p->rpc = p->stub->AsyncCheck(p->ctx.get(), request, &cq_);
-  p->rpc->Finish(&p->response, &p->status, &p->done);
+  p->rpc->Finish(&p->response, &p->status, static_cast<Tag*>(&p->done));
   p->due = absl::Now() + u.health_interval;
 }
 
@@ -85,12 +85,7 @@ void UpstreamHealth::Run() {
       Arm(w);
       continue;
     }
-    Probe* p = nullptr;
-    for (auto& candidate : probes_) {
-      if (&candidate->done == tag || &candidate->next == tag) {
-        p = candidate.get();
-      }
-    }
+    Probe* p = static_cast<ProbeTag*>(tag)->probe;
     if (tag->kind == Tag::kCheckDone) {
       p->serving =
           p->status.ok() && p->response.status() ==
@@ -104,7 +99,7 @@ void UpstreamHealth::Run() {
       StartCheck(p);
     } else {
       p->alarm.Set(&cq_, absl::ToChronoTime(std::min(p->due, now + kMaxWait)),
-                   &p->next);
+                   static_cast<Tag*>(&p->next));
     }
   }
   cq_.Shutdown();

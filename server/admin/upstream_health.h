@@ -59,6 +59,10 @@ class UpstreamHealth {
     int channel;
     grpc_connectivity_state last;
   };
+  struct Probe;
+  struct ProbeTag : Tag {
+    Probe* probe;
+  };
   struct Probe {
     int upstream;
     std::unique_ptr<grpc::health::v1::Health::Stub> stub;
@@ -69,8 +73,8 @@ class UpstreamHealth {
         grpc::ClientAsyncResponseReader<grpc::health::v1::HealthCheckResponse>>
         rpc;
     grpc::Alarm alarm;
-    Tag done{Tag::kCheckDone};
-    Tag next{Tag::kNextCheck};
+    ProbeTag done{{Tag::kCheckDone}, this};
+    ProbeTag next{{Tag::kNextCheck}, this};
     absl::Time due;  // of the next Check
     bool serving = false;
   };

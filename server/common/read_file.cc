@@ -8,32 +8,42 @@
 
 namespace sluice {
 
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path,
-                                          const std::string& what,
-                                          size_t max_bytes) {
-  const std::string prefix =
-      absl::StrCat("cannot read ", what, " file \"", path, "\": ");
+FileRead ReadFileUpTo(const std::string& path, size_t max_bytes) {
+  FileRead r;
   std::FILE* file = std::fopen(path.c_str(), "rb");
   if (file == nullptr) {
-    return absl::InvalidArgumentError(prefix + std::strerror(errno));
+    r.open_errno = errno;
+    return r;
   }
-  std::string text;
   char buffer[1 << 16];
   size_t n = 0;
   while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) {
-    text.append(buffer, n);
-    if (text.size() > max_bytes) break;
+    r.bytes.append(buffer, n);
+    if (r.bytes.size() > max_bytes) {
+      r.too_large = true;
+      break;
+    }
   }
-  const int read_errno = std::ferror(file) ? errno : 0;
+  if (std::ferror(file)) r.read_errno = errno;
   std::fclose(file);
-  if (read_errno != 0) {
-    return absl::InvalidArgumentError(prefix + std::strerror(read_errno));
+  return r;
+}
+
+absl::StatusOr<std::string> ReadSmallFile(const std::string& path,
+                                          const std::string& what,
+                                          size_t max_bytes) {
+  FileRead r = ReadFileUpTo(path, max_bytes);
+  if (r.ok()) return std::move(r.bytes);
+  const std::string prefix =
+      absl::StrCat("cannot read ", what, " file \"", path, "\": ");
+  if (r.open_errno != 0) {
+    return absl::InvalidArgumentError(prefix + std::strerror(r.open_errno));
   }
-  if (text.size() > max_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(prefix, "larger than ", max_bytes, " bytes"));
+  if (r.read_errno != 0) {
+    return absl::InvalidArgumentError(prefix + std::strerror(r.read_errno));
   }
-  return text;
+  return absl::InvalidArgumentError(
+      absl::StrCat(prefix, "larger than ", max_bytes, " bytes"));
 }
 
 }  // namespace sluice

@@ -30,6 +30,7 @@
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/util/json_util.h"
+#include "server/common/read_file.h"
 #include "server/config/referenced_files.h"
 #include "server/config/yaml_to_json.h"
 
@@ -1039,32 +1040,23 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfigYaml(
 
 absl::StatusOr<std::shared_ptr<const Config>> LoadConfigFile(
     const std::string& path) {
-  std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (file == nullptr) {
+  const FileRead file = ReadFileUpTo(path, kMaxFileBytes);
+  if (file.open_errno != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        path, ": cannot open config file: ", std::strerror(errno)));
+        path, ": cannot open config file: ", std::strerror(file.open_errno)));
   }
-  std::string text;
-  char buffer[1 << 16];
-  size_t n = 0;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) {
-    text.append(buffer, n);
-    if (text.size() > kMaxFileBytes) break;
-  }
-  const int read_errno = std::ferror(file) ? errno : 0;
-  std::fclose(file);
-  if (read_errno != 0) {
+  if (file.read_errno != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        path, ": cannot read config file: ", std::strerror(read_errno)));
+        path, ": cannot read config file: ", std::strerror(file.read_errno)));
   }
-  if (text.size() > kMaxFileBytes) {
+  if (file.too_large) {
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": config file is larger than ", kMaxFileBytes >> 20, " MiB"));
   }
   const size_t slash = path.rfind('/');
   const std::string base_dir =
       slash == std::string::npos ? "" : path.substr(0, slash + 1);
-  return ParseConfigYaml(text, path, base_dir);
+  return ParseConfigYaml(file.bytes, path, base_dir);
 }
 
 }  // namespace sluice

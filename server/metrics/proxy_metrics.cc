@@ -84,7 +84,7 @@ ProxyMetrics::ProxyMetrics(std::shared_ptr<prometheus::Registry> registry)
 RouteStats ProxyMetrics::ForRoute(const RouteSettings* settings) {
   const std::string route = settings == nullptr ? "none" : settings->name;
   RouteStats s;
-  for (int code = 0; code < kGrpcCodeCount; ++code) {
+  for (int code = 0; code < kGrpcCodes; ++code) {
     s.handled[code] =
         &handled_.Add({{"route", route}, {"grpc_code", GrpcCodeGoName(code)}});
   }

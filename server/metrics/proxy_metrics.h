@@ -23,8 +23,6 @@
 
 namespace sluice {
 
-inline constexpr int kGrpcCodeCount = kGrpcCodes;
-
 // True for the reasons that name a limit.
 bool IsLimitReason(Reason reason);
 
@@ -35,7 +33,7 @@ enum Direction { kToUpstream = 0, kToClient = 1 };
 struct RouteStats {
   using ReasonCounters =
       std::array<prometheus::Counter*, static_cast<int>(Reason::kCount)>;
-  std::array<prometheus::Counter*, kGrpcCodeCount> handled{};
+  std::array<prometheus::Counter*, kGrpcCodes> handled{};
   // Reasons not tied to a limit (limit=""); null for the limit reasons.
   ReasonCounters rejected{};
   // Parallel to the route's limits: the limit reasons (rate_limited,

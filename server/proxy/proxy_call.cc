@@ -740,14 +740,14 @@ void ProxyCall::MaybeFinishDownstream() {
 
 void ProxyCall::OnDownstreamFinished(bool /*ok*/) {
   int code = static_cast<int>(final_code_);
-  if (code >= 0 && code < kGrpcCodeCount) stats_->handled[code]->Increment();
+  if (code >= 0 && code < kGrpcCodes) stats_->handled[code]->Increment();
   series_.server->handled(code).Increment();
-  series_.server->handling_seconds().Observe(
-      absl::ToDoubleSeconds(absl::Now() - accepted_at_));
+  const absl::Duration duration = absl::Now() - accepted_at_;
+  series_.server->handling_seconds().Observe(absl::ToDoubleSeconds(duration));
   NoteBlocked(c2u_, false);
   NoteBlocked(u2c_, false);
   FlushMessageCounts();
-  WriteAccessLog();
+  WriteAccessLog(duration);
   Release();
 }
 
@@ -833,7 +833,7 @@ void ProxyCall::NoteBlocked(Pump& p, bool blocked) {
   }
 }
 
-void ProxyCall::WriteAccessLog() {
+void ProxyCall::WriteAccessLog(absl::Duration duration) {
   if (snap_ == nullptr || snap_->access_log == nullptr) return;
   const AccessLogSettings& settings = snap_->config->access_log();
   if (!AccessLog::Sample(settings.sample_rate)) return;
@@ -848,7 +848,7 @@ void ProxyCall::WriteAccessLog() {
   }
   r.grpc_code = static_cast<int>(final_code_);
   if (reason_) r.reason = ReasonName(*reason_);
-  r.duration = absl::Now() - accepted_at_;
+  r.duration = duration;
   r.queue_wait = queue_wait_;
   r.msgs_in = msgs_in_;
   r.msgs_out = msgs_out_;

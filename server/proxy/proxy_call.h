@@ -206,7 +206,8 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   absl::Time upstream_started_at_;
   int unflushed_msgs_ = 0;
   void FlushMessageCounts();
-  void WriteAccessLog();
+  // `duration`: accept to status sent.
+  void WriteAccessLog(absl::Duration duration);
 
   MemberTag<ProxyCall> accept_tag_{this, &ProxyCall::OnAccepted};
   MemberTag<ProxyCall> done_tag_{this, &ProxyCall::OnDone};
