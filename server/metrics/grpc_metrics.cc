@@ -110,6 +110,8 @@ MethodTable::MethodTable(GrpcMetrics& metrics, const std::vector<Known>& known,
   };
   for (const Known& k : known) {
     CallSeries series;
+    series.unary = k.labels.type == "unary";
+    series.single_request = series.unary || k.labels.type == "server_stream";
     series.server = keep(metrics.Server(k.labels));
     if (k.upstream >= 0 && k.upstream < static_cast<int>(upstreams.size())) {
       series.client = keep(metrics.Client(k.labels, upstreams[k.upstream]));

@@ -89,9 +89,13 @@ class GrpcMetrics {
 };
 
 // A call's two sides; `client` is null when the call has no upstream.
+// The shape flags come from the method's descriptor (false when unknown):
+// the data path uses them to send fewer, fuller batches.
 struct CallSeries {
   MethodSeries* server = nullptr;
   MethodSeries* client = nullptr;
+  bool unary = false;           // one request, one response
+  bool single_request = false;  // one request (unary or server_stream)
 };
 
 // Method name -> series, for one config snapshot.

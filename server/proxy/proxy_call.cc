@@ -103,6 +103,8 @@ void ProxyCall::OnAccepted(bool ok) {
   int route = snap_->router.Match(method);
   series_ = snap_->methods.Find(
       method, route < 0 ? -1 : snap_->config->routes()[route].upstream_index);
+  single_request_ = series_.single_request;
+  unary_ = series_.unary;
   series_.server->started().Increment();
   if (route < 0) {
     stats_ = &snap_->no_route_stats;
@@ -475,18 +477,34 @@ void ProxyCall::StartUpstream() {
   }
 
   grpc::GenericStub* stub = snap_->pool->Pick(route_->upstream_index);
+  // One request: its headers wait for it (no batch, no tag) and leave
+  // with it and the half-close.
+  if (single_request_) uctx_.set_initial_metadata_corked(true);
   ustream_ = stub->PrepareCall(&uctx_, sctx_.method(), worker_->cq());
   upstream_started_ = true;
   upstream_started_at_ = now;
   if (series_.client != nullptr) series_.client->started().Increment();
-  upstream_start_pending_ = true;
-  ++outstanding_;
-  ustream_->StartCall(&ustart_tag_);
-  ++outstanding_;
-  ustream_->ReadInitialMetadata(&uinit_tag_);
+  if (single_request_) {
+    ustream_->StartCall(nullptr);
+  } else {
+    upstream_start_pending_ = true;
+    ++outstanding_;
+    ustream_->StartCall(&ustart_tag_);
+    OnUpstreamHeadersSent();
+  }
   AdvanceClientToUpstream();
   if (route_->deadline.stream_idle_timeout > absl::ZeroDuration()) {
     ArmIdleAlarm(now + route_->deadline.stream_idle_timeout);
+  }
+}
+
+void ProxyCall::OnUpstreamHeadersSent() {
+  if (unary_) {
+    upstream_readable_ = true;  // the response's headers come with it
+    AdvanceUpstreamToClient();
+  } else {
+    ++outstanding_;
+    ustream_->ReadInitialMetadata(&uinit_tag_);
   }
 }
 
@@ -498,7 +516,7 @@ void ProxyCall::OnUpstreamStarted(bool /*ok*/) {
 }
 
 void ProxyCall::OnUpstreamInitialMetadata(bool ok) {
-  upstream_init_read_ = true;
+  upstream_readable_ = true;
   if (ok && !local_status_ && !finish_posted_) {
     for (const auto& [key, value] : uctx_.GetServerInitialMetadata()) {
       std::string_view k = View(key);
@@ -531,10 +549,16 @@ void ProxyCall::AdvanceClientToUpstream() {
     p.write_buf = std::move(p.queue.front());
     p.queue.pop_front();
     grpc::WriteOptions options;
-    if (!p.queue.empty()) options.set_buffer_hint();
+    if (single_request_) {
+      options.set_last_message();  // with the corked headers and half-close
+      p.closed = true;
+    } else if (!p.queue.empty()) {
+      options.set_buffer_hint();
+    }
     p.writing = true;
     ++outstanding_;
     ustream_->Write(p.write_buf, options, &uwrite_tag_);
+    if (single_request_) OnUpstreamHeadersSent();
   }
   if (!p.reading && !p.src_done && !p.dst_failed && p.held() < window_ &&
       PaceAllowsRead(p, c2u_pace_alarm_, c2u_pace_tag_)) {
@@ -549,6 +573,7 @@ void ProxyCall::AdvanceClientToUpstream() {
     p.closed = true;
     ++outstanding_;
     ustream_->WritesDone(&uwritesdone_tag_);
+    if (single_request_) OnUpstreamHeadersSent();
   }
 }
 
@@ -561,6 +586,8 @@ void ProxyCall::OnClientRead(bool ok) {
     if (++unflushed_msgs_ >= kMessageFlushBatch) FlushMessageCounts();
     bytes_in_ += static_cast<int64_t>(p.read_buf.Length());
     p.queue.push_back(std::move(p.read_buf));
+    // One request: never read past it (its half-close goes with it).
+    if (single_request_) p.src_done = true;
     if (!ChargeMessage(p)) {
       Release();
       return;
@@ -597,8 +624,9 @@ void ProxyCall::OnUpstreamWritesDone(bool /*ok*/) { Release(); }
 
 void ProxyCall::AdvanceUpstreamToClient() {
   Pump& p = u2c_;
-  if (!upstream_init_read_ || finish_posted_) return;
-  if (!local_status_ && sinit_sent_ && !p.writing && !p.dst_failed &&
+  if (!upstream_readable_ || finish_posted_) return;
+  // Unary: the response is sent with the status (MaybeFinishDownstream).
+  if (!unary_ && !local_status_ && sinit_sent_ && !p.writing && !p.dst_failed &&
       !p.queue.empty()) {
     p.write_buf = std::move(p.queue.front());
     p.queue.pop_front();
@@ -631,6 +659,7 @@ void ProxyCall::OnUpstreamRead(bool ok) {
     if (idle_armed_) last_activity_ = absl::Now();
     ++umsgs_in_;
     p.queue.push_back(std::move(p.read_buf));
+    if (unary_) p.src_done = true;  // next comes the status: Finish
     if (!ChargeMessage(p)) {
       Release();
       return;
@@ -717,7 +746,15 @@ void ProxyCall::MaybeFinishDownstream() {
   grpc::Status status;
   if (local_status_) {
     status = *local_status_;
-  } else if (upstream_finished_ && (u2c_.queue.empty() || u2c_.dst_failed)) {
+  } else if (upstream_finished_ &&
+             (unary_ || u2c_.queue.empty() || u2c_.dst_failed)) {
+    if (unary_) {  // nothing went to the client yet: headers too
+      for (const auto& [key, value] : uctx_.GetServerInitialMetadata()) {
+        std::string_view k = View(key);
+        if (!IsForwardableResponseHeader(k, View(value))) continue;
+        sctx_.AddInitialMetadata(std::string(k), std::string(View(value)));
+      }
+    }
     for (const auto& [key, value] : uctx_.GetServerTrailingMetadata()) {
       std::string_view k = View(key);
       if (!IsForwardableResponseHeader(k, View(value))) continue;
@@ -735,10 +772,25 @@ void ProxyCall::MaybeFinishDownstream() {
   if (u2c_.pace_armed) u2c_pace_alarm_.Cancel();
   if (c2u_.pace_armed) c2u_pace_alarm_.Cancel();
   ++outstanding_;
-  sstream_.Finish(status, &sfinish_tag_);
+  // Unary: headers, response and status in one batch (WriteAndFinish takes
+  // an OK status only; a client ignores a response sent with an error).
+  if (unary_ && !local_status_ && status.ok() && !u2c_.queue.empty() &&
+      !u2c_.dst_failed) {
+    u2c_.write_buf = std::move(u2c_.queue.front());
+    u2c_.queue.clear();
+    reply_in_finish_ = true;
+    sstream_.WriteAndFinish(u2c_.write_buf, grpc::WriteOptions(), status,
+                            &sfinish_tag_);
+  } else {
+    sstream_.Finish(status, &sfinish_tag_);
+  }
 }
 
-void ProxyCall::OnDownstreamFinished(bool /*ok*/) {
+void ProxyCall::OnDownstreamFinished(bool ok) {
+  if (reply_in_finish_ && ok) {
+    ++msgs_out_;
+    bytes_out_ += static_cast<int64_t>(u2c_.write_buf.Length());
+  }
   int code = static_cast<int>(final_code_);
   if (code >= 0 && code < kGrpcCodes) stats_->handled[code]->Increment();
   series_.server->handled(code).Increment();

@@ -8,6 +8,12 @@
 // direction it holds at most `stream_window` messages (read, not yet
 // written); the next read is posted only when a write completes and frees a
 // slot.
+//
+// When a descriptor set names the method, its shape saves batches: a call
+// with one request (unary, server_stream) sends the upstream its headers,
+// the request and the half-close in one batch; a unary call also answers
+// the client with headers, response and status in one batch, as a gRPC
+// server does. Any other call takes the general path.
 #ifndef SLUICE_SERVER_PROXY_PROXY_CALL_H_
 #define SLUICE_SERVER_PROXY_PROXY_CALL_H_
 
@@ -125,6 +131,8 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   void OnUpstreamPaceAlarm(bool ok);
   void OnClientPaceAlarm(bool ok);
   void StartUpstream();
+  // The request's headers are on their way upstream: start receiving.
+  void OnUpstreamHeadersSent();
   void AdvanceClientToUpstream();
   void AdvanceUpstreamToClient();
   // Ends the call with a status Sluice originates (and cancels upstream).
@@ -148,6 +156,8 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   const RouteStats* stats_ = nullptr;
   CallSeries series_;  // go-grpc-prometheus series of the method
   int window_ = 1;
+  bool single_request_ = false;  // see the class comment
+  bool unary_ = false;
   absl::Time accepted_at_;
   absl::Time last_activity_;
 
@@ -186,12 +196,15 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   bool done_seen_ = false;  // AsyncNotifyWhenDone fired
   bool upstream_started_ = false;
   bool upstream_start_pending_ = false;  // StartCall's batch in flight
-  bool upstream_init_read_ = false;      // initial metadata received
-  bool sinit_pending_ = false;           // SendInitialMetadata in flight
+  // Upstream reads may start: its initial metadata arrived (or, unary,
+  // the request went out and the headers come with the first read).
+  bool upstream_readable_ = false;
+  bool sinit_pending_ = false;  // SendInitialMetadata in flight
   bool sinit_sent_ = false;
   bool upstream_finished_ = false;  // upstream status known
   bool ufinish_posted_ = false;
-  bool finish_posted_ = false;  // downstream Finish posted
+  bool finish_posted_ = false;    // downstream Finish posted
+  bool reply_in_finish_ = false;  // unary: the response rides with Finish
   bool idle_armed_ = false;
   bool counted_cancel_ = false;
   grpc::StatusCode final_code_ = grpc::StatusCode::OK;

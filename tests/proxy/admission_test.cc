@@ -18,8 +18,11 @@ using grpc::testing::SimpleResponse;
 using sluice::demo::v1::SubscribeRequest;
 using sluice::demo::v1::Tick;
 
-class AdmissionTest : public ProxyFixture {
+// Every case runs twice: Typed (descriptor set configured) and Generic.
+class AdmissionTest : public ProxyFixture,
+                      public ::testing::WithParamInterface<bool> {
  protected:
+  std::string ProxyYaml() override { return ShapesYaml(GetParam()); }
   std::string RoutesYaml() override {
     return R"(
 routes:
@@ -77,7 +80,9 @@ routes:
   }
 };
 
-TEST_F(AdmissionTest, RateRejectionCarriesReasonRetryInfoAndHeaders) {
+INSTANTIATE_TEST_SUITE_P(Shapes, AdmissionTest, ::testing::Bool(), ShapeName);
+
+TEST_P(AdmissionTest, RateRejectionCarriesReasonRetryInfoAndHeaders) {
   for (int i = 0; i < 3; ++i) {
     grpc::ClientContext ctx;
     ASSERT_TRUE(CallEmpty("alice", &ctx).ok());
@@ -118,7 +123,7 @@ TEST_F(AdmissionTest, RateRejectionCarriesReasonRetryInfoAndHeaders) {
   EXPECT_EQ(upstream_.test_service().stats().Get("EmptyCall").started, 5);
 }
 
-TEST_F(AdmissionTest, DryRunCountsButNeverRejects) {
+TEST_P(AdmissionTest, DryRunCountsButNeverRejects) {
   for (int i = 0; i < 4; ++i) {
     grpc::ClientContext ctx;
     SimpleRequest req;
@@ -131,7 +136,7 @@ TEST_F(AdmissionTest, DryRunCountsButNeverRejects) {
   EXPECT_EQ(state->rejected.load(), 0);
 }
 
-TEST_F(AdmissionTest, ConcurrencyLimitRejectsWhenFullAndFreesOnEveryPath) {
+TEST_P(AdmissionTest, ConcurrencyLimitRejectsWhenFullAndFreesOnEveryPath) {
   ConcurrencyLimiter* two = Limiter("testing", "two");
   ASSERT_NE(two, nullptr);
   // Two long full-duplex calls hold both permits.
@@ -171,7 +176,7 @@ TEST_F(AdmissionTest, ConcurrencyLimitRejectsWhenFullAndFreesOnEveryPath) {
   EXPECT_TRUE(test_->UnaryCall(&c5, req, &resp).ok());
 }
 
-TEST_F(AdmissionTest, QueuedCallsAreFifoAndLeaveTheQueueWhenCancelled) {
+TEST_P(AdmissionTest, QueuedCallsAreFifoAndLeaveTheQueueWhenCancelled) {
   ConcurrencyLimiter* one = Limiter("ticker", "one");
   ASSERT_NE(one, nullptr);
   auto first = Open(50);
@@ -204,7 +209,7 @@ TEST_F(AdmissionTest, QueuedCallsAreFifoAndLeaveTheQueueWhenCancelled) {
   EXPECT_EQ(upstream_.ticker_service().stats().Get("Subscribe").started, 2);
 }
 
-TEST_F(AdmissionTest, QueueWaitIsBoundedByTheClientsDeadline) {
+TEST_P(AdmissionTest, QueueWaitIsBoundedByTheClientsDeadline) {
   auto first = Open(400);  // slow: stays under the message limit
   Tick tick;
   ASSERT_TRUE(first->reader->Read(&tick));
@@ -227,7 +232,7 @@ TEST_F(AdmissionTest, QueueWaitIsBoundedByTheClientsDeadline) {
   EXPECT_EQ(Limiter("ticker", "one")->InFlight(), 0);
 }
 
-TEST_F(AdmissionTest, MessageRateRejectEndsTheStream) {
+TEST_P(AdmissionTest, MessageRateRejectEndsTheStream) {
   grpc::ClientContext ctx;
   SubscribeRequest req;
   req.set_count(10);
@@ -244,7 +249,7 @@ TEST_F(AdmissionTest, MessageRateRejectEndsTheStream) {
   EXPECT_EQ(Limiter("ticker", "one")->InFlight(), 0);
 }
 
-TEST_F(AdmissionTest, DrainReleasesQueuedAndRunningCalls) {
+TEST_P(AdmissionTest, DrainReleasesQueuedAndRunningCalls) {
   auto first = Open(50);
   Tick tick;
   ASSERT_TRUE(first->reader->Read(&tick));

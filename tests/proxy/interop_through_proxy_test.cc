@@ -17,16 +17,24 @@ using grpc::testing::StreamingInputCallResponse;
 using grpc::testing::StreamingOutputCallRequest;
 using grpc::testing::StreamingOutputCallResponse;
 
-class InteropThroughProxyTest : public ProxyFixture {};
+// Every case runs twice: Typed (descriptor set configured) and Generic.
+class InteropThroughProxyTest : public ProxyFixture,
+                                public ::testing::WithParamInterface<bool> {
+ protected:
+  std::string ProxyYaml() override { return ShapesYaml(GetParam()); }
+};
 
-TEST_F(InteropThroughProxyTest, EmptyUnary) {
+INSTANTIATE_TEST_SUITE_P(Shapes, InteropThroughProxyTest, ::testing::Bool(),
+                         ShapeName);
+
+TEST_P(InteropThroughProxyTest, EmptyUnary) {
   grpc::ClientContext ctx;
   Empty req, resp;
   grpc::Status s = test_->EmptyCall(&ctx, req, &resp);
   ASSERT_TRUE(s.ok()) << s.error_message();
 }
 
-TEST_F(InteropThroughProxyTest, LargeUnary) {
+TEST_P(InteropThroughProxyTest, LargeUnary) {
   grpc::ClientContext ctx;
   SimpleRequest req;
   req.set_response_size(314159);
@@ -37,7 +45,7 @@ TEST_F(InteropThroughProxyTest, LargeUnary) {
   EXPECT_EQ(resp.payload().body().size(), 314159u);
 }
 
-TEST_F(InteropThroughProxyTest, ClientStreaming) {
+TEST_P(InteropThroughProxyTest, ClientStreaming) {
   grpc::ClientContext ctx;
   StreamingInputCallResponse resp;
   auto writer = test_->StreamingInputCall(&ctx, &resp);
@@ -52,7 +60,7 @@ TEST_F(InteropThroughProxyTest, ClientStreaming) {
   EXPECT_EQ(resp.aggregated_payload_size(), 74922);
 }
 
-TEST_F(InteropThroughProxyTest, ServerStreaming) {
+TEST_P(InteropThroughProxyTest, ServerStreaming) {
   grpc::ClientContext ctx;
   StreamingOutputCallRequest req;
   const std::vector<int> sizes = {31415, 9, 2653, 58979};
@@ -66,7 +74,7 @@ TEST_F(InteropThroughProxyTest, ServerStreaming) {
   EXPECT_EQ(got, sizes);
 }
 
-TEST_F(InteropThroughProxyTest, PingPong) {
+TEST_P(InteropThroughProxyTest, PingPong) {
   grpc::ClientContext ctx;
   auto stream = test_->FullDuplexCall(&ctx);
   const std::vector<std::pair<int, int>> sizes = {
@@ -87,7 +95,7 @@ TEST_F(InteropThroughProxyTest, PingPong) {
   ASSERT_TRUE(s.ok()) << s.error_message();
 }
 
-TEST_F(InteropThroughProxyTest, EmptyStream) {
+TEST_P(InteropThroughProxyTest, EmptyStream) {
   grpc::ClientContext ctx;
   auto stream = test_->FullDuplexCall(&ctx);
   stream->WritesDone();
@@ -97,7 +105,7 @@ TEST_F(InteropThroughProxyTest, EmptyStream) {
   ASSERT_TRUE(s.ok()) << s.error_message();
 }
 
-TEST_F(InteropThroughProxyTest, CancelAfterBegin) {
+TEST_P(InteropThroughProxyTest, CancelAfterBegin) {
   grpc::ClientContext ctx;
   StreamingInputCallResponse resp;
   auto writer = test_->StreamingInputCall(&ctx, &resp);
@@ -116,7 +124,7 @@ TEST_F(InteropThroughProxyTest, CancelAfterBegin) {
   EXPECT_TRUE(AwaitNoCallsInFlight());
 }
 
-TEST_F(InteropThroughProxyTest, CancelAfterFirstResponse) {
+TEST_P(InteropThroughProxyTest, CancelAfterFirstResponse) {
   grpc::ClientContext ctx;
   auto stream = test_->FullDuplexCall(&ctx);
   StreamingOutputCallRequest req;
@@ -135,7 +143,7 @@ TEST_F(InteropThroughProxyTest, CancelAfterFirstResponse) {
   EXPECT_TRUE(AwaitNoCallsInFlight());
 }
 
-TEST_F(InteropThroughProxyTest, TimeoutOnSleepingServer) {
+TEST_P(InteropThroughProxyTest, TimeoutOnSleepingServer) {
   grpc::ClientContext ctx;
   SetTimeout(&ctx, absl::Milliseconds(5));
   auto stream = test_->FullDuplexCall(&ctx);
@@ -147,7 +155,7 @@ TEST_F(InteropThroughProxyTest, TimeoutOnSleepingServer) {
   EXPECT_TRUE(AwaitNoCallsInFlight());
 }
 
-TEST_F(InteropThroughProxyTest, CustomMetadataUnary) {
+TEST_P(InteropThroughProxyTest, CustomMetadataUnary) {
   const std::string trailing("\xab\xab\xab", 3);
   grpc::ClientContext ctx;
   ctx.AddMetadata("x-grpc-test-echo-initial", "test_initial_metadata_value");
@@ -166,7 +174,7 @@ TEST_F(InteropThroughProxyTest, CustomMetadataUnary) {
   EXPECT_EQ(Trailer(ctx, "x-grpc-test-echo-trailing-bin"), trailing);
 }
 
-TEST_F(InteropThroughProxyTest, CustomMetadataFullDuplex) {
+TEST_P(InteropThroughProxyTest, CustomMetadataFullDuplex) {
   const std::string trailing("\xab\xab\xab", 3);
   grpc::ClientContext ctx;
   ctx.AddMetadata("x-grpc-test-echo-initial", "test_initial_metadata_value");
@@ -186,7 +194,7 @@ TEST_F(InteropThroughProxyTest, CustomMetadataFullDuplex) {
   EXPECT_EQ(Trailer(ctx, "x-grpc-test-echo-trailing-bin"), trailing);
 }
 
-TEST_F(InteropThroughProxyTest, StatusCodeAndMessage) {
+TEST_P(InteropThroughProxyTest, StatusCodeAndMessage) {
   grpc::ClientContext ctx;
   SimpleRequest req;
   req.mutable_response_status()->set_code(2);
@@ -209,7 +217,7 @@ TEST_F(InteropThroughProxyTest, StatusCodeAndMessage) {
   EXPECT_EQ(s2.error_message(), "test status message");
 }
 
-TEST_F(InteropThroughProxyTest, SpecialStatusMessage) {
+TEST_P(InteropThroughProxyTest, SpecialStatusMessage) {
   const std::string message =
       "\t\ntest with whitespace\r\nand Unicode BMP \xe2\x98\xba and non-BMP "
       "\xf0\x9f\x98\x88\t\n";
@@ -223,14 +231,14 @@ TEST_F(InteropThroughProxyTest, SpecialStatusMessage) {
   EXPECT_EQ(s.error_message(), message);
 }
 
-TEST_F(InteropThroughProxyTest, UnimplementedMethod) {
+TEST_P(InteropThroughProxyTest, UnimplementedMethod) {
   grpc::ClientContext ctx;
   Empty req, resp;
   grpc::Status s = test_->UnimplementedCall(&ctx, req, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
 }
 
-TEST_F(InteropThroughProxyTest, UnimplementedService) {
+TEST_P(InteropThroughProxyTest, UnimplementedService) {
   auto stub = grpc::testing::UnimplementedService::NewStub(channel_);
   grpc::ClientContext ctx;
   Empty req, resp;

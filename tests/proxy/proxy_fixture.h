@@ -79,6 +79,16 @@ upstreams:
     return plane_->calls_in_flight() == 0;
   }
 
+  // The sum of every sample of one metric family in the proxy's registry.
+  double SumOfSamples(const std::string& family) {
+    double sum = 0;
+    for (const auto& f : metrics_->registry()->Collect()) {
+      if (f.name != family) continue;
+      for (const auto& m : f.metric) sum += m.counter.value;
+    }
+    return sum;
+  }
+
   static void SetTimeout(grpc::ClientContext* ctx, absl::Duration d) {
     ctx->set_deadline(absl::ToChronoTime(absl::Now() + d));
   }
@@ -91,6 +101,14 @@ upstreams:
                           : std::string(it->second.data(), it->second.size());
   }
 
+  // Config for the Typed half of a TEST_P over ShapeName: the demo's
+  // descriptor set, so Sluice knows each method's shape and takes its
+  // batched paths (the other half takes the generic path).
+  static std::string ShapesYaml(bool typed) {
+    return typed ? "metrics: {descriptor_sets: [proto/demo_descriptors.pb]}\n"
+                 : "";
+  }
+
   demo::DemoUpstream upstream_;
   std::unique_ptr<ProxyMetrics> metrics_;
   std::unique_ptr<DataPlane> plane_;
@@ -98,6 +116,11 @@ upstreams:
   std::unique_ptr<grpc::testing::TestService::Stub> test_;
   std::unique_ptr<sluice::demo::v1::Ticker::Stub> ticker_;
 };
+
+// Names the two halves of a TEST_P over a fixture's ShapesYaml(bool).
+inline std::string ShapeName(const ::testing::TestParamInfo<bool>& info) {
+  return info.param ? "Typed" : "Generic";
+}
 
 }  // namespace sluice
 
