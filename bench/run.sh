@@ -3,6 +3,9 @@
 #   direct      the demo upstream itself
 #   sluice-w1   Sluice, --workers=1, in front of it
 #   sluice-w2   Sluice, --workers=2, in front of it
+#   sluice-w2-typed   Sluice, --workers=2, with the demo's descriptor set
+#               (metrics.descriptor_sets): it knows which methods are
+#               unary and server-streaming and sends fewer, fuller batches
 #   sluice-w2-limits  the same with rate, concurrency and message limits
 #               configured on every route but never hit
 #   nginx       Debian nginx, grpc_pass, 1 worker, upstream keepalive
@@ -318,12 +321,21 @@ routes:
       - {name: pace, messages: {per_second: 100000000, burst: 100000, mode: pace}}
 EOF
 
-for variant in 1 2 2-limits; do
+# The demo's descriptor set: the typed variant knows each method's shape.
+cp "$ROOT/deploy/examples/demo-descriptors.pb" "$WORK/"
+cat >"$WORK/typed.yaml" <<EOF
+upstreams: [{name: demo, target: "127.0.0.1:1"}]
+routes: [{name: all, match: {prefix: /}, upstream: demo}]
+metrics: {descriptor_sets: [$WORK/demo-descriptors.pb]}
+EOF
+
+for variant in 1 2 2-typed 2-limits; do
   workers=${variant%%-*}
   name="sluice-w$variant"
   rf="$WORK/$name.json"
   config=()
   [[ $variant == *limits ]] && config=(--config="$WORK/limits.yaml")
+  [[ $variant == *typed ]] && config=(--config="$WORK/typed.yaml")
   "${SRV[@]}" "$WORK/sluice" "${config[@]}" --listen=127.0.0.1:0 --admin=127.0.0.1:0 \
     --metrics=127.0.0.1:0 --upstream="$UPSTREAM" --workers="$workers" \
     --log_level=warn --ready_file="$rf" >"$WORK/$name.log" 2>&1 &
@@ -409,7 +421,7 @@ fi
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])][1:]
 r = {(x[0], x[1]): x for x in rows}
-paths = ["direct", "sluice-w1", "sluice-w2", "sluice-w2-limits", "nginx"]
+paths = ["direct", "sluice-w1", "sluice-w2", "sluice-w2-typed", "sluice-w2-limits", "nginx"]
 def num(p, s, i):
     x = r.get((p, s))
     try:
@@ -431,7 +443,7 @@ def ratio(a, b, s, i):
     return f"{x / y:.2f}" if x and y else "n/a"
 print("| ratio | unary req/s | 1-at-a-time mean latency | stream msg/s |")
 print("|---|---|---|---|")
-for a in ["sluice-w1", "sluice-w2"]:
+for a in ["sluice-w1", "sluice-w2", "sluice-w2-typed"]:
     for b in ["direct", "nginx"]:
         print(f"| {a} / {b} | {ratio(a,b,'unary',2)} | {ratio(a,b,'latency',5)} | {ratio(a,b,'stream',3)} |")
 a, b = "sluice-w2-limits", "sluice-w2"
@@ -446,7 +458,7 @@ for p in paths:
 # Added latency over direct, Sluice vs nginx (the design's target metric).
 print()
 d = num("direct", "latency", 5); n = num("nginx", "latency", 5)
-for a in ["sluice-w1", "sluice-w2"]:
+for a in ["sluice-w1", "sluice-w2", "sluice-w2-typed"]:
     s = num(a, "latency", 5)
     if d and n and s and n > d:
         print(f"added mean latency over direct: {a} {s - d:.0f} µs, nginx {n - d:.0f} µs, ratio {(s - d) / (n - d):.2f}")
