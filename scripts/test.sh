@@ -7,7 +7,8 @@
 #   main   bazel test //...                      (gcc, the normal build)
 #   fuzz   scripts/fuzz.sh: each libFuzzer target for FUZZ_SECONDS (20)
 #   tsan   --config=tsan on the threaded limiter tests (tests/limits)
-#   asan   --config=asan (ASan + UBSan) on the in-process unit tests;
+#   asan   --config=asan (ASan + UBSan) on the in-process tests (the
+#          data plane's included, Typed and Generic);
 #          SLUICE_SANITIZERS=full runs the whole suite under ASan instead
 # Extra arguments go to the main phase's `bazel test`.
 set -uo pipefail
@@ -55,7 +56,7 @@ if [ "${SLUICE_SANITIZERS:-}" = full ]; then
 else
   bazel_phase asan "$HOME/.cache/sluice-asan-base" --config=asan --keep_going -- \
     //tests/config/... //tests/limits/... //tests/metrics/... //tests/log/... \
-    //tests/fuzz/...
+    //tests/fuzz/... //tests/proxy/...
 fi
 
 /usr/bin/python3 - "$rc" "$LOGDIR/fuzz.log" "$fuzz_status" "${PHASES[@]}" <<'PY'
