@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <string>
 #include <utility>
 
@@ -24,6 +25,17 @@ constexpr int kMessageFlushBatch = 64;
 
 std::string_view View(const grpc::string_ref& s) {
   return std::string_view(s.data(), s.size());
+}
+
+// Calls add(key, value) for each upstream header or trailer in `md` that
+// may go on to the client (what gRPC would refuse to send is dropped).
+template <typename Add>
+void ForEachForwardableResponseHeader(
+    const std::multimap<grpc::string_ref, grpc::string_ref>& md, Add add) {
+  for (const auto& [key, value] : md) {
+    const std::string_view k = View(key), v = View(value);
+    if (IsForwardableResponseHeader(k, v)) add(std::string(k), std::string(v));
+  }
 }
 
 absl::Time ClientDeadline(const grpc::ServerContext& ctx) {
@@ -515,14 +527,17 @@ void ProxyCall::OnUpstreamStarted(bool /*ok*/) {
   Release();
 }
 
+void ProxyCall::ForwardUpstreamHeaders() {
+  ForEachForwardableResponseHeader(
+      uctx_.GetServerInitialMetadata(), [this](std::string k, std::string v) {
+        sctx_.AddInitialMetadata(std::move(k), std::move(v));
+      });
+}
+
 void ProxyCall::OnUpstreamInitialMetadata(bool ok) {
   upstream_readable_ = true;
   if (ok && !local_status_ && !finish_posted_) {
-    for (const auto& [key, value] : uctx_.GetServerInitialMetadata()) {
-      std::string_view k = View(key);
-      if (!IsForwardableResponseHeader(k, View(value))) continue;
-      sctx_.AddInitialMetadata(std::string(k), std::string(View(value)));
-    }
+    ForwardUpstreamHeaders();
     sinit_pending_ = true;
     ++outstanding_;
     sstream_.SendInitialMetadata(&sinit_tag_);
@@ -748,18 +763,12 @@ void ProxyCall::MaybeFinishDownstream() {
     status = *local_status_;
   } else if (upstream_finished_ &&
              (unary_ || u2c_.queue.empty() || u2c_.dst_failed)) {
-    if (unary_) {  // nothing went to the client yet: headers too
-      for (const auto& [key, value] : uctx_.GetServerInitialMetadata()) {
-        std::string_view k = View(key);
-        if (!IsForwardableResponseHeader(k, View(value))) continue;
-        sctx_.AddInitialMetadata(std::string(k), std::string(View(value)));
-      }
-    }
-    for (const auto& [key, value] : uctx_.GetServerTrailingMetadata()) {
-      std::string_view k = View(key);
-      if (!IsForwardableResponseHeader(k, View(value))) continue;
-      sctx_.AddTrailingMetadata(std::string(k), std::string(View(value)));
-    }
+    if (unary_) ForwardUpstreamHeaders();  // nothing went to the client yet
+    ForEachForwardableResponseHeader(uctx_.GetServerTrailingMetadata(),
+                                     [this](std::string k, std::string v) {
+                                       sctx_.AddTrailingMetadata(std::move(k),
+                                                                 std::move(v));
+                                     });
     status = upstream_status_;
   } else {
     return;

@@ -133,6 +133,8 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   void StartUpstream();
   // The request's headers are on their way upstream: start receiving.
   void OnUpstreamHeadersSent();
+  // Adds the upstream's (forwardable) headers to the client's.
+  void ForwardUpstreamHeaders();
   void AdvanceClientToUpstream();
   void AdvanceUpstreamToClient();
   // Ends the call with a status Sluice originates (and cancels upstream).
