@@ -54,39 +54,32 @@ TokenBucket::TokenBucket(int64_t count, absl::Duration period, int64_t burst)
 
 TokenBucket::TokenBucket(const Config& config) : config_(config) {}
 
-TokenBucket::Decision TokenBucket::TryTake(int64_t now, int64_t n) {
-  // The TAT is the only shared state and publishes nothing else, so relaxed
-  // ordering is enough: the CAS itself makes each update atomic.
-  int64_t tat = tat_.load(std::memory_order_relaxed);
+template <typename Now>
+TokenBucket::Decision TokenBucket::TakeWith(Now now, int64_t n) {
+  // Acquire/release pair with the CAS below: a state this load sees was
+  // written after its writer read the clock, so a clock read that follows
+  // here is never older than the writer's. The TAT publishes nothing else.
+  int64_t tat = tat_.load(std::memory_order_acquire);
   while (true) {
     int64_t new_tat;
-    const Decision d = config_.Take(tat, now, n, &new_tat);
+    const Decision d = config_.Take(tat, now(), n, &new_tat);
     // Rejections and probes write nothing: under overload most calls are
     // rejected and they do not bounce the cache line.
     if (new_tat == tat) return d;
-    if (tat_.compare_exchange_weak(tat, new_tat, std::memory_order_relaxed,
-                                   std::memory_order_relaxed)) {
+    if (tat_.compare_exchange_weak(tat, new_tat, std::memory_order_acq_rel,
+                                   std::memory_order_acquire)) {
       return d;
     }
     // `tat` now holds the current value; decide again against it.
   }
 }
 
+TokenBucket::Decision TokenBucket::TryTake(int64_t now, int64_t n) {
+  return TakeWith([now] { return now; }, n);
+}
+
 TokenBucket::Decision TokenBucket::TryTake(const Clock& clock, int64_t n) {
-  // Acquire/release pair with the CAS below: a state this load sees was
-  // written after its writer read the clock, so the clock read that
-  // follows here is never older than the writer's.
-  int64_t tat = tat_.load(std::memory_order_acquire);
-  while (true) {
-    const int64_t now = clock.NowNanos();
-    int64_t new_tat;
-    const Decision d = config_.Take(tat, now, n, &new_tat);
-    if (new_tat == tat) return d;
-    if (tat_.compare_exchange_weak(tat, new_tat, std::memory_order_acq_rel,
-                                   std::memory_order_acquire)) {
-      return d;
-    }
-  }
+  return TakeWith([&clock] { return clock.NowNanos(); }, n);
 }
 
 int64_t TokenBucket::Reserve(int64_t now, int64_t n) {

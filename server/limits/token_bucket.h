@@ -234,6 +234,11 @@ class TokenBucket {
   const Config& config() const { return config_; }
 
  private:
+  // The compare-and-swap loop of both TryTake()s: `now()` gives the time
+  // for each attempt, called after the state is loaded.
+  template <typename Now>
+  Decision TakeWith(Now now, int64_t n);
+
   const Config config_;
   std::atomic<int64_t> tat_{Config::kFreshTat};
 };
