@@ -21,11 +21,10 @@
 #include "gtest/gtest.h"
 #include "server/config/yaml_to_json.h"
 #include "sluice/config/v1/config.pb.h"
+#include "tests/config/parse_helpers.h"
 
 namespace sluice {
 namespace {
-
-constexpr char kSource[] = "test.yaml";
 
 // The smallest valid config: one upstream, one catch-all route.
 constexpr char kMinimal[] = R"(upstreams:
@@ -36,22 +35,6 @@ routes:
     match: {prefix: /}
     upstream: a
 )";
-
-std::shared_ptr<const Config> MustParse(const std::string& yaml) {
-  absl::StatusOr<std::shared_ptr<const Config>> config =
-      ParseConfigYaml(yaml, kSource);
-  EXPECT_TRUE(config.ok()) << config.status();
-  return config.ok() ? *config : nullptr;
-}
-
-// The whole error message of a config that must be rejected.
-std::string ErrorOf(const std::string& yaml) {
-  absl::StatusOr<std::shared_ptr<const Config>> config =
-      ParseConfigYaml(yaml, kSource);
-  if (config.ok()) return "<accepted>";
-  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
-  return std::string(config.status().message());
-}
 
 // kMinimal with `extra` appended at the top level.
 std::string MinimalWith(const std::string& extra) {

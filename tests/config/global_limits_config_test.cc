@@ -7,11 +7,10 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "server/config/config.h"
+#include "tests/config/parse_helpers.h"
 
 namespace sluice {
 namespace {
-
-constexpr char kSource[] = "test.yaml";
 
 constexpr char kRedis[] = R"(redis:
   address: 127.0.0.1:6379
@@ -31,13 +30,6 @@ routes:
     limits:
       - {)",
                       limit, "}\n");
-}
-
-std::string ErrorOf(const std::string& yaml) {
-  absl::StatusOr<std::shared_ptr<const Config>> config =
-      ParseConfigYaml(yaml, kSource);
-  if (config.ok()) return "<accepted>";
-  return std::string(config.status().message());
 }
 
 TEST(GlobalLimitsConfigTest, DefaultsApply) {

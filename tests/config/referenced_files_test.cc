@@ -11,11 +11,10 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "server/config/config.h"
+#include "tests/config/parse_helpers.h"
 
 namespace sluice {
 namespace {
-
-constexpr char kSource[] = "test.yaml";
 
 std::string TmpDir() {
   const char* dir = std::getenv("TEST_TMPDIR");
@@ -34,19 +33,6 @@ std::string With(const std::string& extra) {
       "upstreams:\n  - {name: a, target: \"127.0.0.1:50051\"}\n"
       "routes:\n  - {name: r, match: {prefix: /}, upstream: a}\n",
       extra);
-}
-
-std::shared_ptr<const Config> MustParse(const std::string& yaml) {
-  auto config = ParseConfigYaml(yaml, kSource);
-  EXPECT_TRUE(config.ok()) << config.status();
-  return config.ok() ? *config : nullptr;
-}
-
-std::string ErrorOf(const std::string& yaml) {
-  auto config = ParseConfigYaml(yaml, kSource);
-  if (config.ok()) return "<accepted>";
-  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
-  return std::string(config.status().message());
 }
 
 // One certificate with its key: "<dir>/<name>.pem", "<dir>/<name>.key".
