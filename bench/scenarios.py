@@ -19,14 +19,10 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 ROOT = os.path.realpath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e", "python"))
 import harness  # noqa: E402
-import grpc  # noqa: E402
-from sluice.demo.v1 import ticker_pb2, ticker_pb2_grpc  # noqa: E402
 
 harness.SLUICE = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "bazel-bin/server/sluice"))
 harness.DEMO_UPSTREAM = os.environ.get(
@@ -75,43 +71,12 @@ def scenario_slow():
     upstream = harness.start_upstream()
     sluice = harness.start_sluice(upstream=upstream.address, extra=["--log_level=warn"])
     try:
-        ch = grpc.insecure_channel(sluice.data, options=[("grpc.http2.bdp_probe", 0)])
-        stub = ticker_pb2_grpc.TickerStub(ch)
-        list(stub.Subscribe(ticker_pb2.SubscribeRequest(count=100, payload_bytes=1024), timeout=10))
-        before = rss_kib(sluice.pid)
-        stop = threading.Event()
-        reads = [0] * streams
-
-        def reader(i, call):
-            try:
-                for _ in call:
-                    reads[i] += 1
-                    if stop.wait(0.005):
-                        break
-            except grpc.RpcError:
-                pass
-
-        calls, threads = [], []
-        for i in range(streams):
-            call = stub.Subscribe(ticker_pb2.SubscribeRequest(count=100000, payload_bytes=1024),
-                                  timeout=seconds + 30)
-            calls.append(call)
-            t = threading.Thread(target=reader, args=(i, call), daemon=True)
-            t.start()
-            threads.append(t)
-        time.sleep(seconds)  # the clients' slow reading
-        peak = rss_kib(sluice.pid)
-        stop.set()
-        for c in calls:
-            c.cancel()
-        for t in threads:
-            t.join(timeout=10)
-        ch.close()
+        before, peak, reads, _ = harness.slow_streams_rss(sluice, streams, seconds)
         print(f"\n### slow: {streams} streams offered 100 MB each, read at 1 KiB per 5 ms\n")
         print("| RSS before | RSS with the slow streams | per stream | messages read per stream |")
         print("|---|---|---|---|")
         print(f"| {before} KiB | {peak} KiB | {(peak - before) / streams:.0f} KiB | "
-              f"{sum(reads) / streams:.0f} |")
+              f"{reads / streams:.0f} |")
     finally:
         sluice.stop()
         upstream.stop()

@@ -17,7 +17,7 @@ import unittest
 import harness
 import grpc
 from grpc.testing import test_pb2_grpc
-from limits_lib import RE, UNARY, Outcome, call_unary, unary_req
+from limits_lib import RE, UNARY, Outcome, call_unary, offer_open_loop, unary_req
 from grpc.testing import empty_pb2, messages_pb2
 
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -118,35 +118,8 @@ class GlobalLimitsTest(unittest.TestCase):
 """
         _, stub_a = self.start_sluice(routes)
         _, stub_b = self.start_sluice(routes)
-        stubs = [stub_a, stub_b]
         # Open loop, 2x the limit: each replica is offered RATE calls/s.
-        per_thread = int(RATE * SECONDS)
-        futures = [[] for _ in stubs]
-        sent = [[] for _ in stubs]
-        t0 = time.monotonic() + 0.05
-
-        def offer(k):
-            for i in range(per_thread):
-                delay = t0 + (i + k / 2) / RATE - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                sent[k].append(time.monotonic())
-                futures[k].append(stubs[k].UnaryCall.future(unary_req(), timeout=10))
-
-        threads = [threading.Thread(target=offer, args=(k,), daemon=True) for k in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=SECONDS + 30)
-            self.assertFalse(t.is_alive(), "load thread stuck")
-        duration = max(s[-1] for s in sent) - min(s[0] for s in sent)
-        outcomes = []
-        for f in (f for fs in futures for f in fs):
-            try:
-                f.result(timeout=15)
-            except grpc.RpcError:
-                pass
-            outcomes.append(Outcome(f))
+        outcomes, duration = offer_open_loop(self, [stub_a, stub_b], RATE, SECONDS)
         ok = [o for o in outcomes if o.code == grpc.StatusCode.OK]
         rejected = [o for o in outcomes if o.code != grpc.StatusCode.OK]
         offered = len(outcomes) / duration

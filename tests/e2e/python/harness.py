@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import xml.etree.ElementTree as ET
@@ -284,6 +285,53 @@ def rss_kib(pid):
 
 def fd_count(pid):
     return proc_stats(pid)[2]
+
+
+def slow_streams_rss(sluice, streams, seconds):
+    """Backpressure, measured: opens `streams` Ticker streams through
+    `sluice`, each offered 100,000 x 1 KiB (100 MB), and reads each at one
+    message per 5 ms for `seconds` (the clients' slow reading, real time).
+    Returns (Sluice's RSS KiB before, RSS KiB with the slow streams,
+    messages read in all, whether every reader thread stopped)."""
+    from sluice.demo.v1 import ticker_pb2, ticker_pb2_grpc
+    # 64 KiB windows on the client too: the bound is Sluice's, not ours.
+    ch = grpc.insecure_channel(sluice.data, options=[("grpc.http2.bdp_probe", 0)])
+    try:
+        stub = ticker_pb2_grpc.TickerStub(ch)
+        # Warm up: connections, threads and allocator arenas exist.
+        list(stub.Subscribe(ticker_pb2.SubscribeRequest(count=100, payload_bytes=1024),
+                            timeout=10))
+        before = rss_kib(sluice.pid)
+        stop = threading.Event()
+        reads = [0] * streams
+
+        def reader(i, call):
+            try:
+                for _ in call:
+                    reads[i] += 1
+                    if stop.wait(0.005):
+                        break
+            except grpc.RpcError:
+                pass
+
+        calls, threads = [], []
+        for i in range(streams):
+            call = stub.Subscribe(ticker_pb2.SubscribeRequest(count=100000, payload_bytes=1024),
+                                  timeout=seconds + 60)
+            calls.append(call)
+            t = threading.Thread(target=reader, args=(i, call), daemon=True)
+            t.start()
+            threads.append(t)
+        time.sleep(seconds)  # the clients' slow reading, not logic time
+        peak = rss_kib(sluice.pid)
+        stop.set()
+        for c in calls:
+            c.cancel()
+        for t in threads:
+            t.join(timeout=10)
+        return before, peak, sum(reads), not any(t.is_alive() for t in threads)
+    finally:
+        ch.close()
 
 
 def main():

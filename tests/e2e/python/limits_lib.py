@@ -3,6 +3,8 @@ limits_concurrency_test.py): a test base that starts one sluice per test in
 front of one demo upstream per class, and small call helpers."""
 
 import signal
+import threading
+import time
 import unittest
 
 import harness
@@ -51,6 +53,42 @@ def call_unary(stub_method, request, metadata=None, timeout=10):
         return Outcome(call)
     except grpc.RpcError as e:
         return Outcome(e)
+
+
+def offer_open_loop(test, stubs, rate, seconds):
+    """Offers unary calls open loop, one thread per stub: call i of stub k is
+    due at t0 + (i + k / len(stubs)) / rate, whatever became of the earlier
+    ones; rate * seconds calls per stub (bounded). Returns the Outcome of
+    every call and the time between the first and the last send."""
+    per_thread = int(rate * seconds)
+    futures = [[] for _ in stubs]
+    sent = [[] for _ in stubs]
+    t0 = time.monotonic() + 0.05
+
+    def offer(k):
+        for i in range(per_thread):
+            delay = t0 + (i + k / len(stubs)) / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            sent[k].append(time.monotonic())
+            futures[k].append(stubs[k].UnaryCall.future(unary_req(), timeout=10))
+
+    threads = [threading.Thread(target=offer, args=(k,), daemon=True)
+               for k in range(len(stubs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=seconds + 20)
+        test.assertFalse(t.is_alive(), "load thread stuck")
+    duration = max(s[-1] for s in sent) - min(s[0] for s in sent)
+    outcomes = []
+    for f in (f for fs in futures for f in fs):
+        try:
+            f.result(timeout=15)
+        except grpc.RpcError:
+            pass
+        outcomes.append(Outcome(f))
+    return outcomes, duration
 
 
 class LimitsTestBase(unittest.TestCase):

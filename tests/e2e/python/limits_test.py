@@ -13,15 +13,13 @@ upstream shared by the module, and ends with sluice_calls_in_flight at 0.
 import collections
 import os
 import signal
-import threading
-import time
 import unittest
 
 import harness
 import grpc
 from grpc.testing import empty_pb2
-from limits_lib import (EMPTY, RE, UNARY, LimitsTestBase, Outcome, call_unary, config,
-                        unary_req)
+from limits_lib import (EMPTY, RE, UNARY, LimitsTestBase, call_unary, config,
+                        offer_open_loop, unary_req)
 from sluice.admin.v1 import admin_pb2
 
 
@@ -38,43 +36,8 @@ class RateLimitTest(LimitsTestBase):
       - name: hundred
         rate: {{per_second: {self.RATE}, burst: {self.BURST}}}
 """)
-        per_thread = int(self.PER_THREAD_RATE * self.SECONDS)
-        futures_by_thread = [[] for _ in range(self.THREADS)]
-        sent_at = [[] for _ in range(self.THREADS)]
-        t0 = time.monotonic() + 0.05
-
-        def offer(k):
-            # Open loop: call i of thread k is due at t0 + (i + k/THREADS) / rate,
-            # whatever became of the earlier ones. Bounded: per_thread calls.
-            period = 1.0 / self.PER_THREAD_RATE
-            for i in range(per_thread):
-                due = t0 + (i + k / self.THREADS) * period
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                sent_at[k].append(time.monotonic())
-                futures_by_thread[k].append(
-                    self.test.UnaryCall.future(unary_req(), timeout=10))
-
-        threads = [threading.Thread(target=offer, args=(k,), daemon=True)
-                   for k in range(self.THREADS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=self.SECONDS + 20)
-            self.assertFalse(t.is_alive(), "load thread stuck")
-        first = min(s[0] for s in sent_at)
-        last = max(s[-1] for s in sent_at)
-        duration = last - first
-        futures = [f for fs in futures_by_thread for f in fs]
-        outcomes = []
-        for f in futures:
-            try:
-                f.result(timeout=15)
-            except grpc.RpcError:
-                pass
-            outcomes.append(Outcome(f))
-
+        outcomes, duration = offer_open_loop(
+            self, [self.test] * self.THREADS, self.PER_THREAD_RATE, self.SECONDS)
         ok = [o for o in outcomes if o.code == grpc.StatusCode.OK]
         rejected = [o for o in outcomes if o.code != grpc.StatusCode.OK]
         offered_rate = len(outcomes) / duration
