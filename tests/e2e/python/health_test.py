@@ -16,6 +16,13 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 free_port = harness.closed_port
 
 
+def admin_health(sluice):
+    """A function: service name -> its status on Sluice's admin port."""
+    stub = health_pb2_grpc.HealthStub(harness.channel(sluice.admin))
+    return lambda service: stub.Check(
+        health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
 class HealthTest(unittest.TestCase):
     def test_required_upstream_drives_overall_health(self):
         port = free_port()
@@ -29,11 +36,7 @@ routes: [{{name: all, match: {{prefix: /}}, upstream: main}}]
 """)
         sluice = harness.start_sluice(config_path=config)
         try:
-            stub = health_pb2_grpc.HealthStub(harness.channel(sluice.admin))
-
-            def status(service):
-                return stub.Check(health_pb2.HealthCheckRequest(service=service),
-                                  timeout=5).status
+            status = admin_health(sluice)
 
             harness.wait_until(lambda: status("") == SERVING, timeout=15, what="SERVING")
             self.assertEqual(status("main"), SERVING)
@@ -71,11 +74,7 @@ routes: [{{name: all, match: {{prefix: /}}, upstream: main}}]
         path = harness.write_config(config_text("grpc.testing.TestService"))
         sluice = harness.start_sluice(config_path=path, extra=["--watch_config=false"])
         try:
-            stub = health_pb2_grpc.HealthStub(harness.channel(sluice.admin))
-
-            def status(service):
-                return stub.Check(health_pb2.HealthCheckRequest(service=service),
-                                  timeout=5).status
+            status = admin_health(sluice)
 
             harness.wait_until(lambda: status("") == SERVING, timeout=15, what="SERVING")
             # Connected, but the upstream does not know this service
