@@ -5,13 +5,58 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/descriptor.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/health/v1/health.pb.h"
+#include "grpc/testing/test.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
+#include "sluice/demo/v1/ticker.pb.h"
 
 namespace sluice::demo {
 namespace {
+
+// Server reflection (grpc::ProtoServerReflection) answers
+// file_containing_symbol from protobuf's generated pool, which knows a
+// .proto file once the static initializer of its generated .pb.cc has
+// registered it. grpc/testing/test.proto declares services only, so nothing
+// the program calls lives in test.pb.o: linked from an archive (our
+// libraries are linked between --start-lib/--end-lib, --dynamic_mode=off),
+// the linker leaves the object out, initializer and all, and reflection
+// answers "Symbol not found." for grpc.testing.TestService. A file's
+// descriptor table is the one symbol its .pb.o exports: referencing the
+// tables of the files whose services this server registers keeps those
+// objects in every binary that links this library. The health service is
+// gRPC's built-in one (upb inside gRPC, nothing in the generated pool), so
+// linking health.proto here is what lets reflection describe it. (`used`:
+// emitted, references and all, though nothing reads it.)
+[[gnu::used]] const google::protobuf::internal::DescriptorTable* const
+    kServedProtoFiles[] = {
+        &descriptor_table_grpc_2ftesting_2ftest_2eproto,
+        &descriptor_table_sluice_2fdemo_2fv1_2fticker_2eproto,
+        &descriptor_table_grpc_2fhealth_2fv1_2fhealth_2eproto,
+};
+
+// OK if reflection can describe every service this server registers: the
+// generated pool finds each one (building its file and the files it
+// imports). Fails fast rather than serve a reflection that cannot.
+absl::Status CheckServicesDescribable() {
+  const google::protobuf::DescriptorPool* pool =
+      google::protobuf::DescriptorPool::generated_pool();
+  for (const char* service : {grpc::testing::TestService::service_full_name(),
+                              sluice::demo::v1::Ticker::service_full_name(),
+                              grpc::health::v1::Health::service_full_name()}) {
+    if (pool->FindServiceByName(service) == nullptr) {
+      return absl::InternalError(absl::StrCat(
+          service,
+          " is not in protobuf's generated pool, so server reflection "
+          "cannot describe it (is its generated .pb.cc linked?)"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 // "host:port" -> the host to dial, or "" if `listen` has no ':'.
 std::string DialHost(absl::string_view listen) {
@@ -40,6 +85,10 @@ absl::StatusOr<int> DemoUpstream::Start(
   if (host.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("listen address must be host:port, got '", listen, "'"));
+  }
+  if (absl::Status describable = CheckServicesDescribable();
+      !describable.ok()) {
+    return describable;
   }
   // Process-wide and idempotent; linking libgrpc++_reflection already does
   // it from a static initializer.

@@ -25,7 +25,11 @@ namespace sluice::demo {
 // Health and reflection are process-wide gRPC settings. Reflection: linking
 // //third_party:grpc++_reflection registers the reflection plugin for every
 // ServerBuilder in the process (a static initializer in libgrpc++_reflection;
-// Start also calls InitProtoReflectionServerBuilderPlugin). Health: Start
+// Start also calls InitProtoReflectionServerBuilderPlugin). It describes
+// symbols from protobuf's generated pool: this library keeps the generated
+// files of all three services linked (grpc/testing/test.proto has no
+// messages, so a static link would drop it), and Start fails if the pool
+// cannot find one of them. Health: Start
 // switches the default health service on for this server's build and
 // restores the previous setting right after, so do not build other servers
 // concurrently with Start.

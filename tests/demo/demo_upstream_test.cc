@@ -1,9 +1,13 @@
 // DemoUpstream in-process, checked with real generated stubs over loopback.
 #include "server/demo/demo_upstream.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -11,7 +15,11 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/descriptor.h"
+#include "google/protobuf/descriptor.pb.h"
+#include "google/protobuf/descriptor_database.h"
+#include "google/protobuf/dynamic_message.h"
 #include "google/protobuf/message.h"
+#include "google/protobuf/text_format.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/testing/test.grpc.pb.h"
 #include "grpcpp/client_context.h"
@@ -27,6 +35,9 @@
 namespace sluice::demo {
 namespace {
 
+using ::google::protobuf::Descriptor;
+using ::google::protobuf::FieldDescriptor;
+using ::google::protobuf::Message;
 using ::grpc::testing::Empty;
 using ::grpc::testing::SimpleRequest;
 using ::grpc::testing::SimpleResponse;
@@ -539,78 +550,354 @@ TEST_F(DemoUpstreamTest, HealthServing) {
   }
 }
 
-// One ServerReflectionInfo exchange with list_services, using the message
-// types libgrpc++_reflection registers (Debian ships no headers for them).
-TEST_F(DemoUpstreamTest, ReflectionListsServices) {
-  const google::protobuf::DescriptorPool* pool =
-      google::protobuf::DescriptorPool::generated_pool();
-  const google::protobuf::Descriptor* request_type =
-      pool->FindMessageTypeByName(
-          "grpc.reflection.v1alpha.ServerReflectionRequest");
-  const google::protobuf::Descriptor* response_type =
-      pool->FindMessageTypeByName(
-          "grpc.reflection.v1alpha.ServerReflectionResponse");
-  if (request_type == nullptr || response_type == nullptr) {
-    GTEST_SKIP() << "reflection message types are not linked in";
+// --- Server reflection, from a client's side (what grpcurl does) ---
+
+// A file in this test's runfiles.
+std::string Runfile(absl::string_view path) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  return absl::StrCat(srcdir != nullptr ? srcdir : ".", "/",
+                      workspace != nullptr ? workspace : "sluice", "/", path);
+}
+
+// The field `name` of `message`; fails the test if there is none.
+const FieldDescriptor* Field(const Message& message, absl::string_view name) {
+  const FieldDescriptor* field =
+      message.GetDescriptor()->FindFieldByName(std::string(name));
+  EXPECT_NE(field, nullptr) << message.GetTypeName() << "." << name;
+  return field;
+}
+
+const Message& SubMessage(const Message& message, absl::string_view name) {
+  return message.GetReflection()->GetMessage(message, Field(message, name));
+}
+
+// The elements of the repeated string/bytes field `name`.
+std::vector<std::string> Strings(const Message& message,
+                                 absl::string_view name) {
+  const FieldDescriptor* field = Field(message, name);
+  const google::protobuf::Reflection* reflection = message.GetReflection();
+  std::vector<std::string> values;
+  for (int i = 0; i < reflection->FieldSize(message, field); ++i) {
+    values.push_back(reflection->GetRepeatedString(message, field, i));
   }
-  google::protobuf::MessageFactory* factory =
-      google::protobuf::MessageFactory::generated_factory();
-  std::unique_ptr<google::protobuf::Message> request(
-      factory->GetPrototype(request_type)->New());
-  std::unique_ptr<google::protobuf::Message> response(
-      factory->GetPrototype(response_type)->New());
-  request->GetReflection()->SetString(
-      request.get(), request_type->FindFieldByName("list_services"), "");
+  return values;
+}
 
-  grpc::ByteBuffer request_bytes;
-  bool own_buffer = false;
-  ASSERT_TRUE(grpc::SerializationTraits<google::protobuf::Message>::Serialize(
-                  *request, &request_bytes, &own_buffer)
-                  .ok());
+// A new `type` from `factory`, set from text format.
+std::unique_ptr<Message> NewMessage(google::protobuf::MessageFactory* factory,
+                                    const Descriptor* type,
+                                    const std::string& text = "") {
+  std::unique_ptr<Message> message(factory->GetPrototype(type)->New());
+  EXPECT_TRUE(
+      google::protobuf::TextFormat::ParseFromString(text, message.get()))
+      << type->full_name() << ": " << text;
+  return message;
+}
 
-  grpc::GenericStub stub(channel_);
+// One call of `method` as a generic stream, any RPC kind: writes
+// `requests`, half-closes, reads every response (into a New() of
+// `response_prototype`) and returns the call's status.
+grpc::Status Exchange(const std::shared_ptr<grpc::Channel>& channel,
+                      const std::string& method,
+                      const std::vector<const Message*>& requests,
+                      const Message& response_prototype,
+                      std::vector<std::unique_ptr<Message>>* responses) {
+  grpc::GenericStub stub(channel);
   grpc::CompletionQueue cq;
-  auto context = Context();
-  // Runs one operation to completion on `cq`; returns its `ok`.
-  auto step = [&cq](int tag) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kWait));
+  // Waits for the operation tagged `tag`; returns its `ok`.
+  auto step = [&cq](intptr_t tag) {
     void* got = nullptr;
     bool ok = false;
     EXPECT_TRUE(cq.Next(&got, &ok));
-    EXPECT_EQ(got, reinterpret_cast<void*>(static_cast<intptr_t>(tag)));
+    EXPECT_EQ(got, reinterpret_cast<void*>(tag));
     return ok;
   };
-  auto tag = [](int n) {
-    return reinterpret_cast<void*>(static_cast<intptr_t>(n));
-  };
-  auto call = stub.PrepareCall(
-      context.get(),
-      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  auto tag = [](intptr_t n) { return reinterpret_cast<void*>(n); };
+  auto call = stub.PrepareCall(&context, method, &cq);
   call->StartCall(tag(1));
-  ASSERT_TRUE(step(1));
-  call->Write(request_bytes, tag(2));
-  ASSERT_TRUE(step(2));
-  call->WritesDone(tag(3));
-  ASSERT_TRUE(step(3));
-  grpc::ByteBuffer response_bytes;
-  call->Read(&response_bytes, tag(4));
-  ASSERT_TRUE(step(4));
+  bool open = step(1);
+  for (const Message* request : requests) {
+    if (!open) break;
+    grpc::ByteBuffer bytes;
+    bool own_buffer = false;
+    EXPECT_TRUE(grpc::SerializationTraits<Message>::Serialize(*request, &bytes,
+                                                              &own_buffer)
+                    .ok());
+    call->Write(bytes, tag(2));
+    open = step(2);
+  }
+  if (open) {
+    call->WritesDone(tag(3));
+    step(3);
+  }
+  while (true) {
+    grpc::ByteBuffer bytes;
+    call->Read(&bytes, tag(4));
+    if (!step(4)) break;
+    responses->emplace_back(response_prototype.New());
+    EXPECT_TRUE(grpc::SerializationTraits<Message>::Deserialize(
+                    &bytes, responses->back().get())
+                    .ok());
+  }
   grpc::Status status;
   call->Finish(&status, tag(5));
-  ASSERT_TRUE(step(5));
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  ASSERT_TRUE(grpc::SerializationTraits<google::protobuf::Message>::Deserialize(
-                  &response_bytes, response.get())
-                  .ok());
+  step(5);
   cq.Shutdown();
   void* ignored_tag;
   bool ignored_ok;
   while (cq.Next(&ignored_tag, &ignored_ok)) {
   }
+  return status;
+}
 
-  const std::string listed = response->ShortDebugString();
-  EXPECT_THAT(listed, HasSubstr("\"grpc.testing.TestService\""));
-  EXPECT_THAT(listed, HasSubstr("\"sluice.demo.v1.Ticker\""));
-  EXPECT_THAT(listed, HasSubstr("\"grpc.health.v1.Health\""));
+// The types a reflection client brings along: grpc.reflection.v1alpha's
+// messages from Debian's grpc-proto, as the FileDescriptorSet
+// //tests/demo:reflection_descriptors, in a pool of their own. (Generated
+// C++ for that .proto cannot be linked here: libgrpc++_reflection registers
+// the same symbols under another file name,
+// src/proto/grpc/reflection/v1alpha/reflection.proto, and protobuf
+// CHECK-fails at startup on the clash.)
+class ReflectionClient {
+ public:
+  explicit ReflectionClient(std::shared_ptr<grpc::Channel> channel)
+      : channel_(std::move(channel)) {
+    std::ifstream in(Runfile("tests/demo/reflection_descriptors.pb"),
+                     std::ios::binary);
+    google::protobuf::FileDescriptorSet set;
+    EXPECT_TRUE(set.ParseFromIstream(&in)) << "reflection_descriptors.pb";
+    for (const google::protobuf::FileDescriptorProto& file : set.file()) {
+      EXPECT_NE(pool_.BuildFile(file), nullptr) << file.name();
+    }
+    request_type_ = pool_.FindMessageTypeByName(
+        "grpc.reflection.v1alpha.ServerReflectionRequest");
+    response_type_ = pool_.FindMessageTypeByName(
+        "grpc.reflection.v1alpha.ServerReflectionResponse");
+  }
+
+  bool ok() const {
+    return request_type_ != nullptr && response_type_ != nullptr;
+  }
+
+  // One ServerReflectionInfo stream: a request per text-format string
+  // (e.g. `list_services: ""`), a response for each.
+  std::vector<std::unique_ptr<Message>> Ask(
+      const std::vector<std::string>& texts) {
+    std::vector<std::unique_ptr<Message>> requests;
+    std::vector<const Message*> request_pointers;
+    for (const std::string& text : texts) {
+      requests.push_back(NewMessage(&factory_, request_type_, text));
+      request_pointers.push_back(requests.back().get());
+    }
+    std::vector<std::unique_ptr<Message>> responses;
+    grpc::Status status = Exchange(
+        channel_,
+        "/grpc.reflection.v1alpha.ServerReflection/"
+        "ServerReflectionInfo",
+        request_pointers, *factory_.GetPrototype(response_type_), &responses);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(responses.size(), texts.size());
+    return responses;
+  }
+
+  std::vector<std::string> ListServices() {
+    std::vector<std::string> names;
+    for (const auto& response : Ask({"list_services: \"\""})) {
+      const Message& list = SubMessage(*response, "list_services_response");
+      const FieldDescriptor* service = Field(list, "service");
+      const google::protobuf::Reflection* reflection = list.GetReflection();
+      for (int i = 0; i < reflection->FieldSize(list, service); ++i) {
+        const Message& entry = reflection->GetRepeatedMessage(list, service, i);
+        names.push_back(
+            entry.GetReflection()->GetString(entry, Field(entry, "name")));
+      }
+    }
+    return names;
+  }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  google::protobuf::DescriptorPool pool_;
+  google::protobuf::DynamicMessageFactory factory_{&pool_};
+  const Descriptor* request_type_ = nullptr;
+  const Descriptor* response_type_ = nullptr;
+};
+
+// The files of one file_descriptor_response (the file asked for and all it
+// imports) as a pool of their own: what a client knows of a service from
+// reflection. gRPC 1.51's reflection reuses one response message for a
+// stream, so a file_descriptor_response also repeats the files of the
+// file_descriptor_responses before it on the stream (grpc/grpc#18009);
+// like grpcurl's client, take each file name once and look the symbol up.
+struct Described {
+  explicit Described(const Message& response) {
+    for (const std::string& bytes :
+         Strings(SubMessage(response, "file_descriptor_response"),
+                 "file_descriptor_proto")) {
+      google::protobuf::FileDescriptorProto file;
+      EXPECT_TRUE(file.ParseFromString(bytes));
+      if (std::find(files.begin(), files.end(), file.name()) != files.end()) {
+        continue;
+      }
+      files.push_back(file.name());
+      EXPECT_TRUE(database.Add(file)) << file.name();
+    }
+  }
+  google::protobuf::SimpleDescriptorDatabase database;
+  // Builds files on demand from `database`, imports first.
+  google::protobuf::DescriptorPool pool{&database};
+  google::protobuf::DynamicMessageFactory factory{&pool};
+  std::vector<std::string> files;
+};
+
+// The case of the response's message_response oneof that is set.
+std::string ResponseCase(const Message& response) {
+  const FieldDescriptor* set =
+      response.GetReflection()->GetOneofFieldDescriptor(
+          response,
+          response.GetDescriptor()->FindOneofByName("message_response"));
+  return set == nullptr ? "" : set->name();
+}
+
+TEST_F(DemoUpstreamTest, ReflectionListsServices) {
+  ReflectionClient reflection(channel_);
+  ASSERT_TRUE(reflection.ok());
+  EXPECT_THAT(
+      reflection.ListServices(),
+      ::testing::UnorderedElementsAre(
+          "grpc.testing.TestService", "sluice.demo.v1.Ticker",
+          "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"));
+}
+
+// grpcurl's `describe`: every listed service resolves by
+// file_containing_symbol, in files that build without the server's help.
+TEST_F(DemoUpstreamTest, ReflectionDescribesEveryListedService) {
+  ReflectionClient reflection(channel_);
+  ASSERT_TRUE(reflection.ok());
+  const std::vector<std::string> services = reflection.ListServices();
+  ASSERT_EQ(services.size(), 4u);
+  std::vector<std::string> asks;
+  for (const std::string& service : services) {
+    asks.push_back(absl::StrCat("file_containing_symbol: \"", service, "\""));
+  }
+  std::vector<std::unique_ptr<Message>> responses = reflection.Ask(asks);
+  ASSERT_EQ(responses.size(), services.size());
+  for (size_t i = 0; i < services.size(); ++i) {
+    SCOPED_TRACE(services[i]);
+    ASSERT_EQ(ResponseCase(*responses[i]), "file_descriptor_response")
+        << responses[i]->ShortDebugString();
+    Described described(*responses[i]);
+    const google::protobuf::ServiceDescriptor* service =
+        described.pool.FindServiceByName(services[i]);
+    ASSERT_NE(service, nullptr);
+    EXPECT_GT(service->method_count(), 0);
+  }
+}
+
+TEST_F(DemoUpstreamTest, ReflectionDescribesTheDemoServices) {
+  ReflectionClient reflection(channel_);
+  ASSERT_TRUE(reflection.ok());
+  std::vector<std::unique_ptr<Message>> responses =
+      reflection.Ask({"file_containing_symbol: \"grpc.testing.TestService\"",
+                      "file_containing_symbol: \"sluice.demo.v1.Ticker\""});
+  ASSERT_EQ(responses.size(), 2u);
+
+  Described test(*responses[0]);
+  EXPECT_THAT(test.files,
+              ::testing::IsSupersetOf({"grpc/testing/test.proto",
+                                       "grpc/testing/empty.proto",
+                                       "grpc/testing/messages.proto"}));
+  const google::protobuf::ServiceDescriptor* test_service =
+      test.pool.FindServiceByName("grpc.testing.TestService");
+  ASSERT_NE(test_service, nullptr);
+  const google::protobuf::MethodDescriptor* unary =
+      test_service->FindMethodByName("UnaryCall");
+  ASSERT_NE(unary, nullptr);
+  EXPECT_EQ(unary->input_type()->full_name(), "grpc.testing.SimpleRequest");
+  EXPECT_EQ(unary->output_type()->full_name(), "grpc.testing.SimpleResponse");
+  EXPECT_FALSE(unary->client_streaming() || unary->server_streaming());
+  const google::protobuf::MethodDescriptor* duplex =
+      test_service->FindMethodByName("FullDuplexCall");
+  ASSERT_NE(duplex, nullptr);
+  EXPECT_TRUE(duplex->client_streaming() && duplex->server_streaming());
+
+  Described ticker(*responses[1]);
+  EXPECT_THAT(ticker.files, ::testing::Contains("sluice/demo/v1/ticker.proto"));
+  const google::protobuf::ServiceDescriptor* ticker_service =
+      ticker.pool.FindServiceByName("sluice.demo.v1.Ticker");
+  ASSERT_NE(ticker_service, nullptr);
+  const google::protobuf::MethodDescriptor* subscribe =
+      ticker_service->FindMethodByName("Subscribe");
+  ASSERT_NE(subscribe, nullptr);
+  EXPECT_EQ(subscribe->input_type()->full_name(),
+            "sluice.demo.v1.SubscribeRequest");
+  EXPECT_EQ(subscribe->output_type()->full_name(), "sluice.demo.v1.Tick");
+  EXPECT_TRUE(subscribe->server_streaming());
+  EXPECT_FALSE(subscribe->client_streaming());
+}
+
+// The described types are enough to call: UnaryCall and a Ticker stream
+// with messages built only from what reflection returned.
+TEST_F(DemoUpstreamTest, ReflectedTypesCallTheServices) {
+  ReflectionClient reflection(channel_);
+  ASSERT_TRUE(reflection.ok());
+  std::vector<std::unique_ptr<Message>> responses =
+      reflection.Ask({"file_containing_symbol: \"grpc.testing.TestService\"",
+                      "file_containing_symbol: \"sluice.demo.v1.Ticker\""});
+  ASSERT_EQ(responses.size(), 2u);
+  // Before the messages: each must die before the pool of its type.
+  Described test(*responses[0]);
+  Described ticker(*responses[1]);
+
+  const google::protobuf::MethodDescriptor* unary =
+      test.pool.FindMethodByName("grpc.testing.TestService.UnaryCall");
+  ASSERT_NE(unary, nullptr);
+  std::unique_ptr<Message> request =
+      NewMessage(&test.factory, unary->input_type(),
+                 "response_size: 10 payload { body: \"abc\" }");
+  std::vector<std::unique_ptr<Message>> replies;
+  grpc::Status status =
+      Exchange(channel_, "/grpc.testing.TestService/UnaryCall", {request.get()},
+               *test.factory.GetPrototype(unary->output_type()), &replies);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(replies.size(), 1u);
+  const Message& payload = SubMessage(*replies[0], "payload");
+  EXPECT_EQ(payload.GetReflection()->GetString(payload, Field(payload, "body")),
+            Zeros(10));
+  EXPECT_EQ(service().CallsStarted("UnaryCall"), 1);
+
+  const google::protobuf::MethodDescriptor* subscribe =
+      ticker.pool.FindMethodByName("sluice.demo.v1.Ticker.Subscribe");
+  ASSERT_NE(subscribe, nullptr);
+  request = NewMessage(&ticker.factory, subscribe->input_type(),
+                       "count: 3 payload_bytes: 4");
+  replies.clear();
+  status = Exchange(
+      channel_, "/sluice.demo.v1.Ticker/Subscribe", {request.get()},
+      *ticker.factory.GetPrototype(subscribe->output_type()), &replies);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<uint64_t> seqs;
+  for (const auto& tick : replies) {
+    seqs.push_back(
+        tick->GetReflection()->GetUInt64(*tick, Field(*tick, "seq")));
+    EXPECT_EQ(tick->GetReflection()->GetString(*tick, Field(*tick, "payload")),
+              Zeros(4));
+  }
+  EXPECT_THAT(seqs, ElementsAre(1, 2, 3));
+}
+
+TEST_F(DemoUpstreamTest, ReflectionUnknownSymbolIsNotFound) {
+  ReflectionClient reflection(channel_);
+  ASSERT_TRUE(reflection.ok());
+  std::vector<std::unique_ptr<Message>> responses = reflection.Ask(
+      {"file_containing_symbol: \"sluice.demo.v1.NoSuchService\""});
+  ASSERT_EQ(responses.size(), 1u);
+  ASSERT_EQ(ResponseCase(*responses[0]), "error_response");
+  const Message& error = SubMessage(*responses[0], "error_response");
+  EXPECT_EQ(error.GetReflection()->GetInt32(error, Field(error, "error_code")),
+            static_cast<int>(grpc::StatusCode::NOT_FOUND));
 }
 
 // Shutdown with a stream still open cancels it at the deadline and returns.
