@@ -76,7 +76,7 @@ def scenario_slow():
         print("| RSS before | RSS with the slow streams | per stream | messages read per stream |")
         print("|---|---|---|---|")
         print(f"| {before} KiB | {peak} KiB | {(peak - before) / streams:.0f} KiB | "
-              f"{reads / streams:.0f} |")
+              f"{sum(reads) / streams:.0f} |")
     finally:
         sluice.stop()
         upstream.stop()

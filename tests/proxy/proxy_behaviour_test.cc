@@ -93,6 +93,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ProxyBehaviourTest, ::testing::Bool(),
 TEST_P(ProxyBehaviourTest, NoRouteIsUnimplementedWithReason) {
   auto stub = grpc::testing::UnimplementedService::NewStub(channel_);
   grpc::ClientContext ctx;
+  SetTimeout(&ctx, absl::Seconds(10));
   Empty req, resp;
   grpc::Status s = stub->UnimplementedCall(&ctx, req, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
@@ -158,6 +159,9 @@ TEST_P(ProxyBehaviourTest, TooSmallBudgetIsRejectedWithoutCallingUpstream) {
 
 TEST_P(ProxyBehaviourTest, IdleStreamTimesOut) {
   grpc::ClientContext ctx;
+  // Far beyond the 1 s idle timeout: a regression ends as DEADLINE_EXCEEDED
+  // without the idle_timeout reason, in 20 s.
+  SetTimeout(&ctx, absl::Seconds(20));
   SubscribeRequest req;
   req.set_count(0);
   req.set_interval_ms(60000);  // the first tick is a minute away
@@ -177,6 +181,7 @@ TEST_P(ProxyBehaviourTest, IdleStreamTimesOut) {
 
 TEST_P(ProxyBehaviourTest, ActiveStreamDoesNotTimeOut) {
   grpc::ClientContext ctx;
+  SetTimeout(&ctx, absl::Seconds(20));
   SubscribeRequest req;
   req.set_count(30);
   req.set_interval_ms(50);  // 1.5 s in all, never 1 s idle
@@ -190,6 +195,7 @@ TEST_P(ProxyBehaviourTest, ActiveStreamDoesNotTimeOut) {
 
 TEST_P(ProxyBehaviourTest, MetadataIsForwardedByteExact) {
   grpc::ClientContext ctx;
+  SetTimeout(&ctx, absl::Seconds(10));
   const std::string binary("\x00\x01\xfe\xff", 4);
   ctx.AddMetadata("x-custom", "value one");
   ctx.AddMetadata("x-custom", "value two");
@@ -209,6 +215,7 @@ TEST_P(ProxyBehaviourTest, MetadataIsForwardedByteExact) {
 
 TEST_P(ProxyBehaviourTest, SlowReaderHoldsTheUpstreamBack) {
   grpc::ClientContext ctx;
+  SetTimeout(&ctx, absl::Seconds(30));
   SubscribeRequest req;
   req.set_count(100000);
   req.set_interval_ms(0);
@@ -251,6 +258,7 @@ TEST_P(ProxyBehaviourTest, ThousandCancelledStreamsAreAllCancelledUpstream) {
   req.set_interval_ms(100);
   for (int i = 0; i < kStreams; ++i) {
     auto s = std::make_unique<Stream>();
+    SetTimeout(&s->ctx, absl::Seconds(60));
     s->reader = ticker_->AsyncSubscribe(&s->ctx, req, &cq, s.get());
     streams.push_back(std::move(s));
   }
@@ -392,6 +400,7 @@ TEST_P(ProxyBehaviourTest, HealthOnTheDataPortIsTheUpstreams) {
   grpc::health::v1::HealthCheckResponse resp;
   req.set_service("grpc.testing.TestService");  // the upstream's own name
   grpc::ClientContext ctx;
+  SetTimeout(&ctx, absl::Seconds(10));
   ASSERT_TRUE(health->Check(&ctx, req, &resp).ok());
   EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
 }
@@ -462,6 +471,7 @@ TEST_P(ProxyBehaviourTest, ReflectionOnTheDataPortListsTheUpstreamsServices) {
 // the drain deadline, and the data plane stops.
 TEST_P(ProxyBehaviourTest, DrainFinishesLiveStreamsWithDraining) {
   grpc::ClientContext ctx;
+  SetTimeout(&ctx, absl::Seconds(20));
   SubscribeRequest req;
   req.set_count(0);
   req.set_interval_ms(100);

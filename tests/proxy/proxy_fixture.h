@@ -3,11 +3,15 @@
 #ifndef SLUICE_TESTS_PROXY_PROXY_FIXTURE_H_
 #define SLUICE_TESTS_PROXY_PROXY_FIXTURE_H_
 
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "grpc/testing/test.grpc.pb.h"
 #include "grpcpp/create_channel.h"
@@ -20,6 +24,39 @@
 #include "sluice/demo/v1/ticker.grpc.pb.h"
 
 namespace sluice {
+
+// Fails a test that hangs, fast: if the test has not finished `limit` after
+// it started, prints its name and aborts the process (a regression that
+// leaves a call without a deadline open fails in seconds, not at Bazel's
+// test timeout). Owned by the fixture; its thread lives for one test.
+class TestWatchdog {
+ public:
+  explicit TestWatchdog(absl::Duration limit)
+      : thread_([this, limit] {
+          absl::MutexLock lock(&mu_);
+          if (!mu_.AwaitWithTimeout(absl::Condition(&done_), limit)) {
+            const auto* info =
+                ::testing::UnitTest::GetInstance()->current_test_info();
+            std::fprintf(stderr, "watchdog: %s.%s still running after %s\n",
+                         info ? info->test_suite_name() : "?",
+                         info ? info->name() : "?",
+                         absl::FormatDuration(limit).c_str());
+            std::abort();
+          }
+        }) {}
+  ~TestWatchdog() {
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+    }
+    thread_.join();
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
 
 class ProxyFixture : public ::testing::Test {
  protected:
@@ -35,6 +72,8 @@ routes:
   virtual std::string ProxyYaml() { return ""; }
 
   void SetUp() override {
+    // No test here takes more than a few seconds when the proxy works.
+    watchdog_ = std::make_unique<TestWatchdog>(absl::Seconds(90));
     auto port = upstream_.Start("127.0.0.1:0");
     ASSERT_TRUE(port.ok()) << port.status();
     std::string yaml = absl::StrCat(R"(
@@ -68,6 +107,7 @@ upstreams:
   void TearDown() override {
     if (plane_ != nullptr) plane_->Drain(absl::ZeroDuration());
     upstream_.Shutdown(absl::Seconds(1));
+    watchdog_.reset();
   }
 
   // Waits (bounded) until the proxy has freed every call.
@@ -109,6 +149,7 @@ upstreams:
                  : "";
   }
 
+  std::unique_ptr<TestWatchdog> watchdog_;  // first made, last destroyed
   demo::DemoUpstream upstream_;
   std::unique_ptr<ProxyMetrics> metrics_;
   std::unique_ptr<DataPlane> plane_;

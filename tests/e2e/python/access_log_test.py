@@ -3,6 +3,7 @@ fields operators need, and sensitive header values never written."""
 
 import json
 import os
+import time
 import unittest
 
 import harness
@@ -37,14 +38,23 @@ routes:
                            metadata=md, timeout=5)
             with self.assertRaises(grpc.RpcError):
                 ch.unary_unary("/no.Such/Method")(b"", metadata=md, timeout=5)
+            # A call that lasts at least 100 ms (two responses 50 ms apart,
+            # timed by the upstream) and at most what the client saw.
+            started = time.monotonic()
+            responses = list(stub.StreamingOutputCall(
+                messages_pb2.StreamingOutputCallRequest(response_parameters=[
+                    messages_pb2.ResponseParameters(size=1, interval_us=50000)] * 2),
+                timeout=5))
+            client_ms = (time.monotonic() - started) * 1000
+            self.assertEqual(len(responses), 2)
 
             def lines():
                 if not os.path.exists(log_path):
                     return None
                 with open(log_path) as f:
                     got = [json.loads(l) for l in f if l.strip()]
-                return got if len(got) >= 2 else None
-            entries = harness.wait_until(lines, timeout=10, what="two access-log lines")
+                return got if len(got) >= 3 else None
+            entries = harness.wait_until(lines, timeout=10, what="three access-log lines")
         finally:
             sluice.stop()
             upstream.stop()
@@ -61,7 +71,14 @@ routes:
         self.assertEqual((ok["msgs_in"], ok["msgs_out"]), (1, 1))
         self.assertGreater(ok["bytes_in"], 50)
         self.assertGreater(ok["bytes_out"], 100)
-        self.assertGreaterEqual(ok["duration_ms"], 0)
+        self.assertGreater(ok["duration_ms"], 0)
+        slow = next(e for e in entries
+                    if e["method"] == "/grpc.testing.TestService/StreamingOutputCall")
+        self.assertEqual((slow["grpc_status"], slow["msgs_out"]), ("OK", 2))
+        # Sluice saw the call start after the client sent it and end before
+        # the client had the status; the upstream's two 50 ms waits are in it.
+        self.assertGreaterEqual(slow["duration_ms"], 100)
+        self.assertLessEqual(slow["duration_ms"], client_ms)
         self.assertEqual(ok["headers"]["x-request-id"], "req-1")
         self.assertEqual(ok["headers"]["authorization"], "[redacted]")
         self.assertEqual(ok["headers"]["x-team"], "[redacted]")

@@ -59,7 +59,9 @@ def offer_open_loop(test, stubs, rate, seconds):
     """Offers unary calls open loop, one thread per stub: call i of stub k is
     due at t0 + (i + k / len(stubs)) / rate, whatever became of the earlier
     ones; rate * seconds calls per stub (bounded). Returns the Outcome of
-    every call and the time between the first and the last send."""
+    every call (each with `.sent`, its send time on time.monotonic(), and
+    `.done`, a time after it finished) and the
+    time between the first and the last send."""
     per_thread = int(rate * seconds)
     futures = [[] for _ in stubs]
     sent = [[] for _ in stubs]
@@ -82,13 +84,35 @@ def offer_open_loop(test, stubs, rate, seconds):
         test.assertFalse(t.is_alive(), "load thread stuck")
     duration = max(s[-1] for s in sent) - min(s[0] for s in sent)
     outcomes = []
-    for f in (f for fs in futures for f in fs):
-        try:
-            f.result(timeout=15)
-        except grpc.RpcError:
-            pass
-        outcomes.append(Outcome(f))
+    for k, fs in enumerate(futures):
+        for f, at in zip(fs, sent[k]):
+            try:
+                f.result(timeout=15)
+            except grpc.RpcError:
+                pass
+            outcome = Outcome(f)
+            outcome.sent = at
+            outcome.done = time.monotonic()  # at the latest
+            outcomes.append(outcome)
     return outcomes, duration
+
+
+def gcra_admits(times, rate, burst):
+    """How many of calls arriving at `times` (seconds) a token bucket of
+    `rate`/s and `burst` admits, starting full: the exact GCRA that Sluice
+    implements, run on the schedule the client really achieved. A client
+    that stalls (a busy machine) and then catches up loses tokens in the
+    model exactly as at the proxy, so comparing Sluice's count with this one
+    tests Sluice, not the client's scheduling."""
+    interval = 1.0 / rate
+    tat = None
+    admitted = 0
+    for t in sorted(times):
+        start = t if tat is None else max(tat, t)
+        if start + interval - t <= burst * interval + 1e-9:
+            tat = start + interval
+            admitted += 1
+    return admitted
 
 
 class LimitsTestBase(unittest.TestCase):

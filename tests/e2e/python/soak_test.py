@@ -10,14 +10,20 @@ three sluice-bench processes in open loop for SOAK_SECONDS (default 60;
 - plus a Python loop cancelling streams after two ticks (bounded count).
 
 Sluice's resident memory, open file descriptors and threads are sampled
-from /proc once a second after a warm-up (the first 20% of the run); a
-least-squares line through the samples must not rise by more than:
-  RSS     4 MiB over the sampled window (a leak of one 100-byte object per
-          call would be 6 MiB per minute at this rate),
-  fds     1 (nothing per call or per connection may accumulate),
-  threads 2 (gRPC core starts executor/timer threads on demand, a
-          bounded handful; a thread per call or per connection would be
-          hundreds).
+from /proc once a second after a warm-up (the first 20% of the run).
+Each bound is one that only a leak breaks, never a scheduler:
+  RSS     a least-squares line through the samples rises by less than
+          4 MiB over the sampled window (a leak of one 100-byte object per
+          call would be 6 MiB per minute at this rate);
+  fds     never more than 16 above the first sample (the load opens
+          ~40,000 calls, ~2,400 streams and ~1,200 client cancels on a
+          handful of connections: a descriptor leaked per call, stream or
+          cancel would be thousands);
+  threads never more than 16 above the first sample (gRPC core starts
+          executor and timer threads on demand, a bounded handful that may
+          appear at any time; a thread per call or stream would be
+          thousands). A fitted slope of threads is not used: one pool
+          thread started late fits as a "rise" of 2.
 """
 
 import json
@@ -33,8 +39,8 @@ from sluice.demo.v1 import ticker_pb2, ticker_pb2_grpc
 
 SOAK_SECONDS = int(os.environ.get("SLUICE_SOAK_SECONDS", "60"))
 RSS_RISE_KIB = 4 * 1024
-FD_RISE = 1
-THREAD_RISE = 2
+FD_RISE = 16
+THREAD_RISE = 16
 
 CONFIG = """
 upstreams:
@@ -162,8 +168,8 @@ class SoakTest(unittest.TestCase):
                                                         "DEADLINE_EXCEEDED", "CANCELLED"},
                                      f"{name}: {r['status']}")
             self.assertLess(rises["rss_kib"], RSS_RISE_KIB)
-            self.assertLess(rises["fds"], FD_RISE)
-            self.assertLess(rises["threads"], THREAD_RISE)
+            self.assertLessEqual(max(fds) - fds[0], FD_RISE, fds)
+            self.assertLessEqual(max(threads) - threads[0], THREAD_RISE, threads)
             harness.wait_for_metric(sluice, "sluice_calls_in_flight", 0.0, timeout=20)
             harness.wait_for_metric(sluice, "sluice_limit_permits_in_use", 0.0)
         finally:
