@@ -13,6 +13,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/config/config.h"
@@ -92,10 +94,19 @@ absl::StatusOr<std::shared_ptr<const Config>> LoadWithFlags() {
 
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "sluice: gRPC rate-limiting proxy.\n"
+      "gRPC rate-limiting proxy.\n"
       "  sluice --config=FILE\n"
       "  sluice --listen=127.0.0.1:8080 --upstream=127.0.0.1:50051\n"
       "  sluice --config=FILE --check");
+  // --help lists the flags of this file (absl's default lists only those
+  // declared in a file named after the program).
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/main.cc");
+  };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  usage_config.contains_helppackage_flags = usage_config.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage_config);
   absl::ParseCommandLine(argc, argv);
   // Debian's Abseil runs its deadlock detector on every Mutex operation
   // (3x the cost of a lock, and it serialises contended threads); the

@@ -5,7 +5,8 @@
 //   sluice-bench --target=127.0.0.1:8080 --scenario=ticker --rate=500 --json
 //
 // See docs/sluice-bench.md. Exit status: 0 when the run happened, 2 on bad
-// flags, 1 when no call could be made.
+// flags (unknown, malformed or inconsistent), 1 when no call could be made.
+// --help lists the flags (and exits 1, as absl does).
 #include <iostream>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "client/bench/options.h"
 #include "client/bench/report.h"
 #include "client/bench/runner.h"
+#include "client/common/flag_check.h"
 
 ABSL_FLAG(std::string, target, "", "HOST:PORT to send calls to (required)");
 ABSL_FLAG(std::string, method, "",
@@ -92,8 +94,16 @@ std::vector<std::string> ExtractHeaders(int* argc, char** argv) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "gRPC load generator: sluice-bench --target=HOST:PORT [flags]");
+      "gRPC load generator (docs/sluice-bench.md).\n"
+      "  sluice-bench --target=HOST:PORT [flags]");
+  sluice::SetUsageConfig("client/bench/main.cc");
   std::vector<std::string> headers = ExtractHeaders(&argc, argv);
+  // absl's parser exits 1 on a bad flag; here that is a usage error (2).
+  if (auto problem = sluice::FindFlagError(argc, argv)) {
+    std::cerr << "sluice-bench: " << *problem << " (--help lists the flags)"
+              << std::endl;
+    return 2;
+  }
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() > 1) {
     std::cerr << "sluice-bench: unexpected argument '" << positional[1]

@@ -5,7 +5,8 @@
 //             COMMAND [ARGS]
 //
 // Exit codes: 0 success; 1 the admin API could not be reached or refused
-// the request; 2 usage error, or `check` found an invalid config.
+// the request; 2 usage error, or `check` found an invalid config; `health`:
+// 3 NOT_SERVING, 4 SERVICE_UNKNOWN.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -13,27 +14,24 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/marshalling.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/common/flag_check.h"
 #include "client/sluicectl/render.h"
 #include "google/protobuf/struct.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "server/common/grpc_code_name.h"
 #include "server/common/read_file.h"
@@ -65,12 +63,16 @@ ABSL_FLAG(std::optional<int64_t>, queue, std::nullopt,
 namespace sluice::sluicectl {
 namespace {
 
+using grpc::health::v1::Health;
+using grpc::health::v1::HealthCheckResponse;
 using sluice::admin::v1::Admin;
 
 constexpr int kExitOk = 0;
 constexpr int kExitFailed = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitBadConfig = 2;
+constexpr int kExitNotServing = 3;
+constexpr int kExitServiceUnknown = 4;
 
 constexpr char kUsage[] =
     R"(sluicectl: command line client for Sluice's admin API.
@@ -88,6 +90,10 @@ commands:
   set-limit ROUTE LIMIT [--rate=R] [--burst=B] [--concurrency=N] [--queue=Q]
                           override a limit's numbers (until a reload changes
                           its definition) and print its new state
+  health [SERVICE]        grpc.health.v1 Check on the admin port: prints
+                          SERVING, NOT_SERVING or SERVICE_UNKNOWN. SERVICE:
+                          "" (default) readiness, `liveness`, or an
+                          upstream's name
   drain                   start draining the daemon
   check CONFIG            validate a config file offline, as
                           `sluice --config=CONFIG --check` does
@@ -101,71 +107,12 @@ flags:
   --json                  protobuf JSON (proto field names) for scripts
 
 exit: 0 ok; 1 the admin API is unreachable or refused the request;
-      2 usage error, or `check` found errors)";
+      2 usage error, or `check` found errors;
+      health: 0 SERVING, 3 NOT_SERVING, 4 SERVICE_UNKNOWN)";
 
 int UsageError(std::string_view message) {
   std::cerr << "sluicectl: " << message << "\n\n" << kUsage << "\n";
   return kExitUsage;
-}
-
-// ---- Flag pre-check ------------------------------------------------------
-
-template <typename T>
-bool Parses(absl::string_view text, std::string* error) {
-  T value;
-  return absl::ParseFlag(text, &value, error);
-}
-
-using Validator = bool (*)(absl::string_view, std::string*);
-
-// absl's parser exits 1 on an unknown flag or a malformed value; sluicectl
-// treats both as usage errors (exit 2, usage on stderr), so it looks first.
-// Returns the problem, or nullopt if absl will accept the command line.
-std::optional<std::string> PrecheckFlags(int argc, char** argv) {
-  static const auto* const kValidators = new std::map<std::string, Validator>{
-      {"timeout", &Parses<absl::Duration>},
-      {"json", &Parses<bool>},
-      {"top_keys", &Parses<std::optional<int>>},
-      {"rate", &Parses<std::optional<double>>},
-      {"burst", &Parses<std::optional<int64_t>>},
-      {"concurrency", &Parses<std::optional<int64_t>>},
-      {"queue", &Parses<std::optional<int64_t>>},
-  };
-  // Flags absl's parser handles itself (usage and flag files).
-  static const auto* const kAbslBuiltins = new std::set<std::string>{
-      "help",     "helpfull",  "helpshort",  "helppackage",
-      "helpon",   "helpmatch", "version",    "only_check_args",
-      "flagfile", "fromenv",   "tryfromenv", "undefok"};
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    if (arg == "--") break;
-    if (arg.size() < 2 || arg[0] != '-') continue;  // positional
-    arg.remove_prefix(arg[1] == '-' ? 2 : 1);
-    const size_t eq = arg.find('=');
-    const std::string name(arg.substr(0, eq));
-    std::optional<std::string> value;
-    if (eq != std::string_view::npos) value = std::string(arg.substr(eq + 1));
-
-    if (kAbslBuiltins->contains(name)) continue;  // absl handles these
-    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-    if (flag == nullptr && absl::StartsWith(name, "no") && !value) {
-      absl::CommandLineFlag* negated =
-          absl::FindCommandLineFlag(name.substr(2));
-      if (negated != nullptr && negated->IsOfType<bool>()) continue;
-    }
-    if (flag == nullptr) return absl::StrCat("unknown flag --", name);
-    if (!flag->IsOfType<bool>() && !value) {
-      if (i + 1 >= argc) return absl::StrCat("flag --", name, " needs a value");
-      value = argv[++i];
-    }
-    auto it = kValidators->find(name);
-    std::string error;
-    if (value && it != kValidators->end() && !it->second(*value, &error)) {
-      return absl::StrCat("bad value \"", *value, "\" for --", name,
-                          error.empty() ? "" : ": ", error);
-    }
-  }
-  return std::nullopt;
 }
 
 // ---- Admin API calls -----------------------------------------------------
@@ -183,8 +130,9 @@ std::string Describe(const grpc::Status& status) {
   return absl::StrCat(CodeName(status.error_code()), ": ", message);
 }
 
-// The admin API at --admin, one call at a time, each with --timeout and,
-// if one is known, the bearer token. Owned by Main; single-threaded.
+// The admin port at --admin (sluice.admin.v1.Admin and grpc.health.v1.Health
+// on one channel), one call at a time, each with --timeout and, if one is
+// known, the bearer token. Owned by Main; single-threaded.
 class AdminClient {
  public:
   // `token`: empty for none; `token_source` names where it came from.
@@ -194,20 +142,36 @@ class AdminClient {
         timeout_(timeout),
         token_(std::move(token)),
         token_source_(std::move(token_source)),
-        stub_(Admin::NewStub(grpc::CreateChannel(
-            address_, grpc::InsecureChannelCredentials()))) {}
+        channel_(
+            grpc::CreateChannel(address_, grpc::InsecureChannelCredentials())),
+        admin_(Admin::NewStub(channel_)),
+        health_(Health::NewStub(channel_)) {}
 
-  // Runs `rpc` (a stub method) with a fresh context. On failure prints one
-  // line to stderr and returns false; `what` names the request in it.
+  // Runs `rpc` (an Admin stub method) with a fresh context. On failure
+  // prints one line to stderr and returns false; `what` names the request
+  // in it.
   template <typename Request, typename Response, typename Rpc>
   bool Call(std::string_view what, Rpc rpc, const Request& request,
             Response* response) {
+    grpc::Status status = Invoke(*admin_, rpc, request, response);
+    if (status.ok()) return true;
+    Report(what, status);
+    return false;
+  }
+
+  // Runs `rpc`, a method of `stub`, with a fresh context; returns its status.
+  template <typename Stub, typename Request, typename Response, typename Rpc>
+  grpc::Status Invoke(Stub& stub, Rpc rpc, const Request& request,
+                      Response* response) {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
     if (!token_.empty())
       context.AddMetadata("authorization", "Bearer " + token_);
-    grpc::Status status = ((*stub_).*rpc)(&context, request, response);
-    if (status.ok()) return true;
+    return (stub.*rpc)(&context, request, response);
+  }
+
+  // One line (two for a token problem) on stderr about the failed call.
+  void Report(std::string_view what, const grpc::Status& status) {
     const grpc::StatusCode code = status.error_code();
     if (code == grpc::StatusCode::UNAUTHENTICATED) {
       std::cerr << "sluicectl: " << what << ": the admin API at " << address_
@@ -231,17 +195,18 @@ class AdminClient {
     } else {
       std::cerr << "sluicectl: " << what << ": " << Describe(status) << "\n";
     }
-    return false;
   }
 
-  Admin::Stub* stub() { return stub_.get(); }
+  Health::Stub& health() { return *health_; }
 
  private:
   const std::string address_;
   const absl::Duration timeout_;
   const std::string token_;
   const std::string token_source_;
-  std::unique_ptr<Admin::Stub> stub_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<Admin::Stub> admin_;
+  std::unique_ptr<Health::Stub> health_;
 };
 
 // Prints `message` as JSON (--json) or `text`.
@@ -323,6 +288,35 @@ int Drain(AdminClient& admin) {
   return kExitOk;
 }
 
+// grpc.health.v1.Health/Check of `service` on the admin port. gRPC's health
+// service answers NOT_FOUND for a name it does not know: SERVICE_UNKNOWN,
+// as Watch would say.
+int HealthCheck(AdminClient& admin, const std::string& service) {
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  HealthCheckResponse response;
+  grpc::Status status =
+      admin.Invoke(admin.health(), &Health::Stub::Check, request, &response);
+  if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
+    response.set_status(HealthCheckResponse::SERVICE_UNKNOWN);
+  } else if (!status.ok()) {
+    admin.Report(service.empty() ? "health" : absl::StrCat("health ", service),
+                 status);
+    return kExitFailed;
+  }
+  Print(response,
+        absl::StrCat(HealthCheckResponse::ServingStatus_Name(response.status()),
+                     "\n"));
+  switch (response.status()) {
+    case HealthCheckResponse::SERVING:
+      return kExitOk;
+    case HealthCheckResponse::SERVICE_UNKNOWN:
+      return kExitServiceUnknown;
+    default:  // NOT_SERVING, UNKNOWN
+      return kExitNotServing;
+  }
+}
+
 // Offline: the daemon's own loader, so the same errors and hash as
 // `sluice --config=PATH --check`.
 int Check(const std::string& path) {
@@ -371,36 +365,39 @@ std::optional<std::string> StrayFlag(const std::string& command) {
 
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
-  absl::FlagsUsageConfig usage_config;
-  usage_config.version_string = []() -> std::string {
-    return "sluicectl " + std::string(kSluiceVersion) + "\n";
-  };
-  usage_config.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "client/sluicectl/");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
-  if (auto problem = PrecheckFlags(argc, argv)) return UsageError(*problem);
+  SetUsageConfig("client/sluicectl/main.cc",
+                 "sluicectl " + std::string(kSluiceVersion) + "\n");
+  // absl's parser exits 1 on a bad flag; here that is a usage error (2).
+  if (auto problem = FindFlagError(argc, argv)) return UsageError(*problem);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   std::vector<std::string> args(positional.begin() + 1, positional.end());
   if (args.empty()) return UsageError("no command given");
 
   const std::string command = args[0];
   args.erase(args.begin());
-  static const auto* const kArity = new std::map<std::string, size_t>{
-      {"status", 0},    {"config", 0}, {"limits", 0},
-      {"set-limit", 2}, {"drain", 0},  {"check", 1},
+  // Each command's arguments: how many at least, at most, and their names.
+  struct Arity {
+    size_t min;
+    size_t max;
+    const char* names;
+  };
+  static const auto* const kArity = new std::map<std::string, Arity>{
+      {"status", {0, 0, ""}},        {"config", {0, 0, ""}},
+      {"limits", {0, 0, ""}},        {"set-limit", {2, 2, "ROUTE LIMIT"}},
+      {"health", {0, 1, "SERVICE"}}, {"drain", {0, 0, ""}},
+      {"check", {1, 1, "CONFIG"}},
   };
   auto arity = kArity->find(command);
   if (arity == kArity->end()) {
     return UsageError(absl::StrCat("unknown command \"", command, "\""));
   }
-  if (args.size() != arity->second) {
+  if (const Arity& a = arity->second;
+      args.size() < a.min || args.size() > a.max) {
     return UsageError(
-        arity->second == 0
-            ? absl::StrCat(command, " takes no arguments")
-            : absl::StrCat(command, " needs ",
-                           command == "check" ? "CONFIG" : "ROUTE LIMIT"));
+        a.max == 0 ? absl::StrCat(command, " takes no arguments")
+        : a.min == 0
+            ? absl::StrCat(command, " takes at most one argument, ", a.names)
+            : absl::StrCat(command, " needs ", a.names));
   }
   if (auto problem = StrayFlag(command)) return UsageError(*problem);
 
@@ -436,6 +433,9 @@ int Main(int argc, char** argv) {
   if (command == "config") return Config(admin);
   if (command == "limits") return Limits(admin);
   if (command == "set-limit") return SetLimit(admin, args[0], args[1]);
+  if (command == "health") {
+    return HealthCheck(admin, args.empty() ? "" : args[0]);
+  }
   return Drain(admin);
 }
 

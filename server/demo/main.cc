@@ -16,8 +16,10 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "grpcpp/security/server_credentials.h"
@@ -83,7 +85,18 @@ absl::Status WriteReadyFile(const std::string& path,
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "Serves grpc.testing.TestService and sluice.demo.v1.Ticker.");
+      "serves grpc.testing.TestService and sluice.demo.v1.Ticker\n"
+      "(with health and reflection) until SIGTERM or SIGINT.\n"
+      "  demo_upstream --listen=127.0.0.1:50051 [--ready_file=PATH]");
+  // --help lists the flags of this file (absl's default lists only those
+  // declared in a file named after the program).
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/demo/main.cc");
+  };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  usage_config.contains_helppackage_flags = usage_config.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage_config);
   absl::ParseCommandLine(argc, argv);
 
   // Block the stop signals before gRPC starts threads, so every thread

@@ -1,5 +1,6 @@
 // The sluice-bench binary against the demo_upstream binary: --json output
-// parses, exit status 0; bad flags exit 2; an unreachable target exits 1.
+// parses, exit status 0; bad flags (absl's parse errors too) exit 2; an
+// unreachable target exits 1; --help lists the flags.
 #include <signal.h>
 #include <spawn.h>
 #include <sys/types.h>
@@ -11,8 +12,10 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -182,6 +185,38 @@ TEST(SluiceBenchFlagsTest, BadFlagsExitTwoWithMessage) {
   o = RunBench({"--calls=1"});
   EXPECT_EQ(o.exit_code, 2);
   EXPECT_NE(o.err.find("--target"), std::string::npos) << o.err;
+}
+
+// Errors absl's parser would exit 1 on are usage errors too.
+TEST(SluiceBenchFlagsTest, UnknownOrMalformedFlagExitsTwo) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--target=127.0.0.1:1", "--bogus"}, "unknown flag --bogus"},
+      {{"--target=127.0.0.1:1", "--calls=many"},
+       "bad value \"many\" for --calls"},
+      {{"--target=127.0.0.1:1", "--duration=5"},
+       "bad value \"5\" for --duration"},
+      {{"--target=127.0.0.1:1", "--json=maybe"},
+       "bad value \"maybe\" for --json"},
+      {{"--target=127.0.0.1:1", "--calls"}, "flag --calls needs a value"},
+  };
+  for (const auto& [flags, message] : cases) {
+    Outcome o = RunBench(flags);
+    EXPECT_EQ(o.exit_code, 2) << flags.back() << ": " << o.err;
+    EXPECT_EQ(o.out, "") << flags.back();
+    EXPECT_TRUE(absl::StartsWith(o.err, "sluice-bench: " + message)) << o.err;
+  }
+}
+
+// absl prints the usage and main.cc's flags on stdout, then exits 1.
+TEST(SluiceBenchFlagsTest, HelpListsTheFlags) {
+  Outcome o = RunBench({"--help"});
+  EXPECT_EQ(o.exit_code, 1) << o.err;
+  EXPECT_FALSE(absl::StrContains(o.out, "No flags matched")) << o.out;
+  EXPECT_FALSE(absl::StrContains(o.out, "--flagfile")) << "absl's own flags";
+  for (const char* flag : {"--target", "--scenario", "--rate", "--duration",
+                           "--header", "--json"}) {
+    EXPECT_TRUE(absl::StrContains(o.out, flag)) << flag << "\n" << o.out;
+  }
 }
 
 TEST(SluiceBenchFlagsTest, UnreachableTargetExitsOne) {

@@ -1,4 +1,5 @@
-// The demo_upstream binary: ready file, stdout line, serving, clean SIGTERM.
+// The demo_upstream binary: ready file, stdout line, serving, clean SIGTERM;
+// --help lists its flags.
 #include <signal.h>
 #include <spawn.h>
 #include <sys/types.h>
@@ -49,10 +50,13 @@ bool ReadLine(FILE* in, std::string* line) {
   return !line->empty();
 }
 
+std::string Binary() {
+  return absl::StrCat(Env("TEST_SRCDIR"), "/", Env("TEST_WORKSPACE"),
+                      "/server/demo/demo_upstream");
+}
+
 TEST(DemoUpstreamMainTest, ServesAndStopsOnSigterm) {
-  const std::string binary =
-      absl::StrCat(Env("TEST_SRCDIR"), "/", Env("TEST_WORKSPACE"),
-                   "/server/demo/demo_upstream");
+  const std::string binary = Binary();
   const std::string ready_file =
       absl::StrCat(Env("TEST_TMPDIR"), "/ready.json");
 
@@ -113,6 +117,44 @@ TEST(DemoUpstreamMainTest, ServesAndStopsOnSigterm) {
   ASSERT_TRUE(ReadLine(stdout_of_child, &line));
   EXPECT_TRUE(absl::StartsWith(line, "demo-upstream stopping")) << line;
   std::fclose(stdout_of_child);
+}
+
+// absl prints the usage and this file's flags on stdout, then exits 1.
+TEST(DemoUpstreamMainTest, HelpListsTheFlags) {
+  const std::string binary = Binary();
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, out[0]);
+  posix_spawn_file_actions_addclose(&actions, out[1]);
+  std::vector<std::string> args = {binary, "--help"};
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  ASSERT_EQ(posix_spawn(&pid, binary.c_str(), &actions, nullptr, argv.data(),
+                        environ),
+            0)
+      << binary;
+  posix_spawn_file_actions_destroy(&actions);
+  close(out[1]);
+  std::string help;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = read(out[0], buffer, sizeof buffer)) > 0) help.append(buffer, n);
+  close(out[0]);
+  int wait_status = 0;
+  ASSERT_EQ(waitpid(pid, &wait_status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(wait_status)) << wait_status;
+  EXPECT_EQ(WEXITSTATUS(wait_status), 1);
+  EXPECT_FALSE(absl::StrContains(help, "No flags matched")) << help;
+  EXPECT_FALSE(absl::StrContains(help, "--flagfile")) << "absl's own flags";
+  for (const char* flag :
+       {"--listen", "--ready_file", "--tls_cert", "--tls_key"}) {
+    EXPECT_TRUE(absl::StrContains(help, flag)) << flag << "\n" << help;
+  }
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 """The real sluice binary: starts on port 0, serves health, metrics and the
-admin API, validates configs with --check, and stops cleanly on SIGTERM."""
+admin API, validates configs with --check, lists its flags with --help, and
+stops cleanly on SIGTERM."""
 
 import glob
 import os
@@ -90,6 +91,19 @@ class CheckFlagTest(unittest.TestCase):
         r = self.run_check("/nonexistent/sluice.yaml")
         self.assertEqual(r.returncode, 2)
         self.assertIn("/nonexistent/sluice.yaml", r.stderr)
+
+
+class HelpTest(unittest.TestCase):
+    def test_help_lists_the_flags(self):
+        r = subprocess.run([harness.SLUICE, "--help"], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(r.returncode, 1, r.stderr)   # what absl's --help exits with
+        self.assertIn("sluice --config=FILE", r.stdout)
+        self.assertNotIn("No flags matched", r.stdout)
+        self.assertNotIn("--flagfile", r.stdout)      # not absl's own flags
+        for flag in ("--config", "--check", "--listen", "--admin", "--upstream",
+                     "--ready_file", "--watch_config"):
+            self.assertIn(flag, r.stdout)
 
 
 class SignalTest(unittest.TestCase):

@@ -1,7 +1,8 @@
 """sluicectl, the admin API's command line client, against the real sluice
 binary: every command in table and --json form, set-limit's error paths,
+`health` (readiness, liveness, an upstream, an unknown name, a drain),
 offline `check` (same messages and exit codes as `sluice --check`), usage
-errors and an unreachable admin port.
+errors, --help and an unreachable admin port.
 
 One daemon (with limits) serves the read-only and set-limit tests; the drain
 test starts its own, since draining ends the process.
@@ -195,6 +196,30 @@ class SluicectlTest(unittest.TestCase):
                                              f"hash    {c['config_hash']}"])
         self.assertEqual(json.loads(body), config)
 
+    # ---- health -------------------------------------------------------------
+
+    def test_health(self):
+        r = self.ctl("health")   # readiness, the service ""
+        self.assertEqual(r.stdout, "SERVING\n")
+        self.assertEqual(self.ctl("health", "liveness").stdout, "SERVING\n")
+        self.assertEqual(self.ctl_json("health"), {"status": "SERVING"})
+        # An upstream's entry: SERVING once a channel to it is connected.
+        harness.wait_until(lambda: sluicectl("health", "demo", admin=self.sluice.admin)
+                           .returncode == 0, what="upstream demo SERVING")
+        self.assertEqual(self.ctl("health", "demo").stdout, "SERVING\n")
+        # The token is sent (health itself needs none).
+        token = os.path.join(harness.TMP, "health-token")
+        with open(token, "w") as f:
+            f.write("not-needed\n")
+        self.assertEqual(self.ctl(f"--token_file={token}", "--timeout=2s", "health").stdout,
+                         "SERVING\n")
+
+    def test_health_unknown_service(self):
+        r = self.ctl("health", "nope", ok=False)
+        self.assertEqual((r.returncode, r.stdout, r.stderr), (4, "SERVICE_UNKNOWN\n", ""))
+        r = self.ctl("--json", "health", "nope", ok=False)
+        self.assertEqual((r.returncode, json.loads(r.stdout)), (4, {"status": "SERVICE_UNKNOWN"}))
+
     # ---- limits -------------------------------------------------------------
 
     def test_limits(self):
@@ -297,6 +322,8 @@ class SluicectlTest(unittest.TestCase):
             (["set-limit", "api", "per-key"],
              "set-limit needs at least one of --rate, --burst, --concurrency, --queue"),
             (["check"], "check needs CONFIG"),
+            (["health", "a", "b"], "health takes at most one argument, SERVICE"),
+            (["health", "--top_keys=3"], "--top_keys only applies to limits"),
             (["--bogus", "status"], "unknown flag --bogus"),
             (["limits", "--top_keys=many"], 'bad value "many" for --top_keys'),
             (["limits", "--top_keys=0"], "--top_keys must be >= 1"),
@@ -311,11 +338,22 @@ class SluicectlTest(unittest.TestCase):
                 self.assertTrue(r.stderr.startswith(f"sluicectl: {message}"), r.stderr)
                 self.assertIn("usage: sluicectl", r.stderr)
 
+    def test_help(self):
+        r = self.ctl("--help", ok=False)
+        self.assertEqual(r.returncode, 1, r.stderr)   # what absl's --help exits with
+        self.assertIn("usage: sluicectl", r.stdout)
+        self.assertIn("health [SERVICE]", r.stdout)
+        self.assertNotIn("--flagfile", r.stdout)      # not absl's own flags
+        for flag in ("--admin", "--token_file", "--timeout", "--json", "--top_keys",
+                     "--rate"):
+            self.assertIn(f"    {flag} (", r.stdout)   # absl's list of the flags
+
     # ---- unreachable --------------------------------------------------------
 
     def test_unreachable_admin_port(self):
         address = f"127.0.0.1:{harness.closed_port()}"
         for args in (["status"], ["config"], ["limits"], ["drain"], ["--json", "status"],
+                     ["health"], ["health", "liveness"],
                      ["set-limit", "api", "per-key", "--rate=1"]):
             with self.subTest(args=args):
                 r = sluicectl(*args, admin=address)
@@ -409,6 +447,13 @@ class DrainTest(unittest.TestCase):
         self.assertIs(status["draining"], True)
         self.assertEqual(status["calls_in_flight"], "1")
         self.assertIn("draining         yes", sluicectl("status", admin=admin).stdout)
+        # Draining: not ready (readiness and the upstream), still alive.
+        r = sluicectl("health", admin=admin)
+        self.assertEqual((r.returncode, r.stdout, r.stderr), (3, "NOT_SERVING\n", ""))
+        r = sluicectl("--json", "health", "demo", admin=admin)
+        self.assertEqual((r.returncode, json.loads(r.stdout)), (3, {"status": "NOT_SERVING"}))
+        r = sluicectl("health", "liveness", admin=admin)
+        self.assertEqual((r.returncode, r.stdout), (0, "SERVING\n"))
         r = sluicectl("--json", "drain", admin=admin)
         self.assertEqual((r.returncode, json.loads(r.stdout)), (0, {"started": False}))
         r = sluicectl("drain", admin=admin)
