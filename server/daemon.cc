@@ -5,10 +5,14 @@
 #include <cstdio>
 #include <exception>
 #include <fstream>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "prometheus/gauge.h"
+#include "server/config/listen_probe.h"
 #include "server/version.h"
 #include "spdlog/spdlog.h"
 
@@ -27,6 +31,21 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
     Loader loader, const std::string& ready_file) {
   auto config = loader();
   if (!config.ok()) return config.status();
+  // Every listener another process holds, each on its line, before any
+  // one starts.
+  {
+    std::vector<std::string> busy;
+    for (const auto& [field, address] :
+         {std::pair{"listeners.data", (*config)->data_address()},
+          std::pair{"listeners.admin", (*config)->admin_address()},
+          std::pair{"listeners.metrics", (*config)->metrics_address()}}) {
+      absl::Status can_listen = CheckListener(field, address);
+      if (!can_listen.ok()) busy.push_back(std::string(can_listen.message()));
+    }
+    if (!busy.empty()) {
+      return absl::UnavailableError(absl::StrJoin(busy, "\n"));
+    }
+  }
   std::unique_ptr<Daemon> d(new Daemon());
   d->loader_ = std::move(loader);
   d->started_at_ = absl::Now();
@@ -65,10 +84,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
   const Config& c = **config;
   try {
     d->exposer_ = std::make_unique<prometheus::Exposer>(c.metrics_address());
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("listeners.metrics: cannot listen on ",
-                     c.metrics_address(), ": ", e.what()));
+  } catch (const std::exception&) {
+    // civetweb says only "null context when constructing CivetServer".
+    return ListenerFailed("listeners.metrics", c.metrics_address(),
+                          "the HTTP server could not start");
   }
   d->exposer_->RegisterCollectable(d->registry_);
   auto ports = d->exposer_->GetListeningPorts();
@@ -196,16 +215,29 @@ absl::Status Daemon::Reload() {
     return config.status();
   }
   std::shared_ptr<const Config> old = data_plane_->config();
-  if ((*config)->data_address() != old->data_address() ||
-      (*config)->admin_address() != old->admin_address() ||
-      (*config)->metrics_address() != old->metrics_address() ||
-      (*config)->workers() != old->workers() ||
-      // The data port's TLS settings (defaults filled in) are fixed at start.
-      (*config)->proto().tls().SerializeAsString() !=
-          old->proto().tls().SerializeAsString()) {
+  // The restart-only settings stay those the process runs with, so what
+  // status, GetConfig and sluice_config_info report is what is in effect.
+  const std::vector<SettingChange> fixed = (*config)->RestartOnlyChanges(*old);
+  if (!fixed.empty()) {
+    auto effective = (*config)->WithRestartOnlyOf(*old);
+    if (!effective.ok()) {
+      reloads_failed_->Increment();
+      spdlog::error("config reload failed; keeping the old config: {}",
+                    std::string(effective.status().message()));
+      return effective.status();
+    }
+    std::vector<std::string> changes;
+    for (const SettingChange& change : fixed) {
+      changes.push_back(absl::StrCat(change.field, " (", change.from, " -> ",
+                                     change.to, ")"));
+    }
     spdlog::warn(
-        "config reload: listeners, workers and tls settings take effect "
-        "only at restart (rotated tls files are picked up by themselves)");
+        "config reload: {} changed in the file, but listener, worker, "
+        "data-port server and tls settings take effect only at restart: "
+        "the running values stay in effect (rotated tls files are picked up "
+        "by themselves)",
+        absl::StrJoin(changes, ", "));
+    config = *std::move(effective);
   }
   auto status = data_plane_->SetConfig(*config);
   if (!status.ok()) {

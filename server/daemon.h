@@ -45,6 +45,9 @@ class Daemon : public AdminBackend {
   void Run();
 
   // Re-reads the configuration; a bad one is logged and the old one kept.
+  // A good one is applied with the running values of its restart-only
+  // settings (Config::WithRestartOnlyOf), each changed one named in a
+  // warning: CurrentConfig() and Status() report what is in effect.
   absl::Status Reload();
 
   // AdminBackend.

@@ -29,6 +29,7 @@
 #include "absl/strings/string_view.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
 #include "server/common/read_file.h"
 #include "server/config/referenced_files.h"
@@ -69,13 +70,41 @@ std::string OutOfRange(uint64_t value, uint64_t low, uint64_t high) {
   return absl::StrCat(value, " is out of range (", low, "..", high, ")");
 }
 
-// Collects "<source>: <path>: <reason>" lines.
+// True if `path` is `outer` or inside it: "routes[0].match.method" is in
+// "routes[0]", "upstreams[1]" in "upstreams".
+bool Within(absl::string_view path, absl::string_view outer) {
+  return absl::StartsWith(path, outer) &&
+         (path.size() == outer.size() || path[outer.size()] == '.' ||
+          path[outer.size()] == '[');
+}
+
+// Collects "<source>: <path>: <reason>" lines: first the schema errors the
+// YAML reading found, then the semantic ones. A semantic error at or
+// inside a path the schema reading dropped (see SchemaErrors::dropped) is
+// about a value nobody wrote, and is left out; a check that reads other
+// fields too asks Dropped() first.
 class Errors {
  public:
-  explicit Errors(absl::string_view source) : source_(source) {}
+  Errors(absl::string_view source, const SchemaErrors& schema)
+      : source_(source), dropped_(schema.dropped) {
+    for (const std::string& line : schema.lines) {
+      lines_.push_back(absl::StrCat(source_, ": ", line));
+    }
+  }
 
   void Add(absl::string_view path, absl::string_view reason) {
+    for (const std::string& d : dropped_) {
+      if (Within(path, d)) return;
+    }
     lines_.push_back(absl::StrCat(source_, ": ", path, ": ", reason));
+  }
+  // Whether the schema reading dropped `path`, a part of it, or a field
+  // containing it.
+  bool Dropped(absl::string_view path) const {
+    return std::any_of(dropped_.begin(), dropped_.end(),
+                       [path](const std::string& d) {
+                         return Within(path, d) || Within(d, path);
+                       });
   }
   bool empty() const { return lines_.empty(); }
   size_t size() const { return lines_.size(); }
@@ -85,11 +114,14 @@ class Errors {
 
  private:
   std::string source_;
+  std::vector<std::string> dropped_;
   std::vector<std::string> lines_;
 };
 
-// Parses a duration field. Empty text takes `default_text`, which is written
-// back so the proto shows it. Errors leave the result at zero.
+// Parses a duration field. Empty text takes `default_text`. The canonical
+// text of the value is written back, so the proto (and the hash) shows the
+// value, not its spelling: "1000ms" becomes "1s", "0" becomes "0s". Errors
+// leave the result at zero and the text as written.
 absl::Duration Duration(std::string* text, const char* default_text,
                         absl::string_view path, Errors* errors) {
   if (text->empty()) *text = default_text;
@@ -109,6 +141,7 @@ absl::Duration Duration(std::string* text, const char* default_text,
                                    " (use a finite one, e.g. \"1h\")"));
     return absl::ZeroDuration();
   }
+  *text = CanonicalDuration(value);
   return value;
 }
 
@@ -330,7 +363,9 @@ void CheckUpstream(pb::Upstream* upstream, const std::string& path,
                                     path + ".health_check.interval", errors);
     out->health_timeout = Duration(hc->mutable_timeout(), "1s",
                                    path + ".health_check.timeout", errors);
-    if (errors->size() == errors_before) {
+    // Both values are compared: not when one did not fit the schema.
+    if (errors->size() == errors_before &&
+        !errors->Dropped(path + ".health_check")) {
       if (out->health_interval < absl::Milliseconds(100)) {
         errors->Add(path + ".health_check.interval",
                     "must be at least \"100ms\"");
@@ -360,7 +395,8 @@ void CheckDeadline(pb::DeadlinePolicy* deadline, const std::string& path,
       Duration(deadline->mutable_stream_idle_timeout(), kNoDuration,
                path + ".stream_idle_timeout", errors);
   if (out->max_timeout > absl::ZeroDuration() &&
-      out->max_timeout < out->default_timeout) {
+      out->max_timeout < out->default_timeout &&
+      !errors->Dropped(path + ".default_timeout")) {
     errors->Add(path + ".max_timeout",
                 absl::StrCat(absl::FormatDuration(out->max_timeout),
                              " is less than default_timeout ",
@@ -393,6 +429,7 @@ void CheckMatch(const pb::Route& route, const std::string& path, Errors* errors,
       }
       break;
     case pb::RouteMatch::KIND_NOT_SET:
+      if (errors->Dropped(path + ".match")) break;  // written, did not fit
       errors->Add(path + ".match",
                   "required: set \"method\" (e.g. \"/package.Service/Method\") "
                   "or \"prefix\" (e.g. \"/package.Service/\")");
@@ -479,13 +516,13 @@ void CheckScope(pb::Limit* limit, const std::string& path, Errors* errors,
     return;
   }
   if (scope != kScopeGlobal) {
-    if (limit->has_global()) {
+    if (limit->has_global() && !errors->Dropped(path + ".scope")) {
       errors->Add(path + ".global", "set only with scope: global");
     }
     return;
   }
   out->global = true;
-  if (!limit->has_rate()) {
+  if (!limit->has_rate() && !errors->Dropped(path + ".rate")) {
     errors->Add(path + ".scope", "scope: global needs a rate");
   }
   if (limit->has_concurrency() || limit->has_messages()) {
@@ -511,7 +548,8 @@ void CheckScope(pb::Limit* limit, const std::string& path, Errors* errors,
   }
   out->expected_replicas = global->expected_replicas();
   if (global->lease() == 0) global->set_lease(1);
-  if (out->rate_burst > 0 && global->lease() > out->rate_burst) {
+  if (out->rate_burst > 0 && global->lease() > out->rate_burst &&
+      !errors->Dropped(path + ".rate")) {
     errors->Add(path + ".global.lease",
                 absl::StrCat(global->lease(), " is larger than the burst ",
                              out->rate_burst));
@@ -530,7 +568,9 @@ void CheckLimit(pb::Limit* limit, const std::string& path, Errors* errors,
                              " (use letters, digits, '_', '.', '-')"));
   }
   if (!limit->has_rate() && !limit->has_concurrency() &&
-      !limit->has_messages()) {
+      !limit->has_messages() && !errors->Dropped(path + ".rate") &&
+      !errors->Dropped(path + ".concurrency") &&
+      !errors->Dropped(path + ".messages")) {
     errors->Add(path,
                 "a limit needs at least one of rate, concurrency, messages");
   }
@@ -540,7 +580,9 @@ void CheckLimit(pb::Limit* limit, const std::string& path, Errors* errors,
     if (rate->per_second() > 0 && rate->per_minute() > 0) {
       errors->Add(path + ".rate", "set only one of per_second and per_minute");
     } else if (rate->per_second() == 0 && rate->per_minute() == 0) {
-      errors->Add(path + ".rate", "set per_second or per_minute (> 0)");
+      if (!errors->Dropped(path + ".rate")) {
+        errors->Add(path + ".rate", "set per_second or per_minute (> 0)");
+      }
     } else {
       if (rate->per_second() > kMaxTokensPerSecond) {
         errors->Add(path + ".rate.per_second",
@@ -597,7 +639,8 @@ void CheckLimit(pb::Limit* limit, const std::string& path, Errors* errors,
     out->messages_client_to_upstream = messages->client_to_upstream();
   }
 
-  if (limit->key_size() > 0 && !limit->has_rate()) {
+  if (limit->key_size() > 0 && !limit->has_rate() &&
+      !errors->Dropped(path + ".rate")) {
     errors->Add(path + ".key", "key applies to rate only");
   }
   absl::flat_hash_map<std::string, int> parts;
@@ -661,6 +704,7 @@ constexpr uint32_t kMaxRedisPool = 64;
 void CheckRedis(pb::Config* p, const std::vector<RouteSettings>& routes,
                 Errors* errors, RedisSettings* out) {
   if (!p->has_redis()) {
+    if (errors->Dropped("redis")) return;  // written, but not a map
     for (size_t i = 0; i < routes.size(); ++i) {
       for (size_t j = 0; j < routes[i].limits.size(); ++j) {
         if (routes[i].limits[j].global) {
@@ -804,6 +848,49 @@ void CheckProxy(pb::Proxy* proxy, Errors* errors, int* stream_window,
       std::min(proxy->max_concurrent_streams(), kMaxConcurrentStreams));
 }
 
+// Hex prefix of the SHA-256 of the canonical JSON of `p`.
+absl::StatusOr<std::string> HashOf(const pb::Config& p,
+                                   absl::string_view source) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  const auto printed =
+      google::protobuf::util::MessageToJsonString(p, &json, options);
+  if (!printed.ok()) {
+    return absl::InternalError(absl::StrCat(
+        source, ": cannot print the config as JSON: ",
+        std::string(printed.message().data(), printed.message().size())));
+  }
+  return Sha256Prefix(json);
+}
+
+// Appends one SettingChange per field of `a` and `b` (messages of one
+// type, scalar fields only) whose values differ, named `prefix` + field.
+void DiffScalars(const google::protobuf::Message& a,
+                 const google::protobuf::Message& b, const std::string& prefix,
+                 std::vector<SettingChange>* out) {
+  const google::protobuf::Descriptor& type = *a.GetDescriptor();
+  const google::protobuf::Reflection& ra = *a.GetReflection();
+  const google::protobuf::Reflection& rb = *b.GetReflection();
+  for (int i = 0; i < type.field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* field = type.field(i);
+    if (field->is_repeated() ||
+        field->cpp_type() ==
+            google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) {
+      continue;  // none in the restart-only sections
+    }
+    std::string from;
+    std::string to;
+    google::protobuf::TextFormat::PrintFieldValueToString(a, field, -1, &from);
+    google::protobuf::TextFormat::PrintFieldValueToString(b, field, -1, &to);
+    if (field->has_presence()) {
+      if (!ra.HasField(a, field)) from = "unset";
+      if (!rb.HasField(b, field)) to = "unset";
+    }
+    if (from != to) out->push_back({prefix + field->name(), from, to});
+  }
+}
+
 // Prefixes each line of a multi-line status message with "<source>: ".
 absl::Status WithSource(const absl::Status& status, absl::string_view source) {
   std::vector<std::string> lines;
@@ -816,13 +903,19 @@ absl::Status WithSource(const absl::Status& status, absl::string_view source) {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
-    const sluice::config::v1::Config& proto, std::string_view source_view) {
+    const sluice::config::v1::Config& proto, std::string_view source) {
+  return FromProto(proto, source, SchemaErrors());
+}
+
+absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
+    const sluice::config::v1::Config& proto, std::string_view source_view,
+    const SchemaErrors& schema) {
   const absl::string_view source(source_view.data(), source_view.size());
   std::shared_ptr<Config> config(new Config());
   config->source_ = std::string(source);
   config->proto_ = proto;
   pb::Config& p = config->proto_;
-  Errors errors(source);
+  Errors errors(source, schema);
 
   // Listeners.
   pb::Listeners* listeners = p.mutable_listeners();
@@ -854,6 +947,8 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
     std::string reason;
     listener.ok = ParseAddress(*listener.address, &listener.parsed, &reason);
     if (!listener.ok) errors.Add(listener.path, reason);
+    // One that did not fit the schema took the default: no port conflict.
+    if (errors.Dropped(listener.path)) listener.ok = false;
   }
   for (int j = 1; j < 3; ++j) {
     for (int i = 0; i < j; ++i) {
@@ -984,8 +1079,16 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
       errors.Add(path + ".upstream", "required");
     } else if (const auto it = upstream_index.find(route->upstream());
                it == upstream_index.end()) {
-      errors.Add(path + ".upstream",
-                 absl::StrCat("unknown upstream ", Quote(route->upstream())));
+      // An upstream whose name did not fit the schema may be this one.
+      bool names_dropped =
+          p.upstreams_size() == 0 && errors.Dropped("upstreams");
+      for (int u = 0; u < p.upstreams_size() && !names_dropped; ++u) {
+        names_dropped = errors.Dropped(absl::StrCat("upstreams[", u, "].name"));
+      }
+      if (!names_dropped) {
+        errors.Add(path + ".upstream",
+                   absl::StrCat("unknown upstream ", Quote(route->upstream())));
+      }
     } else {
       settings.upstream_index = it->second;
     }
@@ -1012,18 +1115,74 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
 
   if (!errors.empty()) return errors.ToStatus();
 
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  std::string json;
-  const auto printed =
-      google::protobuf::util::MessageToJsonString(p, &json, options);
-  if (!printed.ok()) {
-    return absl::InternalError(absl::StrCat(
-        source, ": cannot print the config as JSON: ",
-        std::string(printed.message().data(), printed.message().size())));
-  }
-  config->hash_ = Sha256Prefix(json);
+  auto hash = HashOf(p, source);
+  if (!hash.ok()) return hash.status();
+  config->hash_ = *std::move(hash);
   return std::shared_ptr<const Config>(std::move(config));
+}
+
+std::vector<SettingChange> Config::RestartOnlyChanges(
+    const Config& running) const {
+  const pb::Config& a = running.proto_;
+  const pb::Config& b = proto_;
+  std::vector<SettingChange> changes;
+  DiffScalars(a.listeners(), b.listeners(), "listeners.", &changes);
+  if (a.workers() != b.workers()) {
+    changes.push_back(
+        {"workers", absl::StrCat(a.workers()), absl::StrCat(b.workers())});
+  }
+  // The data port's server is built with these.
+  for (const char* name :
+       {"max_receive_message_bytes", "max_concurrent_streams", "bdp_probe"}) {
+    const auto* field = pb::Proxy::descriptor()->FindFieldByName(name);
+    std::string from;
+    std::string to;
+    google::protobuf::TextFormat::PrintFieldValueToString(a.proxy(), field, -1,
+                                                          &from);
+    google::protobuf::TextFormat::PrintFieldValueToString(b.proxy(), field, -1,
+                                                          &to);
+    if (from != to) changes.push_back({absl::StrCat("proxy.", name), from, to});
+  }
+  if (a.has_tls() != b.has_tls()) {
+    changes.push_back({"tls", a.has_tls() ? "set" : "absent",
+                       b.has_tls() ? "set" : "absent"});
+  } else if (a.has_tls()) {
+    DiffScalars(a.tls(), b.tls(), "tls.", &changes);
+  }
+  return changes;
+}
+
+absl::StatusOr<std::shared_ptr<const Config>> Config::WithRestartOnlyOf(
+    const Config& running) const {
+  std::shared_ptr<Config> config(new Config(*this));
+  pb::Config& p = config->proto_;
+  const pb::Config& r = running.proto_;
+  *p.mutable_listeners() = r.listeners();
+  p.set_workers(r.workers());
+  pb::Proxy* proxy = p.mutable_proxy();
+  proxy->set_max_receive_message_bytes(r.proxy().max_receive_message_bytes());
+  proxy->set_max_concurrent_streams(r.proxy().max_concurrent_streams());
+  proxy->set_bdp_probe(r.proxy().bdp_probe());
+  if (r.has_tls()) {
+    *p.mutable_tls() = r.tls();
+  } else {
+    p.clear_tls();
+  }
+  config->data_address_ = running.data_address_;
+  config->admin_address_ = running.admin_address_;
+  config->metrics_address_ = running.metrics_address_;
+  config->workers_ = running.workers_;
+  config->max_receive_message_bytes_ = running.max_receive_message_bytes_;
+  config->max_concurrent_streams_ = running.max_concurrent_streams_;
+  config->tls_ = running.tls_;
+  auto hash = HashOf(p, source_);
+  if (!hash.ok()) return hash.status();
+  config->hash_ = *std::move(hash);
+  return std::shared_ptr<const Config>(std::move(config));
+}
+
+std::string CanonicalDuration(absl::Duration d) {
+  return d == absl::ZeroDuration() ? "0s" : absl::FormatDuration(d);
 }
 
 absl::StatusOr<std::shared_ptr<const Config>> ParseConfigYaml(
@@ -1031,11 +1190,15 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfigYaml(
     const std::string& base_dir) {
   const absl::string_view source(source_view.data(), source_view.size());
   pb::Config proto;
-  if (absl::Status status = YamlTextToMessage(yaml, &proto); !status.ok()) {
+  // Schema errors do not hide the semantic ones: what fits the schema is
+  // checked too, and both are reported at once.
+  SchemaErrors schema;
+  if (absl::Status status = YamlTextToMessagePartial(yaml, &proto, &schema);
+      !status.ok()) {
     return WithSource(status, source);
   }
   if (!base_dir.empty()) ResolveRelativePaths(base_dir, &proto);
-  return Config::FromProto(proto, source_view);
+  return Config::FromProto(proto, source_view, schema);
 }
 
 absl::StatusOr<std::shared_ptr<const Config>> LoadConfigFile(

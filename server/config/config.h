@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/config/yaml_to_json.h"
 #include "sluice/config/v1/config.pb.h"
 
 namespace sluice {
@@ -122,6 +123,16 @@ struct RedisSettings {
   std::string fingerprint;
 };
 
+// A setting whose value differs between two configs: the field path
+// ("listeners.admin", "workers", "tls.cert_file") and both values in
+// protobuf text form ("\"127.0.0.1:9901\"", "2", "true"; "unset", and for
+// the whole tls section "set"/"absent").
+struct SettingChange {
+  std::string field;
+  std::string from;
+  std::string to;
+};
+
 // One gRPC method known from metrics.descriptor_sets or an exact route.
 struct MethodInfo {
   std::string path;     // "/pkg.Service/Method"
@@ -157,7 +168,8 @@ class Config {
   const std::vector<MethodInfo>& methods() const { return methods_; }
   const std::vector<UpstreamSettings>& upstreams() const { return upstreams_; }
   const std::vector<RouteSettings>& routes() const { return routes_; }
-  // Hex prefix (16 chars) of SHA-256 over the canonical JSON of proto().
+  // Hex prefix (16 chars) of SHA-256 over the canonical JSON of proto()
+  // (durations in CanonicalDuration form).
   const std::string& hash() const { return hash_; }
   // File path, or "flags".
   const std::string& source() const { return source_; }
@@ -166,6 +178,24 @@ class Config {
   // "<source>: <field.path>: <reason>".
   static absl::StatusOr<std::shared_ptr<const Config>> FromProto(
       const sluice::config::v1::Config& proto, std::string_view source);
+  // The same for a proto read despite the schema errors `schema`: those
+  // are reported first, then every semantic error except the ones about
+  // values the schema reading dropped.
+  static absl::StatusOr<std::shared_ptr<const Config>> FromProto(
+      const sluice::config::v1::Config& proto, std::string_view source,
+      const SchemaErrors& schema);
+
+  // Restart-only settings: what the running process was built with and a
+  // reload cannot change. `listeners`, `workers`, the `tls` section and
+  // the data port's server settings `proxy.max_receive_message_bytes`,
+  // `proxy.max_concurrent_streams` and `proxy.bdp_probe`.
+  //
+  // The restart-only settings of this config that differ from `running`'s.
+  std::vector<SettingChange> RestartOnlyChanges(const Config& running) const;
+  // This config with `running`'s restart-only settings: what a reload puts
+  // in effect. Its proto and hash are those of the result.
+  absl::StatusOr<std::shared_ptr<const Config>> WithRestartOnlyOf(
+      const Config& running) const;
 
  private:
   Config() = default;
@@ -189,6 +219,11 @@ class Config {
   std::string hash_;
   std::string source_;
 };
+
+// The text a duration field holds once loaded, whatever its spelling:
+// absl's shortest form ("1s" for "1000ms", "1.5s", "250ms", "1h30m") and
+// "0s" for zero ("0", "0ms"). Equal durations, equal text, equal hash.
+std::string CanonicalDuration(absl::Duration d);
 
 // Parses YAML text (the file's contents) into a validated Config. `source`
 // names the file in error messages. With `base_dir` ("dir/"), relative

@@ -146,6 +146,8 @@ void CheckServerTls(pb::ServerTls* tls, const ConfigErrorSink& error,
           absl::StrCat("invalid duration \"", tls->refresh_interval(),
                        "\" (at least \"1s\", e.g. \"60s\")"));
     refresh = kDefaultRefresh;
+  } else {
+    tls->set_refresh_interval(CanonicalDuration(refresh));
   }
   out->refresh_interval = refresh;
 

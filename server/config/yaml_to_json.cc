@@ -152,8 +152,12 @@ std::string Normalize(absl::string_view name) {
   return out;
 }
 
+// Why `name` is not a field of `descriptor`; `*meant` is set to the field
+// suggested ("did you mean"), or null.
 std::string UnknownFieldReason(const Descriptor& descriptor,
-                               const std::string& name) {
+                               const std::string& name,
+                               const FieldDescriptor** meant) {
+  *meant = nullptr;
   // A suggestion only when it is unambiguous: same name but for case or
   // separators, or one (short names) or two typos away.
   const std::string normalized = Normalize(name);
@@ -175,6 +179,7 @@ std::string UnknownFieldReason(const Descriptor& descriptor,
     }
   }
   if (best != nullptr && !tie) {
+    *meant = best;
     return absl::StrCat("unknown field ", Quote(name), " (did you mean \"",
                         best->name(), "\"?)");
   }
@@ -187,14 +192,19 @@ std::string UnknownFieldReason(const Descriptor& descriptor,
 }
 
 // Walks one YAML document alongside a Descriptor and writes JSON. Collects
-// every error instead of stopping at the first; the JSON is only meaningful
-// when no error was recorded. Single use, single thread.
+// every error instead of stopping at the first; the JSON holds every value
+// that fits the schema, and leaves out (or, in a list, empties) the ones
+// that do not, listed in dropped(). Single use, single thread.
 class Converter {
  public:
   void Message(const YAML::Node& node, const Descriptor& descriptor,
                const std::string& path, std::string* out);
 
   const std::vector<std::string>& errors() const { return errors_; }
+  // Paths whose value did not fit the schema and was left out of the JSON
+  // (a list element's value is replaced by an empty one instead), and the
+  // fields a misspelled key was probably meant to be.
+  const std::vector<std::string>& dropped() const { return dropped_; }
 
  private:
   void Error(const std::string& path, const YAML::Node& node,
@@ -214,7 +224,36 @@ class Converter {
                const std::string& path, bool as_key, std::string* out);
 
   std::vector<std::string> errors_;
+  std::vector<std::string> dropped_;
 };
+
+// What a value that did not fit becomes inside a list, so that the other
+// elements keep their indexes: the field type's empty value.
+std::string Placeholder(const FieldDescriptor& field) {
+  switch (field.cpp_type()) {
+    case FieldDescriptor::CPPTYPE_STRING:
+      return "\"\"";
+    case FieldDescriptor::CPPTYPE_BOOL:
+      return "false";
+    case FieldDescriptor::CPPTYPE_MESSAGE: {
+      const Descriptor& type = *field.message_type();
+      const std::string& name = type.full_name();
+      if (name == "google.protobuf.Duration") return "\"0s\"";
+      if (name == "google.protobuf.Timestamp") {
+        return "\"1970-01-01T00:00:00Z\"";
+      }
+      if (name == "google.protobuf.FieldMask") return "\"\"";
+      if (absl::StartsWith(name, "google.protobuf.") &&
+          absl::EndsWith(name, "Value") && type.field_count() == 1 &&
+          type.field(0)->name() == "value") {
+        return Placeholder(*type.field(0));
+      }
+      return "{}";
+    }
+    default:
+      return "0";  // numbers, and an enum's number 0
+  }
+}
 
 void Converter::Error(const std::string& path, const YAML::Node& node,
                       absl::string_view reason) {
@@ -238,6 +277,8 @@ void Converter::Message(const YAML::Node& node, const Descriptor& descriptor,
   }
   absl::flat_hash_map<std::string, int> first_line;  // key -> 1-based line
   absl::flat_hash_map<const OneofDescriptor*, const FieldDescriptor*> oneofs;
+  // Fields an unknown key was probably meant to be ("matc" -> "match").
+  std::vector<std::string> misspelled;
   bool first = true;
   out->push_back('{');
   for (const auto& entry : node) {
@@ -261,7 +302,9 @@ void Converter::Message(const YAML::Node& node, const Descriptor& descriptor,
     }
     const FieldDescriptor* field = descriptor.FindFieldByName(name);
     if (field == nullptr) {
-      Error(child, key, UnknownFieldReason(descriptor, name));
+      const FieldDescriptor* meant = nullptr;
+      Error(child, key, UnknownFieldReason(descriptor, name, &meant));
+      if (meant != nullptr) misspelled.push_back(meant->name());
       continue;
     }
     if (value.IsNull()) continue;  // `key:` alone leaves the field unset.
@@ -275,19 +318,32 @@ void Converter::Message(const YAML::Node& node, const Descriptor& descriptor,
         continue;
       }
     }
+    std::string json;
+    if (field->is_map()) {
+      MapField(value, *field, child, &json);
+    } else if (field->is_repeated()) {
+      RepeatedField(value, *field, child, &json);
+    } else {
+      Value(value, *field, child, &json);
+    }
+    if (json == "null") {  // did not fit: left unset
+      dropped_.push_back(child);
+      continue;
+    }
     if (!first) out->push_back(',');
     first = false;
     AppendJson(name, out);
     out->push_back(':');
-    if (field->is_map()) {
-      MapField(value, *field, child, out);
-    } else if (field->is_repeated()) {
-      RepeatedField(value, *field, child, out);
-    } else {
-      Value(value, *field, child, out);
-    }
+    out->append(json);
   }
   out->push_back('}');
+  // A misspelled field's value was written but not read: the field counts
+  // as dropped, unless it is set under its right name too.
+  for (const std::string& name : misspelled) {
+    if (!first_line.contains(name)) {
+      dropped_.push_back(path.empty() ? name : absl::StrCat(path, ".", name));
+    }
+  }
 }
 
 void Converter::MapField(const YAML::Node& node, const FieldDescriptor& field,
@@ -319,12 +375,21 @@ void Converter::MapField(const YAML::Node& node, const FieldDescriptor& field,
       continue;
     }
     std::string json_key;
-    if (!Scalar(key, key_field, child, /*as_key=*/true, &json_key)) continue;
+    if (!Scalar(key, key_field, child, /*as_key=*/true, &json_key)) {
+      dropped_.push_back(child);
+      continue;
+    }
+    std::string json_value;
+    Value(entry.second, value_field, child, &json_value);
+    if (json_value == "null") {
+      dropped_.push_back(child);
+      continue;
+    }
     if (!first) out->push_back(',');
     first = false;
     out->append(json_key);
     out->push_back(':');
-    Value(entry.second, value_field, child, out);
+    out->append(json_value);
   }
   out->push_back('}');
 }
@@ -342,7 +407,14 @@ void Converter::RepeatedField(const YAML::Node& node,
   out->push_back('[');
   for (size_t i = 0; i < node.size(); ++i) {
     if (i > 0) out->push_back(',');
-    Value(node[i], field, absl::StrCat(path, "[", i, "]"), out);
+    const std::string element = absl::StrCat(path, "[", i, "]");
+    std::string json;
+    Value(node[i], field, element, &json);
+    if (json == "null") {  // did not fit: an empty element keeps the indexes
+      dropped_.push_back(element);
+      json = Placeholder(field);
+    }
+    out->append(json);
   }
   out->push_back(']');
 }
@@ -527,6 +599,19 @@ absl::Status ErrorsToStatus(const std::vector<std::string>& errors) {
   return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
 }
 
+// Converts `yaml` (defined, not null) and keeps every error and every
+// dropped path. A YAML exception while walking the tree is returned.
+absl::Status Convert(const YAML::Node& yaml, const Descriptor& descriptor,
+                     Converter* converter, std::string* json) {
+  try {
+    converter->Message(yaml, descriptor, "", json);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read the YAML document: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> YamlToJson(const YAML::Node& yaml,
@@ -534,11 +619,8 @@ absl::StatusOr<std::string> YamlToJson(const YAML::Node& yaml,
   if (!yaml.IsDefined() || yaml.IsNull()) return std::string("{}");
   Converter converter;
   std::string json;
-  try {
-    converter.Message(yaml, descriptor, "", &json);
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot read the YAML document: ", e.what()));
+  if (absl::Status s = Convert(yaml, descriptor, &converter, &json); !s.ok()) {
+    return s;
   }
   if (!converter.errors().empty()) return ErrorsToStatus(converter.errors());
   return json;
@@ -586,10 +668,9 @@ void CheckDocumentsProgress(const std::string& text) {
   }
 }
 
-}  // namespace
-
-absl::StatusOr<std::string> YamlTextToJson(std::string_view yaml_text,
-                                           const Descriptor& descriptor) {
+// The one non-empty document of `yaml_text`, or why there is none.
+absl::StatusOr<YAML::Node> OneDocument(std::string_view yaml_text,
+                                       const Descriptor& descriptor) {
   std::vector<YAML::Node> documents;
   try {
     CheckDocumentsProgress(std::string(yaml_text));
@@ -617,7 +698,35 @@ absl::StatusOr<std::string> YamlTextToJson(std::string_view yaml_text,
         absl::StrCat("expected one YAML document, found ", documents.size(),
                      " (separated by \"---\")"));
   }
-  return YamlToJson(documents.front(), descriptor);
+  return documents.front();
+}
+
+// JsonStringToMessage into `message` (cleared first), its error on one line.
+absl::Status JsonToMessage(const std::string& json,
+                           google::protobuf::Message* message) {
+  message->Clear();
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  const auto status =
+      google::protobuf::util::JsonStringToMessage(json, message, options);
+  if (!status.ok()) {
+    // Not expected after the converter's checks; keep it on one line.
+    std::string reason(status.message().data(), status.message().size());
+    std::replace(reason.begin(), reason.end(), '\n', ' ');
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot convert to ",
+                     message->GetDescriptor()->full_name(), ": ", reason));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> YamlTextToJson(std::string_view yaml_text,
+                                           const Descriptor& descriptor) {
+  absl::StatusOr<YAML::Node> document = OneDocument(yaml_text, descriptor);
+  if (!document.ok()) return document.status();
+  return YamlToJson(*document, descriptor);
 }
 
 absl::Status YamlTextToMessage(std::string_view yaml_text,
@@ -625,19 +734,33 @@ absl::Status YamlTextToMessage(std::string_view yaml_text,
   absl::StatusOr<std::string> json =
       YamlTextToJson(yaml_text, *message->GetDescriptor());
   if (!json.ok()) return json.status();
-  message->Clear();
-  google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = false;
-  const auto status =
-      google::protobuf::util::JsonStringToMessage(*json, message, options);
-  if (!status.ok()) {
-    // Not expected after YamlTextToJson's checks; keep it on one line.
-    std::string reason(status.message().data(), status.message().size());
-    std::replace(reason.begin(), reason.end(), '\n', ' ');
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot convert to ",
-                     message->GetDescriptor()->full_name(), ": ", reason));
+  return JsonToMessage(*json, message);
+}
+
+absl::Status YamlTextToMessagePartial(std::string_view yaml_text,
+                                      google::protobuf::Message* message,
+                                      SchemaErrors* errors) {
+  *errors = SchemaErrors();
+  const Descriptor& descriptor = *message->GetDescriptor();
+  absl::StatusOr<YAML::Node> document = OneDocument(yaml_text, descriptor);
+  if (!document.ok()) return document.status();
+  Converter converter;
+  std::string json;
+  if (absl::Status s = Convert(*document, descriptor, &converter, &json);
+      !s.ok()) {
+    return s;
   }
+  if (json == "null") {
+    // The top level is not a map: nothing was read.
+    return ErrorsToStatus(converter.errors());
+  }
+  if (absl::Status s = JsonToMessage(json, message); !s.ok()) {
+    // Not expected; without a message, report what the converter found.
+    message->Clear();
+    return converter.errors().empty() ? s : ErrorsToStatus(converter.errors());
+  }
+  errors->lines = converter.errors();
+  errors->dropped = converter.dropped();
   return absl::OkStatus();
 }
 

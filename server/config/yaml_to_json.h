@@ -15,6 +15,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -44,6 +45,30 @@ absl::StatusOr<std::string> YamlTextToJson(
 // first), using message->GetDescriptor() as the schema.
 absl::Status YamlTextToMessage(std::string_view yaml_text,
                                google::protobuf::Message* message);
+
+// The schema errors of a document that was read nonetheless.
+struct SchemaErrors {
+  // One line per problem, in YamlToJson's form.
+  std::vector<std::string> lines;
+  // The paths whose value did not fit the schema ("workers",
+  // "routes[0].match.method", "upstreams[1]"): the message leaves such a
+  // field unset, and a list element that did not fit becomes an empty one
+  // (so the other elements keep their indexes). A check of a dropped value
+  // would judge a value nobody wrote. A misspelled key with a "did you
+  // mean" suggestion counts as the suggested field dropped (unless that
+  // field is set too); other unknown fields, duplicate keys and a second
+  // alternative of a oneof drop nothing the schema knows.
+  std::vector<std::string> dropped;
+};
+
+// As YamlTextToMessage, but schema errors do not stop the reading: every
+// value that fits the schema goes into `message`, and the others are
+// reported in `errors` (both empty: the document fits). Fails only when
+// there is nothing to read: YAML syntax, no document or several, a top
+// level that is not a map.
+absl::Status YamlTextToMessagePartial(std::string_view yaml_text,
+                                      google::protobuf::Message* message,
+                                      SchemaErrors* errors);
 
 }  // namespace sluice
 

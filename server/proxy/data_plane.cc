@@ -8,11 +8,14 @@
 #include "grpcpp/impl/server_builder_option.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
+#include "server/config/listen_probe.h"
 #include "server/proxy/proxy_call.h"
 #include "server/proxy/server_credentials.h"
 
 namespace sluice {
 namespace {
+
+constexpr absl::string_view kDataField = "listeners.data";
 
 // Accepts kept posted per worker, so a burst of new calls does not wait for
 // the worker to re-arm one accept at a time.
@@ -66,6 +69,13 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
     plane->current_ = std::move(*snap);
   }
 
+  // Asked first: gRPC's own report of a port it cannot bind is a
+  // multi-line dump without the reason.
+  if (absl::Status can_listen =
+          CheckListener(kDataField, config->data_address());
+      !can_listen.ok()) {
+    return can_listen;
+  }
   grpc::ServerBuilder builder;
   auto credentials = DataPortServerCredentials(config->tls());
   if (!credentials.ok()) return credentials.status();
@@ -75,6 +85,8 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
   builder.SetMaxSendMessageSize(config->max_receive_message_bytes());
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                              config->max_concurrent_streams());
+  // Not gRPC's default SO_REUSEPORT: a port another process holds is
+  // refused, not shared with it.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE,
                              config->bdp_probe() ? 1 : 0);
@@ -97,8 +109,8 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
       while (cq->Next(&tag, &ok)) {
       }
     }
-    return absl::UnavailableError(absl::StrCat(
-        "listeners.data: cannot listen on ", config->data_address()));
+    return ListenerFailed(kDataField, config->data_address(),
+                          "gRPC could not bind it");
   }
   plane->caches_.resize(cqs.size());
   for (size_t i = 0; i < cqs.size(); ++i) {

@@ -442,6 +442,98 @@ routes: [{name: r, match: {prefix: /}, upstream: a}]
 }
 
 // ---------------------------------------------------------------------------
+// Schema errors and semantic errors are reported together: a user fixing
+// the first round does not meet a second one.
+
+TEST(ConfigErrorTest, SchemaAndSemanticErrorsTogether) {
+  EXPECT_EQ(ErrorOf(R"(wokers: 2
+upstreams:
+  - {name: a, target: "127.0.0.1:1"}
+routes:
+  - {name: r, match: {prefix: /}, upstream: b}
+)"),
+            "test.yaml: wokers (line 1): unknown field \"wokers\" (did you "
+            "mean \"workers\"?)\n"
+            "test.yaml: routes[0].upstream: unknown upstream \"b\"");
+}
+
+TEST(ConfigErrorTest, AWrongTypeSkipsOnlyTheChecksOfThatValue) {
+  // upstreams[0].name does not fit (a list): neither "name: required" nor
+  // "unknown upstream" for the route naming it, whose name may be right;
+  // the unrelated errors of the same file are all there.
+  EXPECT_EQ(ErrorOf(R"(drain_timeout: 5 minutes
+upstreams:
+  - {name: [a], target: "127.0.0.1:1", channels: 100}
+routes:
+  - {name: r, match: {prefix: x}, upstream: a,
+     deadline: {default_timeout: [1s], max_timeout: 1s}}
+)"),
+            "test.yaml: upstreams[0].name (line 3): expected a string, got a "
+            "list\n"
+            "test.yaml: routes[0].deadline.default_timeout (line 6): expected "
+            "a string, got a list\n"
+            "test.yaml: drain_timeout: invalid duration \"5 minutes\" (use "
+            "e.g. \"250ms\", \"1.5s\", \"2m\")\n"
+            "test.yaml: upstreams[0].channels: 100 is out of range (1..64)\n"
+            "test.yaml: routes[0].match.prefix: invalid prefix \"x\" (must "
+            "start with \"/\", e.g. \"/package.Service/\", or be \"/\" "
+            "for every call)");
+}
+
+TEST(ConfigErrorTest, AListElementOfTheWrongTypeKeepsTheOthersIndexes) {
+  EXPECT_EQ(ErrorOf(R"(upstreams:
+  - {name: a, target: "127.0.0.1:1"}
+routes:
+  - just a string
+  - {name: s, match: {prefix: /}, upstream: nowhere}
+)"),
+            "test.yaml: routes[0] (line 4): expected a map, got \"just a "
+            "string\"\n"
+            "test.yaml: routes[1].upstream: unknown upstream \"nowhere\"");
+}
+
+TEST(ConfigErrorTest, AMisspelledFieldIsNotAlsoMissing) {
+  // "upstrem" was meant as "upstream": no "upstream: required" on top;
+  // the route's other errors are reported.
+  EXPECT_EQ(ErrorOf(R"(upstreams:
+  - {name: a, target: "127.0.0.1:1"}
+routes:
+  - {name: "r r", match: {prefix: /}, upstrem: a}
+)"),
+            "test.yaml: routes[0].upstrem (line 4): unknown field "
+            "\"upstrem\" (did you mean \"upstream\"?)\n"
+            "test.yaml: routes[0].name: invalid name \"r r\" (use letters, "
+            "digits, '_', '.', '-')");
+}
+
+TEST(ConfigErrorTest, DocumentErrorsStillComeAlone) {
+  // Nothing to check semantically: the YAML itself is unreadable.
+  EXPECT_EQ(ErrorOf("routes: [\n"),
+            "test.yaml: invalid YAML (line 2, column 1): end of sequence flow "
+            "not found");
+}
+
+TEST(YamlToJsonTest, PartialReadingKeepsWhatFits) {
+  config::v1::Config proto;
+  SchemaErrors errors;
+  ASSERT_TRUE(YamlTextToMessagePartial("workers: many\n"
+                                       "drain_timeout: 5s\n"
+                                       "routes: [{name: r, match: 7}, x]\n"
+                                       "wokrers: 1\n",
+                                       &proto, &errors)
+                  .ok());
+  EXPECT_EQ(proto.drain_timeout(), "5s");
+  EXPECT_EQ(proto.workers(), 0u);
+  ASSERT_EQ(proto.routes_size(), 2);
+  EXPECT_EQ(proto.routes(0).name(), "r");
+  EXPECT_FALSE(proto.routes(0).has_match());
+  EXPECT_EQ(errors.lines.size(), 4u);
+  EXPECT_EQ(errors.dropped, (std::vector<std::string>{
+                                "workers", "routes[0].match", "routes[1]"}));
+  // "wokrers" was meant as "workers", which is there too: not dropped.
+}
+
+// ---------------------------------------------------------------------------
 // Document-level errors.
 
 TEST(ConfigErrorTest, BadYamlSyntax) {
@@ -1059,6 +1151,136 @@ routes:
             "at routes[1].limits[0])\n"
             "test.yaml: routes[1].limits[1]: a limit needs at least one of "
             "rate, concurrency, messages");
+}
+
+// ---------------------------------------------------------------------------
+// Durations: one meaning per spelling, one hash per meaning.
+
+TEST(ConfigDurationTest, SpellingsOfOneDurationHaveOneHash) {
+  auto seconds = MustParse(
+      WithRoute("    match: {prefix: /}\n    upstream: a\n"
+                "    deadline: {default_timeout: 1s, max_timeout: 1m30s}\n"
+                "    limits: [{name: l, concurrency: {max: 1, max_wait: 2s}}]\n"
+                "drain_timeout: 1s\n"));
+  auto millis = MustParse(WithRoute(
+      "    match: {prefix: /}\n    upstream: a\n"
+      "    deadline: {default_timeout: 1000ms, max_timeout: 90s}\n"
+      "    limits: [{name: l, concurrency: {max: 1, max_wait: 2000ms}}]\n"
+      "drain_timeout: 1000ms\n"));
+  ASSERT_NE(seconds, nullptr);
+  ASSERT_NE(millis, nullptr);
+  EXPECT_EQ(seconds->hash(), millis->hash());
+  // The canonical text is what the proto (GetConfig) shows.
+  EXPECT_EQ(millis->proto().drain_timeout(), "1s");
+  EXPECT_EQ(millis->proto().routes(0).deadline().default_timeout(), "1s");
+  EXPECT_EQ(millis->proto().routes(0).deadline().max_timeout(), "1m30s");
+  // A reload keeps the live state of a limit whose definition is the same.
+  EXPECT_EQ(seconds->routes()[0].limits[0].fingerprint,
+            millis->routes()[0].limits[0].fingerprint);
+  EXPECT_NE(seconds->hash(),
+            MustParse(MinimalWith("drain_timeout: 2s\n"))->hash());
+}
+
+TEST(ConfigDurationTest, CanonicalForm) {
+  EXPECT_EQ(CanonicalDuration(absl::ZeroDuration()), "0s");
+  EXPECT_EQ(CanonicalDuration(absl::Milliseconds(1000)), "1s");
+  EXPECT_EQ(CanonicalDuration(absl::Milliseconds(1500)), "1.5s");
+  EXPECT_EQ(CanonicalDuration(absl::Milliseconds(250)), "250ms");
+  EXPECT_EQ(CanonicalDuration(absl::Seconds(90)), "1m30s");
+  EXPECT_EQ(CanonicalDuration(absl::Minutes(90)), "1h30m");
+}
+
+// docs/configuration.md: "0" and "0s" are the zero duration; absent (or
+// null, or "") is the field's default, which is zero only for some.
+TEST(ConfigDurationTest, ZeroAndAbsentMeanWhatTheDocsSay) {
+  auto absent = MustParse(kMinimal);
+  auto zero = MustParse(MinimalWith("drain_timeout: 0\n"));
+  auto zero_s = MustParse(MinimalWith("drain_timeout: 0s\n"));
+  auto zero_ms = MustParse(MinimalWith("drain_timeout: 0ms\n"));
+  auto null = MustParse(MinimalWith("drain_timeout:\n"));
+  auto empty = MustParse(MinimalWith("drain_timeout: \"\"\n"));
+  ASSERT_TRUE(absent && zero && zero_s && zero_ms && null && empty);
+  EXPECT_EQ(absent->drain_timeout(), absl::Seconds(30));  // the default
+  EXPECT_EQ(null->drain_timeout(), absl::Seconds(30));
+  EXPECT_EQ(empty->drain_timeout(), absl::Seconds(30));
+  EXPECT_EQ(null->hash(), absent->hash());
+  EXPECT_EQ(empty->hash(), absent->hash());
+  EXPECT_EQ(zero->drain_timeout(), absl::ZeroDuration());  // no waiting
+  EXPECT_EQ(zero->proto().drain_timeout(), "0s");
+  EXPECT_EQ(zero->hash(), zero_s->hash());
+  EXPECT_EQ(zero->hash(), zero_ms->hash());
+  EXPECT_NE(zero->hash(), absent->hash());
+
+  // Where the default is zero, absent and "0" are one config.
+  auto no_deadline =
+      MustParse(WithRoute("    match: {prefix: /}\n"
+                          "    upstream: a\n"));
+  auto zero_deadline = MustParse(WithRoute(
+      "    match: {prefix: /}\n    upstream: a\n"
+      "    deadline: {default_timeout: 0, max_timeout: 0s, offset: 0ms,\n"
+      "               stream_idle_timeout: 0}\n"));
+  ASSERT_TRUE(no_deadline && zero_deadline);
+  EXPECT_EQ(no_deadline->hash(), zero_deadline->hash());
+
+  // Where zero is not allowed, "0" is an error, not the default.
+  EXPECT_EQ(ErrorOf("upstreams:\n"
+                    "  - {name: a, target: \"127.0.0.1:1\", "
+                    "keepalive: {timeout: 0}}\n"
+                    "routes: [{name: r, match: {prefix: /}, upstream: a}]\n"),
+            "test.yaml: upstreams[0].keepalive.timeout: must be greater than "
+            "0 (default \"20s\")");
+  // A number other than 0 needs a unit.
+  EXPECT_EQ(ErrorOf(MinimalWith("drain_timeout: 5\n")),
+            "test.yaml: drain_timeout: invalid duration \"5\" (use e.g. "
+            "\"250ms\", \"1.5s\", \"2m\")");
+}
+
+// ---------------------------------------------------------------------------
+// Restart-only settings: what a reload keeps from the running config.
+
+TEST(ConfigRestartOnlyTest, ChangesNameEachField) {
+  auto running = MustParse(
+      MinimalWith("workers: 2\nlisteners: {admin: \"127.0.0.1:9901\"}\n"));
+  auto next = MustParse(
+      MinimalWith("workers: 3\nlisteners: {admin: \"127.0.0.1:9902\"}\n"
+                  "proxy: {max_concurrent_streams: 10, stream_window: 4}\n"
+                  "drain_timeout: 5s\n"));
+  ASSERT_TRUE(running && next);
+  std::vector<std::string> fields;
+  for (const SettingChange& c : next->RestartOnlyChanges(*running)) {
+    fields.push_back(absl::StrCat(c.field, " ", c.from, " -> ", c.to));
+  }
+  EXPECT_EQ(fields,
+            (std::vector<std::string>{
+                "listeners.admin \"127.0.0.1:9901\" -> "
+                "\"127.0.0.1:9902\"",
+                "workers 2 -> 3", "proxy.max_concurrent_streams 1000 -> 10"}));
+  EXPECT_TRUE(running->RestartOnlyChanges(*running).empty());
+}
+
+TEST(ConfigRestartOnlyTest, WhatAReloadPutsInEffect) {
+  auto running = MustParse(
+      MinimalWith("workers: 2\nlisteners: {admin: \"127.0.0.1:9901\"}\n"));
+  auto next = MustParse(
+      MinimalWith("workers: 3\nlisteners: {admin: \"127.0.0.1:9902\"}\n"
+                  "drain_timeout: 5s\n"));
+  // The file a restart with the running listeners would load.
+  auto expected = MustParse(
+      MinimalWith("workers: 2\nlisteners: {admin: \"127.0.0.1:9901\"}\n"
+                  "drain_timeout: 5s\n"));
+  ASSERT_TRUE(running && next && expected);
+  auto effective = next->WithRestartOnlyOf(*running);
+  ASSERT_TRUE(effective.ok()) << effective.status();
+  const Config& e = **effective;
+  EXPECT_EQ(e.admin_address(), "127.0.0.1:9901");
+  EXPECT_EQ(e.workers(), 2);
+  EXPECT_EQ(e.proto().workers(), 2u);
+  EXPECT_EQ(e.proto().listeners().admin(), "127.0.0.1:9901");
+  EXPECT_EQ(e.drain_timeout(), absl::Seconds(5));  // the reloadable part
+  EXPECT_EQ(e.hash(), expected->hash());
+  EXPECT_NE(e.hash(), next->hash());
+  EXPECT_TRUE(next->RestartOnlyChanges(e).size() == 2);
+  EXPECT_TRUE(e.RestartOnlyChanges(*running).empty());
 }
 
 // ---------------------------------------------------------------------------

@@ -100,8 +100,9 @@ TEST_F(ReferencedFilesTest, TlsWithDefaults) {
   EXPECT_EQ(tls.client_ca_file, "");
   EXPECT_FALSE(tls.require_client_cert);
   EXPECT_EQ(tls.refresh_interval, absl::Seconds(60));
-  // The defaults are filled into the proto (what GetConfig shows).
-  EXPECT_EQ(c->proto().tls().refresh_interval(), "60s");
+  // The defaults are filled into the proto (what GetConfig shows), in the
+  // canonical duration form: "60s" is "1m".
+  EXPECT_EQ(c->proto().tls().refresh_interval(), "1m");
   EXPECT_TRUE(c->proto().tls().has_require_client_cert());
   EXPECT_FALSE(c->proto().tls().require_client_cert());
 }
