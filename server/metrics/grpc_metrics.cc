@@ -1,5 +1,6 @@
 #include "server/metrics/grpc_metrics.h"
 
+#include <set>
 #include <utility>
 
 #include "server/common/grpc_code_name.h"
@@ -15,42 +16,65 @@ const prometheus::Histogram::BucketBoundaries& Buckets() {
   return kBuckets;
 }
 
+constexpr int kUnknown = 2;         // grpc::StatusCode::UNKNOWN
+constexpr int kUnimplemented = 12;  // grpc::StatusCode::UNIMPLEMENTED
+
 }  // namespace
 
-MethodSeries::MethodSeries(
-    prometheus::Family<prometheus::Counter>& started,
-    prometheus::Family<prometheus::Counter>& handled,
-    prometheus::Family<prometheus::Counter>& msg_received,
-    prometheus::Family<prometheus::Counter>& msg_sent,
-    prometheus::Family<prometheus::Histogram>& handling,
-    std::map<std::string, std::string> labels)
-    : handled_family_(handled),
+MethodSeries::MethodSeries(const Families& families,
+                           std::map<std::string, std::string> labels,
+                           bool routed, SeriesHold* hold)
+    : families_(families),
       labels_(std::move(labels)),
-      started_(&started.Add(labels_)),
-      msg_received_(&msg_received.Add(labels_)),
-      msg_sent_(&msg_sent.Add(labels_)),
-      handling_(&handling.Add(labels_, Buckets())) {}
+      hold_(hold),
+      started_(hold->Add(*families.started, labels_)),
+      handling_(hold->Add(*families.handling, labels_, Buckets())) {
+  for (int code = 0; code < kGrpcCodes; ++code) {
+    if (routed || code == kUnimplemented)
+      handled_[code] = Add(*families_.handled, code);
+  }
+  if (routed) {
+    msg_received_ = hold->Add(*families_.msg_received, labels_);
+    msg_sent_ = hold->Add(*families_.msg_sent, labels_);
+  }
+}
+
+prometheus::Counter* MethodSeries::Add(
+    prometheus::Family<prometheus::Counter>& family, int code) {
+  if (code < 0) return hold_->Add(family, labels_);
+  auto labels = labels_;
+  labels["grpc_code"] = GrpcCodeGoName(code);
+  return hold_->Add(family, labels);
+}
 
 prometheus::Counter& MethodSeries::handled(int code) {
-  if (code < 0 || code >= kGrpcCodes) code = 2;  // UNKNOWN
+  if (code < 0 || code >= kGrpcCodes) code = kUnknown;
   prometheus::Counter* c = handled_[code].load(std::memory_order_acquire);
   if (c == nullptr) {
     // Family::Add is thread-safe and returns the existing series for the
     // same labels, so two threads racing here store the same pointer.
-    auto labels = labels_;
-    labels["grpc_code"] = GrpcCodeGoName(code);
-    c = &handled_family_.Add(labels);
+    c = Add(*families_.handled, code);
     handled_[code].store(c, std::memory_order_release);
   }
   return *c;
 }
 
-GrpcMetrics::Families GrpcMetrics::Register(prometheus::Registry& registry,
-                                            const std::string& side) {
+prometheus::Counter& MethodSeries::Get(std::atomic<prometheus::Counter*>& slot,
+                                       int which) {
+  prometheus::Counter* c = slot.load(std::memory_order_acquire);
+  if (c == nullptr) {
+    c = Add(which == 0 ? *families_.msg_received : *families_.msg_sent, -1);
+    slot.store(c, std::memory_order_release);
+  }
+  return *c;
+}
+
+MethodSeries::Families GrpcMetrics::Register(prometheus::Registry& registry,
+                                             const std::string& side) {
   const std::string prefix = "grpc_" + side + "_";
   const std::string who = side == "server" ? "from clients, on the data port"
                                            : "from Sluice to upstreams";
-  Families f;
+  MethodSeries::Families f;
   f.started = &prometheus::BuildCounter()
                    .Name(prefix + "started_total")
                    .Help("Total number of RPCs started " + who + ".")
@@ -77,51 +101,58 @@ GrpcMetrics::Families GrpcMetrics::Register(prometheus::Registry& registry,
   return f;
 }
 
-GrpcMetrics::GrpcMetrics(prometheus::Registry& registry)
-    : server_(Register(registry, "server")),
-      client_(Register(registry, "client")) {}
-
-std::unique_ptr<MethodSeries> GrpcMetrics::Make(
-    const Families& f, std::map<std::string, std::string> labels) {
-  return std::make_unique<MethodSeries>(*f.started, *f.handled, *f.msg_received,
-                                        *f.msg_sent, *f.handling,
-                                        std::move(labels));
-}
-
-std::unique_ptr<MethodSeries> GrpcMetrics::Server(const MethodLabels& m) {
-  return Make(server_, {{"grpc_type", m.type},
-                        {"grpc_service", m.service},
-                        {"grpc_method", m.method}});
-}
-
-std::unique_ptr<MethodSeries> GrpcMetrics::Client(const MethodLabels& m,
-                                                  const std::string& upstream) {
-  return Make(client_, {{"grpc_type", m.type},
-                        {"grpc_service", m.service},
-                        {"grpc_method", m.method},
-                        {"upstream", upstream}});
-}
+GrpcMetrics::GrpcMetrics(std::shared_ptr<prometheus::Registry> registry)
+    : leases_(std::make_shared<SeriesLeases>(registry)),
+      server_(Register(*registry, "server")),
+      client_(Register(*registry, "client")) {}
 
 MethodTable::MethodTable(GrpcMetrics& metrics, const std::vector<Known>& known,
-                         const std::vector<std::string>& upstreams) {
-  auto keep = [this](std::unique_ptr<MethodSeries> s) {
-    owned_.push_back(std::move(s));
+                         const Config& config)
+    : hold_(std::make_unique<SeriesHold>(metrics.leases_)) {
+  const auto& upstreams = config.upstreams();
+  auto server = [&](const MethodLabels& m, bool routed) {
+    owned_.push_back(std::make_unique<MethodSeries>(
+        metrics.server_,
+        std::map<std::string, std::string>{{"grpc_type", m.type},
+                                           {"grpc_service", m.service},
+                                           {"grpc_method", m.method}},
+        routed, hold_.get()));
+    return owned_.back().get();
+  };
+  auto client = [&](const MethodLabels& m, int upstream) {
+    owned_.push_back(std::make_unique<MethodSeries>(
+        metrics.client_,
+        std::map<std::string, std::string>{
+            {"grpc_type", m.type},
+            {"grpc_service", m.service},
+            {"grpc_method", m.method},
+            {"upstream", upstreams[upstream].name}},
+        /*routed=*/true, hold_.get()));
     return owned_.back().get();
   };
   for (const Known& k : known) {
     CallSeries series;
     series.unary = k.labels.type == "unary";
     series.single_request = series.unary || k.labels.type == "server_stream";
-    series.server = keep(metrics.Server(k.labels));
-    if (k.upstream >= 0 && k.upstream < static_cast<int>(upstreams.size())) {
-      series.client = keep(metrics.Client(k.labels, upstreams[k.upstream]));
-    }
+    const bool routed =
+        k.upstream >= 0 && k.upstream < static_cast<int>(upstreams.size());
+    series.server = server(k.labels, routed);
+    if (routed) series.client = client(k.labels, k.upstream);
     known_.emplace(k.path, series);
   }
+  // A method not in `known` can only be taken by a prefix route: an exact
+  // route's method is always known.
+  std::set<int> other_upstreams;
+  for (const RouteSettings& route : config.routes()) {
+    if (!route.exact) other_upstreams.insert(route.upstream_index);
+  }
   const MethodLabels other{"other", "other", "unknown"};
-  other_server_ = keep(metrics.Server(other));
-  for (const std::string& name : upstreams) {
-    other_client_.push_back(keep(metrics.Client(other, name)));
+  other_server_ = server(other, !other_upstreams.empty());
+  other_client_.assign(upstreams.size(), nullptr);
+  for (int u : other_upstreams) {
+    if (u >= 0 && u < static_cast<int>(upstreams.size())) {
+      other_client_[u] = client(other, u);
+    }
   }
 }
 

@@ -1,9 +1,12 @@
 #include "server/metrics/limit_collector.h"
 
+#include <atomic>
 #include <limits>
 #include <string>
+#include <utility>
 
 #include "server/limits/redis_client.h"
+#include "server/metrics/series_plan.h"
 
 namespace sluice {
 namespace {
@@ -55,27 +58,48 @@ std::vector<prometheus::MetricFamily> LimitCollector::Collect() const {
       Family("sluice_limit_fallback_active",
              "1 while a global limit applies its fallback because Redis fails.",
              MetricType::Gauge);
+  // Only the series each limit's settings make possible (series_plan.h),
+  // all of them from the moment the limit is bound: at 0 for a new limit.
+  bool global = false;
   for (const auto& s : registry_->All()) {
-    if (const GlobalRateLimiter* g = s->global()) {
-      fallback.metric.push_back(
-          Sample(*s, g->fallback_active() ? 1 : 0, MetricType::Gauge));
+    const LimitSeriesPlan plan = PlanLimitSeries(s->settings());
+    if (plan.fallback_active) {
+      global = true;
+      const GlobalRateLimiter* g = s->global();
+      fallback.metric.push_back(Sample(
+          *s, g != nullptr && g->fallback_active() ? 1 : 0, MetricType::Gauge));
     }
-    decisions.metric.push_back(
-        Sample(*s, s->admitted.load(), MetricType::Counter, "admitted"));
-    decisions.metric.push_back(
-        Sample(*s, s->rejected.load(), MetricType::Counter, "rejected"));
-    decisions.metric.push_back(Sample(*s, s->dry_run_rejected.load(),
-                                      MetricType::Counter, "dry_run_rejected"));
-    decisions.metric.push_back(
-        Sample(*s, s->queued.load(), MetricType::Counter, "queued"));
-    if (auto* c = s->concurrency()) {
-      in_flight.metric.push_back(Sample(*s, c->InFlight(), MetricType::Gauge));
-      queue.metric.push_back(Sample(*s, c->QueueDepth(), MetricType::Gauge));
+    const std::pair<const char*, const std::atomic<int64_t>*> decided[] = {
+        {plan.admitted ? "admitted" : nullptr, &s->admitted},
+        {plan.rejected ? "rejected" : nullptr, &s->rejected},
+        {plan.dry_run_rejected ? "dry_run_rejected" : nullptr,
+         &s->dry_run_rejected},
+        {plan.queued ? "queued" : nullptr, &s->queued}};
+    for (const auto& [decision, count] : decided) {
+      if (decision == nullptr) continue;
+      decisions.metric.push_back(
+          Sample(*s, count->load(), MetricType::Counter, decision));
     }
-    if (s->keyed()) {
+    if (const ConcurrencyLimiter* c = s->concurrency()) {
+      if (plan.permits_in_use) {
+        in_flight.metric.push_back(
+            Sample(*s, c->InFlight(), MetricType::Gauge));
+      }
+      if (plan.queue_depth) {
+        queue.metric.push_back(Sample(*s, c->QueueDepth(), MetricType::Gauge));
+      }
+    }
+    if (plan.keys) {
       keys.metric.push_back(Sample(*s, s->KeyCount(), MetricType::Gauge));
     }
   }
+  std::vector<prometheus::MetricFamily> out;
+  for (auto* f : {&decisions, &in_flight, &queue, &keys, &fallback}) {
+    if (!f->metric.empty()) out.push_back(std::move(*f));
+  }
+  // Only global limits send requests to Redis: without one, no Redis series
+  // (the counters are process-wide and keep their values across reloads).
+  if (!global) return out;
   // The process-wide Redis client counters (global limits).
   RedisStats& redis = RedisStats::Get();
   auto errors = Family("sluice_redis_errors_total",
@@ -109,7 +133,9 @@ std::vector<prometheus::MetricFamily> LimitCollector::Collect() const {
   h.histogram.sample_count = static_cast<uint64_t>(cumulative);
   h.histogram.sample_sum = static_cast<double>(redis.sum_nanos.load()) / 1e9;
   latency.metric.push_back(h);
-  return {decisions, in_flight, queue, keys, fallback, errors, latency};
+  out.push_back(std::move(errors));
+  out.push_back(std::move(latency));
+  return out;
 }
 
 }  // namespace sluice

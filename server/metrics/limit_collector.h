@@ -2,7 +2,10 @@
 // LimitRegistry's counters, so admission touches no metric on its hot path.
 // Registered with the exposer by the Daemon; Collect() runs on the
 // exposer's HTTP thread. Labels are route and limit names only: key values
-// (header contents) never become labels.
+// (header contents) never become labels. A limit has exactly the series its
+// settings make possible (series_plan.h), from the moment it is bound (a
+// reload that adds or changes it), with the values of its live state; the
+// Redis series exist only while some limit is global.
 #ifndef SLUICE_SERVER_METRICS_LIMIT_COLLECTOR_H_
 #define SLUICE_SERVER_METRICS_LIMIT_COLLECTOR_H_
 

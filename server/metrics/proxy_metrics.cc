@@ -3,17 +3,13 @@
 #include <string>
 
 #include "server/common/grpc_code_name.h"
+#include "server/metrics/series_plan.h"
 
 namespace sluice {
 
-bool IsLimitReason(Reason reason) {
-  return reason == Reason::kRateLimited ||
-         reason == Reason::kConcurrencyLimited ||
-         reason == Reason::kQueueTimeout || reason == Reason::kStreamRate;
-}
-
 ProxyMetrics::ProxyMetrics(std::shared_ptr<prometheus::Registry> registry)
     : registry_(std::move(registry)),
+      leases_(std::make_shared<SeriesLeases>(registry_)),
       handled_(prometheus::BuildCounter()
                    .Name("sluice_calls_handled_total")
                    .Help("Calls finished on the data port, by route and gRPC "
@@ -67,71 +63,105 @@ ProxyMetrics::ProxyMetrics(std::shared_ptr<prometheus::Registry> registry)
                     "receiving side had not taken the messages already "
                     "in hand (stream_window full), by route and direction.")
               .Register(*registry_)),
-      grpc_(*registry_),
+      grpc_(registry_),
       calls_in_flight_(&prometheus::BuildGauge()
                             .Name("sluice_calls_in_flight")
                             .Help("Calls accepted on the data port and not "
                                   "yet freed.")
                             .Register(*registry_)
                             .Add({})),
-      access_log_dropped_(&prometheus::BuildCounter()
-                               .Name("sluice_access_log_dropped_total")
-                               .Help("Access-log lines dropped because the "
-                                     "log's queue was full.")
-                               .Register(*registry_)
-                               .Add({})) {}
+      access_log_dropped_(prometheus::BuildCounter()
+                              .Name("sluice_access_log_dropped_total")
+                              .Help("Access-log lines dropped because the "
+                                    "log's queue was full.")
+                              .Register(*registry_)) {}
 
 RouteStats ProxyMetrics::ForRoute(const RouteSettings* settings) {
   const std::string route = settings == nullptr ? "none" : settings->name;
   RouteStats s;
+  s.hold = std::make_shared<SeriesHold>(leases_);
+  SeriesHold& hold = *s.hold;
+  prometheus::Counter* const sink = &hold.sink();
+  const RouteSeriesPlan plan =
+      settings == nullptr ? RouteSeriesPlan() : PlanRouteSeries(*settings);
+  // A call no route took always ends UNIMPLEMENTED, right at accept; a
+  // routed one can end with any code (the upstream's own).
+  constexpr int kUnimplemented = 12;
   for (int code = 0; code < kGrpcCodes; ++code) {
     s.handled[code] =
-        &handled_.Add({{"route", route}, {"grpc_code", GrpcCodeGoName(code)}});
+        settings != nullptr || code == kUnimplemented
+            ? hold.Add(handled_,
+                       {{"route", route}, {"grpc_code", GrpcCodeGoName(code)}})
+            : sink;
   }
-  for (int r = 0; r < static_cast<int>(Reason::kCount); ++r) {
-    const auto reason = static_cast<Reason>(r);
-    if (IsLimitReason(reason)) continue;
-    s.rejected[r] =
-        &rejected_.Add({{"route", route},
-                        {"limit", ""},
-                        {"reason", std::string(ReasonName(reason))}});
+  auto reason_series = [&](const std::string& limit, Reason reason) {
+    return hold.Add(rejected_, {{"route", route},
+                                {"limit", limit},
+                                {"reason", std::string(ReasonName(reason))}});
+  };
+  if (settings == nullptr) {
+    s.rejected[static_cast<int>(Reason::kNoRoute)] =
+        reason_series("", Reason::kNoRoute);
+  } else {
+    for (Reason reason : {Reason::kDeadlineBudget, Reason::kDraining}) {
+      s.rejected[static_cast<int>(reason)] = reason_series("", reason);
+    }
+    if (plan.idle_timeout) {
+      s.rejected[static_cast<int>(Reason::kIdleTimeout)] =
+          reason_series("", Reason::kIdleTimeout);
+    }
   }
   static const prometheus::Histogram::BucketBoundaries kQueueBuckets = {
       0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
   if (settings != nullptr) {
-    for (const LimitSettings& limit : settings->limits) {
+    for (size_t i = 0; i < settings->limits.size(); ++i) {
+      const LimitSettings& limit = settings->limits[i];
+      const LimitSeriesPlan& lp = plan.limits[i];
       RouteStats::ReasonCounters counters{};
-      for (int r = 0; r < static_cast<int>(Reason::kCount); ++r) {
-        const auto reason = static_cast<Reason>(r);
-        if (!IsLimitReason(reason)) continue;
-        counters[r] =
-            &rejected_.Add({{"route", route},
-                            {"limit", limit.name},
-                            {"reason", std::string(ReasonName(reason))}});
+      const std::pair<Reason, bool> reasons[] = {
+          {Reason::kRateLimited, lp.rate_limited},
+          {Reason::kConcurrencyLimited, lp.concurrency_limited},
+          {Reason::kQueueTimeout, lp.queue_timeout},
+          {Reason::kStreamRate, lp.stream_rate}};
+      for (const auto& [reason, possible] : reasons) {
+        if (possible) {
+          counters[static_cast<int>(reason)] =
+              reason_series(limit.name, reason);
+        }
       }
       s.limit_rejected.push_back(counters);
       s.queue_wait.push_back(
-          limit.concurrency_max > 0
-              ? &queue_wait_.Add({{"route", route}, {"limit", limit.name}},
-                                 kQueueBuckets)
+          lp.queue_wait
+              ? hold.Add(queue_wait_, {{"route", route}, {"limit", limit.name}},
+                         kQueueBuckets)
               : nullptr);
     }
   }
   const char* const kDirections[2] = {"to_upstream", "to_client"};
+  const bool paced[2] = {plan.paced_to_upstream, plan.paced_to_client};
   for (int d = 0; d < 2; ++d) {
-    s.paced_seconds[d] =
-        &paced_seconds_.Add({{"route", route}, {"direction", kDirections[d]}});
-    s.backpressure_seconds[d] = &backpressure_seconds_.Add(
-        {{"route", route}, {"direction", kDirections[d]}});
+    const prometheus::Labels labels = {{"route", route},
+                                       {"direction", kDirections[d]}};
+    s.paced_seconds[d] = paced[d] ? hold.Add(paced_seconds_, labels) : sink;
+    // Any routed call has two pumps a slow side can hold back.
+    s.backpressure_seconds[d] =
+        settings != nullptr ? hold.Add(backpressure_seconds_, labels) : sink;
   }
-  s.msg_received = &msg_received_.Add({{"route", route}});
-  s.msg_sent = &msg_sent_.Add({{"route", route}});
-  s.client_cancels = &client_cancels_.Add({{"route", route}});
-  s.open_calls = &open_calls_.Add({{"route", route}});
+  // A call no route took ends before reading or sending any message, and
+  // before the client could cancel it.
+  if (settings != nullptr) {
+    s.msg_received = hold.Add(msg_received_, {{"route", route}});
+    s.msg_sent = hold.Add(msg_sent_, {{"route", route}});
+    s.client_cancels = hold.Add(client_cancels_, {{"route", route}});
+  } else {
+    s.msg_received = s.msg_sent = s.client_cancels = sink;
+  }
+  s.open_calls = hold.Add(open_calls_, {{"route", route}});
   static const prometheus::Histogram::BucketBoundaries kBuckets = {
       0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
       0.25,   0.5,   1,      2.5,   5,    10,    30,   60};
-  s.handling_seconds = &handling_seconds_.Add({{"route", route}}, kBuckets);
+  s.handling_seconds =
+      hold.Add(handling_seconds_, {{"route", route}}, kBuckets);
   return s;
 }
 

@@ -4,13 +4,16 @@
 // shares with the exposer) and lives as long as the daemon. RouteStats is a
 // bundle of references to one route's series, resolved when a config
 // snapshot is built, so the hot path only touches atomics: no map lookups,
-// no locks. All methods are thread-safe.
+// no locks. A RouteStats holds its series (SeriesHold): they exist, from 0,
+// while a snapshot whose configuration makes them possible is alive
+// (series_plan.h says which). All methods are thread-safe.
 #ifndef SLUICE_SERVER_METRICS_PROXY_METRICS_H_
 #define SLUICE_SERVER_METRICS_PROXY_METRICS_H_
 
 #include <array>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -20,16 +23,18 @@
 #include "server/config/config.h"
 #include "server/metrics/grpc_metrics.h"
 #include "server/metrics/reason.h"
+#include "server/metrics/series_lease.h"
 
 namespace sluice {
-
-// True for the reasons that name a limit.
-bool IsLimitReason(Reason reason);
 
 // Directions of a stream, as the `direction` label says them.
 enum Direction { kToUpstream = 0, kToClient = 1 };
 
 // One route's series. Plain pointers into families owned by ProxyMetrics.
+// The null-checked slots (rejected, limit_rejected, queue_wait) are null
+// where the configuration makes the series impossible; the others then
+// point at a counter no family exports (hold->sink()), so they are never
+// null.
 struct RouteStats {
   using ReasonCounters =
       std::array<prometheus::Counter*, static_cast<int>(Reason::kCount)>;
@@ -50,22 +55,31 @@ struct RouteStats {
   prometheus::Counter* client_cancels = nullptr;
   prometheus::Gauge* open_calls = nullptr;
   prometheus::Histogram* handling_seconds = nullptr;
+  // Keeps the series above while this RouteStats (or a copy) lives.
+  std::shared_ptr<SeriesHold> hold;
 };
 
 class ProxyMetrics {
  public:
   explicit ProxyMetrics(std::shared_ptr<prometheus::Registry> registry);
 
-  // Series for a route (null: calls no route matched, route="none").
+  // Series for a route (null: calls no route matched, route="none"), at 0
+  // if new: those the route's settings make possible (series_plan.h).
   RouteStats ForRoute(const RouteSettings* route);
   GrpcMetrics& grpc() { return grpc_; }
 
   prometheus::Gauge& calls_in_flight() { return *calls_in_flight_; }
-  prometheus::Counter& access_log_dropped() { return *access_log_dropped_; }
+  // The counter of an access log's dropped lines: created (at 0) by the
+  // first call, i.e. when a configuration first has an access_log, so a
+  // daemon that never logs exports no such series.
+  prometheus::Counter& access_log_dropped() {
+    return access_log_dropped_.Add({});
+  }
   const std::shared_ptr<prometheus::Registry>& registry() { return registry_; }
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<SeriesLeases> leases_;
   prometheus::Family<prometheus::Counter>& handled_;
   prometheus::Family<prometheus::Counter>& rejected_;
   prometheus::Family<prometheus::Counter>& msg_received_;
@@ -78,7 +92,7 @@ class ProxyMetrics {
   prometheus::Family<prometheus::Counter>& backpressure_seconds_;
   GrpcMetrics grpc_;
   prometheus::Gauge* calls_in_flight_;
-  prometheus::Counter* access_log_dropped_;
+  prometheus::Family<prometheus::Counter>& access_log_dropped_;
 };
 
 }  // namespace sluice

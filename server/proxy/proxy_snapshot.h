@@ -29,8 +29,7 @@ struct ProxySnapshot {
         router(*config),
         pool(std::move(p)),
         limits(std::move(l)),
-        methods(metrics.grpc(), KnownMethods(*config, router),
-                UpstreamNames(*config)) {
+        methods(metrics.grpc(), KnownMethods(*config, router), *config) {
     for (const RouteSettings& r : config->routes()) {
       route_stats.push_back(metrics.ForRoute(&r));
     }
@@ -60,11 +59,6 @@ struct ProxySnapshot {
                        route < 0 ? -1 : c.routes()[route].upstream_index});
     }
     return known;
-  }
-  static std::vector<std::string> UpstreamNames(const Config& c) {
-    std::vector<std::string> names;
-    for (const UpstreamSettings& u : c.upstreams()) names.push_back(u.name);
-    return names;
   }
 };
 

@@ -1,0 +1,166 @@
+// LimitCollector: each limit exports exactly the decision and limiter
+// series its settings make possible, at 0 once bound (and after a reload
+// that adds it); Redis series only while a limit is global.
+#include "server/metrics/limit_collector.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "server/limits/limit_registry.h"
+#include "tests/metrics/series_text.h"
+
+namespace sluice {
+namespace {
+
+std::string Route(const std::string& limits) {
+  return absl::StrCat(R"(
+upstreams:
+  - {name: demo, target: "127.0.0.1:1"}
+routes:
+  - name: r
+    match: {prefix: /}
+    upstream: demo
+    limits:
+)",
+                      limits);
+}
+
+// `decision` lines of limit `limit` of route r.
+std::vector<std::string> Decisions(const std::string& limit,
+                                   const std::vector<std::string>& decisions) {
+  std::vector<std::string> out;
+  for (const std::string& d : decisions) {
+    out.push_back(absl::StrCat("sluice_limit_decisions_total{decision=\"", d,
+                               "\",limit=\"", limit, "\",route=\"r\"}"));
+  }
+  return out;
+}
+
+std::string Gauge(const std::string& name, const std::string& limit) {
+  return absl::StrCat(name, "{limit=\"", limit, "\",route=\"r\"}");
+}
+
+class LimitCollectorTest : public ::testing::Test {
+ protected:
+  std::vector<std::string> Bind(const std::string& limits) {
+    auto config = MustParse(Route(limits));
+    if (config == nullptr) return {"<bad config>"};
+    registry_.Bind(*config);
+    return SeriesText(collector_.Collect());
+  }
+
+  LimitRegistry registry_;
+  LimitCollector collector_{&registry_};
+};
+
+TEST_F(LimitCollectorTest, NoLimitsNoSeries) {
+  EXPECT_EQ(SeriesText(collector_.Collect()), std::vector<std::string>());
+}
+
+TEST_F(LimitCollectorTest, ARateLimitAdmitsAndRejects) {
+  EXPECT_EQ(Bind("      - {name: five, rate: {per_second: 5}}\n"),
+            AtZero(Decisions("five", {"admitted", "rejected"})));
+}
+
+TEST_F(LimitCollectorTest, AKeyedRateLimitCountsItsKeys) {
+  auto expected = Decisions("k", {"admitted", "rejected"});
+  expected.push_back(Gauge("sluice_limit_keys", "k"));
+  EXPECT_EQ(Bind("      - {name: k, rate: {per_second: 5}, key: [peer]}\n"),
+            AtZero(expected));
+}
+
+TEST_F(LimitCollectorTest, AConcurrencyLimitQueuesEvenWithQueueZero) {
+  // The admin API may give it a queue at run time.
+  auto expected = Decisions("c", {"admitted", "queued", "rejected"});
+  expected.push_back(Gauge("sluice_limit_permits_in_use", "c"));
+  expected.push_back(Gauge("sluice_limit_queue_depth", "c"));
+  EXPECT_EQ(Bind("      - {name: c, concurrency: {max: 2, queue: 0}}\n"),
+            AtZero(expected));
+}
+
+TEST_F(LimitCollectorTest, APaceModeMessageLimitDecidesNothing) {
+  EXPECT_EQ(Bind("      - {name: p, messages: {per_second: 10}}\n"),
+            std::vector<std::string>());
+}
+
+TEST_F(LimitCollectorTest, ARejectModeMessageLimitOnlyRejects) {
+  EXPECT_EQ(
+      Bind("      - {name: m, messages: {per_second: 10, mode: reject}}\n"),
+      AtZero(Decisions("m", {"rejected"})));
+}
+
+TEST_F(LimitCollectorTest, DryRunLimitsNeverRejectNorQueue) {
+  auto expected = Decisions("d", {"admitted", "dry_run_rejected"});
+  expected.push_back(Gauge("sluice_limit_permits_in_use", "d"));
+  for (auto& s : Decisions("dm", {"dry_run_rejected"})) expected.push_back(s);
+  EXPECT_EQ(Bind(R"(      - name: d
+        rate: {per_second: 5}
+        concurrency: {max: 1, queue: 3}
+        dry_run: true
+      - name: dm
+        messages: {per_second: 5, mode: pace}
+        dry_run: true
+)"),
+            AtZero(expected));
+}
+
+TEST_F(LimitCollectorTest, CountsAreTheLimitStates) {
+  Bind("      - {name: five, rate: {per_second: 5}}\n");
+  registry_.Find("r", "five")->admitted.fetch_add(4);
+  registry_.Find("r", "five")->rejected.fetch_add(1);
+  EXPECT_EQ(SeriesText(collector_.Collect()),
+            std::vector<std::string>(
+                {"sluice_limit_decisions_total{decision=\"admitted\",limit="
+                 "\"five\",route=\"r\"} 4",
+                 "sluice_limit_decisions_total{decision=\"rejected\",limit="
+                 "\"five\",route=\"r\"} 1"}));
+}
+
+TEST_F(LimitCollectorTest, AReloadAddsAtZeroAndDropsWhatItRemoves) {
+  Bind("      - {name: m, messages: {per_second: 10, mode: reject}}\n");
+  registry_.Find("r", "m")->rejected.fetch_add(2);
+  // The limit becomes a pacing one (no decision), a rate limit is added.
+  EXPECT_EQ(Bind(R"(      - {name: m, messages: {per_second: 10}}
+      - {name: five, rate: {per_second: 5}}
+)"),
+            AtZero(Decisions("five", {"admitted", "rejected"})));
+}
+
+TEST_F(LimitCollectorTest, RedisSeriesOnlyWithAGlobalLimit) {
+  // A redis section alone sends nothing to Redis.
+  auto config = MustParse(
+      absl::StrCat("redis: {address: \"127.0.0.1:1\"}\n",
+                   Route("      - {name: five, rate: {per_second: 5}}\n")));
+  ASSERT_NE(config, nullptr);
+  registry_.Bind(*config);
+  for (const std::string& s : SeriesText(collector_.Collect())) {
+    EXPECT_FALSE(s.starts_with("sluice_redis")) << s;
+    EXPECT_FALSE(s.starts_with("sluice_limit_fallback")) << s;
+  }
+  config = MustParse(absl::StrCat(
+      "redis: {address: \"127.0.0.1:1\"}\n",
+      Route("      - {name: g, scope: global, rate: {per_second: 5}, key: "
+            "[peer]}\n")));
+  ASSERT_NE(config, nullptr);
+  registry_.Bind(*config);
+  // The global limit's buckets are in Redis: no sluice_limit_keys.
+  auto expected = Decisions("g", {"admitted", "rejected"});
+  expected.push_back(Gauge("sluice_limit_fallback_active", "g"));
+  for (const char* kind : {"connection", "reply", "timeout"}) {
+    expected.push_back(
+        absl::StrCat("sluice_redis_errors_total{kind=\"", kind, "\"}"));
+  }
+  expected.push_back("sluice_redis_request_duration_seconds{}");
+  EXPECT_EQ(SeriesText(collector_.Collect()), AtZero(expected));
+  // Back to no global limit: the Redis series go.
+  registry_.Bind(
+      *MustParse(Route("      - {name: five, rate: {per_second: 5}}\n")));
+  EXPECT_EQ(SeriesText(collector_.Collect()),
+            AtZero(Decisions("five", {"admitted", "rejected"})));
+}
+
+}  // namespace
+}  // namespace sluice
