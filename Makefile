@@ -1,6 +1,6 @@
 # Sluice. The two commands a new user needs:
 #   make run    build, start the demo upstream and Sluice in front of it
-#   make test   run every test; ends with "N passed, N failed"
+#   make test   run every test; ends with "N passed, N failed, N skipped"
 # and, for the admin CLI and the load generator:
 #   make tools  build sluicectl and sluice-bench (what `make build` builds)
 .PHONY: deps build tools run test bench format clean

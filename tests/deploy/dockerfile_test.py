@@ -23,8 +23,12 @@ BIN_DIR = "/usr/local/bin"
 
 
 def makefile():
-    """The Makefile (//:Makefile, in runfiles)."""
-    return open(os.path.join(ROOT, "Makefile")).read()
+    """The Makefile (//:Makefile, in runfiles), its `NAME = value` variables
+    (with backslash continuations) expanded where $(NAME) is used."""
+    text = open(os.path.join(ROOT, "Makefile")).read()
+    joined = re.sub(r"\\\n\s*", " ", text)
+    variables = dict(re.findall(r"^([A-Z_]+)\s*=\s*(.*)$", joined, re.M))
+    return re.sub(r"\$\(([A-Z_]+)\)", lambda m: variables.get(m.group(1), m.group(0)), text)
 
 
 def shared_library_packages(binaries):

@@ -107,13 +107,19 @@ TEST_P(ProxyBehaviourTest, DeadlineOffsetIsSubtracted) {
   ctx.set_deadline(absl::ToChronoTime(client_deadline));
   SimpleRequest req;
   SimpleResponse resp;
+  const absl::Time sent = absl::Now();
   ASSERT_TRUE(test_->UnaryCall(&ctx, req, &resp).ok());
   auto rec = upstream_.test_service().stats().LastCall("UnaryCall");
   ASSERT_TRUE(rec.has_value());
   // gRPC carries deadlines as timeouts rounded up to a coarse unit, and
-  // each hop re-bases them on its own receive time.
-  EXPECT_LE(rec->deadline,
-            client_deadline - absl::Milliseconds(100) + absl::Milliseconds(30));
+  // each hop re-bases them on its own receive time: the time in transit
+  // (client -> Sluice -> upstream, however long a busy machine makes it)
+  // moves the upstream's deadline later, never earlier. Without the offset
+  // it would be 100 ms later than this bound plus that transit.
+  const absl::Duration transit = rec->received - sent;
+  EXPECT_LE(rec->deadline, client_deadline - absl::Milliseconds(100) +
+                               transit + absl::Milliseconds(30))
+      << "transit " << transit;
   EXPECT_GE(rec->deadline, client_deadline - absl::Milliseconds(100) -
                                absl::Milliseconds(250));
 }
