@@ -42,6 +42,18 @@ std::string Quote(absl::string_view s) {
   return absl::StrCat("\"", absl::CHexEscape(s), "\"");
 }
 
+// Whether `s` can stand in a field path as it is: a non-empty run of
+// letters, digits and underscores (every protobuf field name is one).
+bool IsPlainName(absl::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_') {
+      return false;
+    }
+  }
+  return true;
+}
+
 // What a YAML node is, for "expected X, got Y".
 std::string Describe(const YAML::Node& node) {
   switch (node.Type()) {
@@ -290,8 +302,11 @@ void Converter::Message(const YAML::Node& node, const Descriptor& descriptor,
       continue;
     }
     const std::string& name = key.Scalar();
+    // A key that is not a plain field name (an unknown one can hold any
+    // bytes, newlines too) is quoted and escaped: each error stays one line.
+    const std::string part = IsPlainName(name) ? name : Quote(name);
     const std::string child =
-        path.empty() ? name : absl::StrCat(path, ".", name);
+        path.empty() ? part : absl::StrCat(path, ".", part);
     const auto [it, inserted] =
         first_line.try_emplace(name, key.Mark().line + 1);
     if (!inserted) {

@@ -312,6 +312,14 @@ routes:
             "(did you mean \"match\"?)");
 }
 
+// Found by config_fuzzer: an unknown key holding a line break broke the
+// one-line-per-error form (the raw key was in the field path).
+TEST(ConfigErrorTest, UnknownKeyWithALineBreakStaysOneLine) {
+  EXPECT_EQ(ErrorOf(MinimalWith("\"drain\\r\\ntimeout\": 5s\n")),
+            "test.yaml: \"drain\\r\\ntimeout\" (line 8): unknown field "
+            "\"drain\\r\\ntimeout\" (did you mean \"drain_timeout\"?)");
+}
+
 TEST(ConfigErrorTest, CamelCaseFieldSuggestsTheProtoName) {
   EXPECT_EQ(ErrorOf(MinimalWith("drainTimeout: 5s\n")),
             "test.yaml: drainTimeout (line 8): unknown field "
