@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
-#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -20,6 +19,7 @@
 #include "server/config/config.h"
 #include "server/config/config_watcher.h"
 #include "server/daemon.h"
+#include "server/signal_thread.h"
 #include "server/version.h"
 #include "spdlog/spdlog.h"
 
@@ -135,12 +135,7 @@ int Main(int argc, char** argv) {
   }
 
   // Signals go to a dedicated thread (sigwait); block them everywhere else.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  SignalThread::BlockSignals();
   signal(SIGPIPE, SIG_IGN);
 
   auto daemon = Daemon::Start(LoadWithFlags, absl::GetFlag(FLAGS_ready_file));
@@ -149,23 +144,26 @@ int Main(int argc, char** argv) {
     return absl::IsInvalidArgument(daemon.status()) ? kExitBadConfig : 1;
   }
   Daemon* d = daemon->get();
-  std::thread([d, signals]() {
-    int terms = 0;
-    for (;;) {
-      int sig = 0;
-      if (sigwait(&signals, &sig) != 0) continue;
-      if (sig == SIGHUP) {
-        spdlog::info("SIGHUP: reloading the configuration");
-        d->Reload().IgnoreError();
-      } else if (++terms == 1) {
-        spdlog::info("{}: draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
-        d->RequestDrain();
-      } else {
-        spdlog::warn("second signal: exiting without waiting for the drain");
-        std::_Exit(1);
-      }
-    }
-  }).detach();
+  // Stopped (joined) below before the daemon is destroyed: a SIGHUP during
+  // shutdown can never reach a destroyed Daemon.
+  SignalThread signal_thread(SignalThread::Callbacks{
+      .reload =
+          [d] {
+            spdlog::info("SIGHUP: reloading the configuration");
+            d->Reload().IgnoreError();
+          },
+      .drain =
+          [d](int sig) {
+            spdlog::info("{}: draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            d->RequestDrain();
+          },
+      .abort =
+          [] {
+            spdlog::warn(
+                "second signal: exiting without waiting for the drain");
+            std::_Exit(1);
+          },
+  });
   std::unique_ptr<ConfigWatcher> watcher;
   if (!absl::GetFlag(FLAGS_config).empty() &&
       absl::GetFlag(FLAGS_watch_config)) {
@@ -183,6 +181,7 @@ int Main(int argc, char** argv) {
   }
   d->Run();
   watcher.reset();
+  signal_thread.Stop();
   daemon->reset();
   return 0;
 }

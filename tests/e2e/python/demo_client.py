@@ -26,8 +26,10 @@ def main():
     try:
         ch.unary_unary("/no.such.Service/Method")(b"", timeout=5)
     except grpc.RpcError as e:
-        print(f"/no.such.Service/Method: {e.code().name}, sluice-reason="
-              f"{harness.trailer(e.trailing_metadata(), 'sluice-reason')}")
+        reason = harness.trailer(e.trailing_metadata(), "sluice-reason")
+        said = (f"Sluice said no (sluice-reason: {reason})" if reason else
+                "the upstream answered (no sluice-reason trailer)")
+        print(f"/no.such.Service/Method: {e.code().name}: {said}")
 
 
 if __name__ == "__main__":

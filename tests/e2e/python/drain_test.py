@@ -249,5 +249,32 @@ class DrainRaceTest(unittest.TestCase):
         return outcomes
 
 
+class SignalsDuringShutdownTest(unittest.TestCase):
+    """SIGHUP (a reload) arriving while Sluice drains and exits: the signal
+    thread is stopped and joined before the daemon is destroyed, so a late
+    SIGHUP stays pending instead of reaching a destroyed Daemon (issue 15,
+    bug 4). Ten shutdowns, each under a storm of SIGHUPs until the process
+    is gone; every one must exit 0."""
+
+    def test_sighup_storm_during_shutdown(self):
+        upstream = harness.start_upstream()
+        try:
+            for _ in range(10):  # bounded
+                sluice = harness.start_sluice(upstream=upstream.address,
+                                              extra=["--log_level=warn"])
+                sluice.popen.send_signal(signal.SIGTERM)
+                deadline = time.monotonic() + 20
+                while sluice.popen.poll() is None and time.monotonic() < deadline:
+                    try:
+                        sluice.popen.send_signal(signal.SIGHUP)
+                    except ProcessLookupError:
+                        break
+                    time.sleep(0.0005)
+                rc = sluice.wait(timeout=20)
+                self.assertEqual(rc, 0, sluice.output()[-3000:])
+        finally:
+            upstream.stop()
+
+
 if __name__ == "__main__":
     harness.main()
