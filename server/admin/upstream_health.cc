@@ -80,7 +80,11 @@ void UpstreamHealth::Run() {
       // ok: the state changed; !ok: the deadline passed. Either way read
       // it again (and ask an idle channel to connect) and re-arm.
       auto* w = static_cast<Watch*>(tag);
+      const grpc_connectivity_state before = w->last;
       w->last = upstreams_[w->upstream].channels[w->channel]->GetState(true);
+      if (before != GRPC_CHANNEL_READY && w->last == GRPC_CHANNEL_READY) {
+        OnConnected(w->upstream);
+      }
       Publish(/*force=*/false);
       Arm(w);
       continue;
@@ -94,10 +98,12 @@ void UpstreamHealth::Run() {
     }
     // Wait for the next check in steps of at most kMaxWait, so Stop() is
     // prompt without cancelling an alarm from another thread.
+    p->waiting = false;
     const absl::Time now = absl::Now();
     if (now >= p->due) {
       StartCheck(p);
     } else {
+      p->waiting = true;
       p->alarm.Set(&cq_, absl::ToChronoTime(std::min(p->due, now + kMaxWait)),
                    static_cast<Tag*>(&p->next));
     }
@@ -105,6 +111,24 @@ void UpstreamHealth::Run() {
   cq_.Shutdown();
   while (cq_.Next(&raw, &ok)) {
   }
+}
+
+void UpstreamHealth::OnConnected(int upstream) {
+  // The upstream is back: its other channels try again now rather than
+  // when their backoff ends, so no call meets one still backing off.
+  for (const auto& w : watches_) {
+    if (w->upstream == upstream && w->last != GRPC_CHANNEL_READY) {
+      grpc::experimental::ChannelResetConnectionBackoff(
+          upstreams_[upstream].channels[w->channel].get());
+    }
+  }
+  // And its health is checked now, not at the next interval. A Check in
+  // flight (sent before the connection) is left to finish; then the next
+  // one is due at once.
+  Probe* p = probe_of_[upstream];
+  if (p == nullptr) return;
+  p->due = absl::Now();
+  if (p->waiting) p->alarm.Cancel();  // its tag comes back: StartCheck
 }
 
 void UpstreamHealth::Publish(bool force) {

@@ -8,7 +8,10 @@
 // Owned by the Daemon. Runs one thread of its own with a completion queue
 // (channel NotifyOnStateChange, re-armed at most every second, so it also
 // nudges idle channels to reconnect; health Checks, one in flight per
-// upstream, spaced by an alarm). The report callback runs on that thread.
+// upstream, spaced by an alarm). When a channel becomes READY, the
+// upstream's other channels skip the rest of their connect backoff and its
+// health is checked at once (not at the next interval). The report
+// callback runs on that thread.
 // Stop() (or the destructor) waits for the thread, at most ~1 s or one
 // check's timeout.
 #ifndef SLUICE_SERVER_ADMIN_UPSTREAM_HEALTH_H_
@@ -77,10 +80,13 @@ class UpstreamHealth {
     ProbeTag next{{Tag::kNextCheck}, this};
     absl::Time due;  // of the next Check
     bool serving = false;
+    bool waiting = false;  // `alarm` is set (else a Check is in flight)
   };
   void Run();
   void Arm(Watch* w);
   void StartCheck(Probe* p);
+  // A channel of `upstream` just became READY.
+  void OnConnected(int upstream);
   void Publish(bool force);
 
   std::vector<Upstream> upstreams_;

@@ -77,7 +77,8 @@ DemoUpstream::~DemoUpstream() { Shutdown(absl::Now()); }
 
 absl::StatusOr<int> DemoUpstream::Start(
     absl::string_view listen,
-    std::shared_ptr<grpc::ServerCredentials> credentials) {
+    std::shared_ptr<grpc::ServerCredentials> credentials,
+    absl::Duration min_ping_interval) {
   if (server_ != nullptr) {
     return absl::FailedPreconditionError("DemoUpstream already started");
   }
@@ -97,6 +98,11 @@ absl::StatusOr<int> DemoUpstream::Start(
   int port = 0;
   if (credentials == nullptr) credentials = grpc::InsecureServerCredentials();
   builder.AddListeningPort(std::string(listen), credentials, &port);
+  if (min_ping_interval > absl::ZeroDuration()) {
+    builder.AddChannelArgument(
+        GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+        static_cast<int>(absl::ToInt64Milliseconds(min_ping_interval)));
+  }
   builder.RegisterService(&test_service_);
   builder.RegisterService(&ticker_service_);
 

@@ -47,10 +47,13 @@ class DemoUpstream {
 
   // Listens on `listen` ("host:port"; port 0 picks a free one) and starts
   // serving, in plaintext unless `credentials` are given (e.g. TLS).
-  // Returns the bound port.
+  // Returns the bound port. `min_ping_interval` > 0: the shortest interval
+  // between HTTP/2 pings without data it tolerates (gRPC's default, 5 min,
+  // otherwise; faster pings earn strikes and then a GOAWAY).
   absl::StatusOr<int> Start(
       absl::string_view listen,
-      std::shared_ptr<grpc::ServerCredentials> credentials = nullptr);
+      std::shared_ptr<grpc::ServerCredentials> credentials = nullptr,
+      absl::Duration min_ping_interval = absl::ZeroDuration());
 
   // Health goes NOT_SERVING, then the server stops accepting calls, lets
   // calls in flight run until `deadline`, cancels the rest and waits for

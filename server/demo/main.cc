@@ -35,6 +35,10 @@ ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain: serve TLS instead of plaintext (with "
           "--tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(absl::Duration, min_ping_interval, absl::ZeroDuration(),
+          "shortest interval between HTTP/2 pings without data the server "
+          "tolerates (e.g. 500ms, for a client keepalive that fast); 0: "
+          "gRPC's default, 5m");
 
 namespace {
 
@@ -115,7 +119,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   absl::StatusOr<int> port =
-      upstream.Start(absl::GetFlag(FLAGS_listen), *credentials);
+      upstream.Start(absl::GetFlag(FLAGS_listen), *credentials,
+                     absl::GetFlag(FLAGS_min_ping_interval));
   if (!port.ok()) {
     std::cerr << "demo-upstream: " << port.status() << std::endl;
     return 1;

@@ -118,9 +118,10 @@ def _ready_path(name):
     return os.path.join(TMP, f"{name}-{time.monotonic_ns()}.ready.json")
 
 
-def start_upstream(address="127.0.0.1:0"):
+def start_upstream(address="127.0.0.1:0", extra=()):
     ready = _ready_path("upstream")
-    p = Proc("upstream", [DEMO_UPSTREAM, f"--listen={address}", f"--ready_file={ready}"], ready)
+    p = Proc("upstream", [DEMO_UPSTREAM, f"--listen={address}", f"--ready_file={ready}"]
+             + list(extra), ready)
     p.address = p.info["address"]
     return p
 
