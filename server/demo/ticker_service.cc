@@ -28,9 +28,11 @@ constexpr uint32_t kMaxPayloadBytes = uint32_t{64} << 20;
 // alarm callback if OnDone came first, never while an alarm is pending.
 class TickReactor final : public grpc::ServerWriteReactor<Tick> {
  public:
-  TickReactor(CallStats* stats, grpc::CallbackServerContext* context,
+  TickReactor(CallStats* stats, TickerService::Active* active,
+              grpc::CallbackServerContext* context,
               const SubscribeRequest& request)
       : stats_(stats),
+        active_(active),
         count_(request.count()),
         interval_(absl::Milliseconds(request.interval_ms())) {
     stats_->RecordStart(kSubscribe, CaptureCall("Subscribe", *context));
@@ -38,6 +40,12 @@ class TickReactor final : public grpc::ServerWriteReactor<Tick> {
       Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "payload_bytes must be at most 64 MiB"));
       return;
+    }
+    // Active from here until Advance() calls Finish.
+    const int64_t now_active = active_->now.fetch_add(1) + 1;
+    int64_t max = active_->max.load();
+    while (now_active > max &&
+           !active_->max.compare_exchange_weak(max, now_active)) {
     }
     tick_.mutable_payload()->assign(request.payload_bytes(), '\0');
     StartSendInitialMetadata();
@@ -109,9 +117,15 @@ class TickReactor final : public grpc::ServerWriteReactor<Tick> {
         ++sent_;
         tick_.set_seq(sent_);
         tick_.set_unix_micros(absl::ToUnixMicros(absl::Now()));
+        tick_.set_streams_active(static_cast<uint32_t>(active_->now.load()));
+        tick_.set_max_streams_active(
+            static_cast<uint32_t>(active_->max.load()));
         next = Next::kWrite;
       }
     }
+    // Finishing: no longer active (before the status leaves, so a proxy
+    // that frees a permit on the status never sees this call counted).
+    if (next != Next::kWrite) active_->now.fetch_sub(1);
     switch (next) {
       case Next::kWrite:
         StartWrite(&tick_);
@@ -152,6 +166,7 @@ class TickReactor final : public grpc::ServerWriteReactor<Tick> {
   }
 
   CallStats* const stats_;
+  TickerService::Active* const active_;
   const uint64_t count_;  // 0: unbounded
   const absl::Duration interval_;
   Tick tick_;  // token holder only; the payload is filled once
@@ -174,7 +189,7 @@ TickerService::~TickerService() = default;
 
 grpc::ServerWriteReactor<Tick>* TickerService::Subscribe(
     grpc::CallbackServerContext* context, const SubscribeRequest* request) {
-  return new TickReactor(&stats_, context, *request);
+  return new TickReactor(&stats_, &active_, context, *request);
 }
 
 int64_t TickerService::MessagesWritten() const {

@@ -2,6 +2,7 @@
 #ifndef SLUICE_SERVER_DEMO_TICKER_SERVICE_H_
 #define SLUICE_SERVER_DEMO_TICKER_SERVICE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 
@@ -18,7 +19,11 @@ namespace sluice::demo {
 // (0: until cancelled), the first one `interval_ms` after the call starts
 // and then one every `interval_ms` (0: as fast as flow control allows),
 // each with `payload_bytes` zero bytes (at most 64 MiB), seq from 1 and the
-// upstream's wall clock in unix_micros. Then OK.
+// upstream's wall clock in unix_micros, and the number of Subscribe calls
+// active now and at most so far (streams_active, max_streams_active: a
+// call is active from its start until the upstream calls Finish, so a
+// proxy's concurrency limit can be checked from what the upstream saw).
+// Then OK.
 //
 // Pacing is at a fixed rate without catch-up: a tick delayed by
 // backpressure is sent as soon as its write may start, and the next one is
@@ -57,9 +62,20 @@ class TickerService final : public sluice::demo::v1::Ticker::CallbackService {
   bool WaitForMessagesWritten(int64_t n, absl::Duration timeout) const;
   // Everything above, plus Await on any condition of the counters.
   const CallStats& stats() const { return stats_; }
+  // Subscribe calls started and not yet finished by the upstream (Finish
+  // called), and the most there were at once.
+  int64_t StreamsActive() const { return active_.now.load(); }
+  int64_t MaxStreamsActive() const { return active_.max.load(); }
+
+  // The active-call count the reactors keep (internal).
+  struct Active {
+    std::atomic<int64_t> now{0};
+    std::atomic<int64_t> max{0};
+  };
 
  private:
   CallStats stats_;
+  Active active_;
 };
 
 }  // namespace sluice::demo

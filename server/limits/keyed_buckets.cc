@@ -20,14 +20,76 @@ KeyedTokenBuckets::KeyedTokenBuckets(const TokenBucket::Config& per_key,
                                      size_t max_keys)
     : KeyedTokenBuckets(per_key, max_keys, per_key) {}
 
+namespace {
+
+size_t ShardsFor(size_t max_keys) {
+  return std::clamp<size_t>(max_keys / KeyedTokenBuckets::kMinKeysPerShard, 1,
+                            KeyedTokenBuckets::kNumShards);
+}
+
+}  // namespace
+
 KeyedTokenBuckets::KeyedTokenBuckets(const TokenBucket::Config& per_key,
                                      size_t max_keys,
                                      const TokenBucket::Config& overflow)
-    : config_(per_key), max_keys_(max_keys), overflow_(overflow) {
-  // Split the bound exactly: the capacities add up to max_keys.
-  for (size_t i = 0; i < shards_.size(); ++i) {
+    : config_(per_key),
+      max_keys_(max_keys),
+      num_shards_(ShardsFor(max_keys)),
+      overflow_(overflow) {
+  InitShards();
+}
+
+KeyedTokenBuckets::KeyedTokenBuckets(const TokenBucket::Config& per_key,
+                                     size_t max_keys,
+                                     const TokenBucket::Config& overflow,
+                                     const KeyedTokenBuckets& old, int64_t now)
+    : config_(per_key),
+      max_keys_(max_keys),
+      num_shards_(ShardsFor(max_keys)),
+      overflow_(overflow, overflow.CarryTat(old.overflow_.config(),
+                                            old.overflow_.Tat(), now)),
+      carried_evictions_(old.GetStats().evictions),
+      carried_overflow_takes_(old.GetStats().overflow_takes) {
+  InitShards();
+  // The keys in debt, with their TATs under the new definition, by the
+  // shard they belong to now (the hash is the same, the shard count may
+  // differ).
+  struct Carried {
+    std::string key;
+    size_t hash;
+    int64_t tat;
+  };
+  std::array<std::vector<Carried>, kNumShards> by_shard;
+  for (const Shard& shard : old.shards_) {
+    absl::MutexLock lock(&shard.mu);
+    for (const Node& node : shard.map) {
+      const int64_t tat = config_.CarryTat(old.config_, node.second.tat, now);
+      if (tat == TokenBucket::Config::kFreshTat) continue;  // full: drop
+      by_shard[ShardIndex(node.second.hash)].push_back(
+          Carried{node.first, node.second.hash, tat});
+    }
+  }
+  for (size_t i = 0; i < num_shards_; ++i) {
+    std::vector<Carried>& keys = by_shard[i];
+    Shard& shard = shards_[i];
+    // The most debt (latest TAT) first, so a smaller table keeps those.
+    const size_t keep = std::min(keys.size(), shard.capacity);
+    std::partial_sort(
+        keys.begin(), keys.begin() + keep, keys.end(),
+        [](const Carried& a, const Carried& b) { return a.tat > b.tat; });
+    absl::MutexLock lock(&shard.mu);
+    for (size_t k = 0; k < keep; ++k) {
+      InsertLocked(shard, keys[k].key, keys[k].hash, keys[k].tat);
+    }
+  }
+}
+
+void KeyedTokenBuckets::InitShards() {
+  // Split the bound exactly over the shards in use: the capacities add up
+  // to max_keys; unused shards have none and are never chosen.
+  for (size_t i = 0; i < num_shards_; ++i) {
     shards_[i].capacity =
-        max_keys / kNumShards + (i < max_keys % kNumShards ? 1 : 0);
+        max_keys_ / num_shards_ + (i < max_keys_ % num_shards_ ? 1 : 0);
   }
 }
 
@@ -190,6 +252,8 @@ KeyedTokenBuckets::Stats KeyedTokenBuckets::GetStats() const {
     stats.evictions += shard.evictions;
     stats.overflow_takes += shard.overflow_takes;
   }
+  stats.evictions += carried_evictions_;
+  stats.overflow_takes += carried_overflow_takes_;
   return stats;
 }
 

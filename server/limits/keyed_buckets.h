@@ -27,13 +27,16 @@ namespace sluice {
 // it, so an atomic CAS would add nothing).
 //
 // Bound and eviction policy. At most `max_keys` keys exist at any time (the
-// bound is split exactly across the shards). A key whose bucket is full is
-// indistinguishable from a missing one, so it may be dropped at no cost.
-// When a new key arrives at a full shard, the shard's CLOCK hand inspects at
-// most kMaxEvictionProbes keys in insertion/rotation order: the first idle
-// (full) one is replaced; a busy one is skipped (second chance). If none of
-// them is idle, the new key is REFUSED a bucket of its own and is charged to
-// one shared overflow bucket instead (Decision::overflow).
+// bound is split exactly across the shards in use: max_keys / 8 of them,
+// between 1 and kNumShards, so that no shard in use has a capacity below
+// kMinKeysPerShard unless the whole table is that small; a table of fewer
+// than 16 keys is one shard and every key up to max_keys gets a bucket). A key
+// whose bucket is full is indistinguishable from a missing one, so it may be
+// dropped at no cost. When a new key arrives at a full shard, the shard's CLOCK
+// hand inspects at most kMaxEvictionProbes keys in insertion/rotation order:
+// the first idle (full) one is replaced; a busy one is skipped (second chance).
+// If none of them is idle, the new key is REFUSED a bucket of its own and is
+// charged to one shared overflow bucket instead (Decision::overflow).
 //
 // Why refuse rather than evict the least recently used key: evicting a key
 // whose bucket is not full hands that key a fresh burst, so an attacker who
@@ -52,11 +55,13 @@ namespace sluice {
 // Ownership: owned by a route's limiter state (one per keyed limit).
 // Thread-safety: all methods may be called concurrently from any thread
 // (the completion-queue workers, the admin service). Lifetime: it holds no
-// external references; it dies with the route state (for example when a
-// config reload changes this limit's definition).
+// external references; it dies with the route state, or when a reload or
+// an override replaces it by a table that carries its keys (see the
+// carrying constructor), once the last take using it has returned.
 class KeyedTokenBuckets {
  public:
   static constexpr int kNumShards = 16;
+  static constexpr int kMinKeysPerShard = 8;
   static constexpr int kMaxEvictionProbes = 8;
 
   // TokenBucket's decision, plus whether the shared overflow bucket decided.
@@ -80,6 +85,19 @@ class KeyedTokenBuckets {
   KeyedTokenBuckets(const TokenBucket::Config& per_key, size_t max_keys);
   KeyedTokenBuckets(const TokenBucket::Config& per_key, size_t max_keys,
                     const TokenBucket::Config& overflow);
+  // A table that carries the load of `old` (a reload or an override changed
+  // the definition): every key of `old` still in debt at `now` gets a
+  // bucket owing the same tokens, refilled at the new rate
+  // (TokenBucket::Config::CarryTat); keys whose buckets are full are
+  // dropped (indistinguishable from new ones). When the new shards cannot
+  // hold them all, each keeps the keys with the most debt. The overflow
+  // bucket's debt and the eviction/overflow counts carry over too, so the
+  // counters exported from GetStats() never go back. `old` may still be in
+  // use on other threads: each of its shards is read under its lock, and a
+  // take that lands on `old` after its shard was read is not carried.
+  KeyedTokenBuckets(const TokenBucket::Config& per_key, size_t max_keys,
+                    const TokenBucket::Config& overflow,
+                    const KeyedTokenBuckets& old, int64_t now);
 
   KeyedTokenBuckets(const KeyedTokenBuckets&) = delete;
   KeyedTokenBuckets& operator=(const KeyedTokenBuckets&) = delete;
@@ -163,6 +181,9 @@ class KeyedTokenBuckets {
     size_t capacity = 0;  // set once in the constructor
   };
 
+  // Splits max_keys across the shards in use (constructors only).
+  void InitShards();
+
   // Makes room for one key in a full shard by dropping an idle key at the
   // hand, leaving the hand on the freed ring slot. False if the probes found
   // no idle key.
@@ -170,15 +191,20 @@ class KeyedTokenBuckets {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   static void InsertLocked(Shard& shard, absl::string_view key, size_t hash,
                            int64_t tat) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
-  static size_t ShardIndex(size_t hash) {
-    // The top bits: the hash map uses the low ones for slot positions.
-    return static_cast<size_t>(static_cast<uint64_t>(hash) >> 60);
+  size_t ShardIndex(size_t hash) const {
+    // The top 32 bits (the hash map uses the low ones for slot positions),
+    // scaled to [0, num_shards_): with 16 shards, the top 4 bits.
+    return static_cast<size_t>(
+        ((static_cast<uint64_t>(hash) >> 32) * num_shards_) >> 32);
   }
-  static_assert(kNumShards == 16, "ShardIndex takes 4 bits");
 
   const TokenBucket::Config config_;
   const size_t max_keys_;
+  const size_t num_shards_;  // shards in use, in [1, kNumShards]
   TokenBucket overflow_;
+  // Counts carried from the table this one replaced.
+  const uint64_t carried_evictions_ = 0;
+  const uint64_t carried_overflow_takes_ = 0;
   std::array<Shard, kNumShards> shards_;
 };
 

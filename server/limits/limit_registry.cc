@@ -37,8 +37,14 @@ std::vector<std::vector<std::shared_ptr<LimitState>>> LimitRegistry::Bind(
           !(limit.global && redis_changed)) {
         state = it->second;
       } else {
-        state = std::make_shared<LimitState>(route.name, limit, redis_,
-                                             redis.key_prefix);
+        // A changed limit carries the old state's load; a new one (or a
+        // global one whose Redis connection changed) starts fresh.
+        LimitState* previous =
+            it != states_.end() && !(limit.global && redis_changed)
+                ? it->second.get()
+                : nullptr;
+        state = std::make_shared<LimitState>(
+            route.name, limit, redis_, redis.key_prefix, previous, clock_);
       }
       next[id] = state;
       states.push_back(std::move(state));

@@ -4,8 +4,29 @@
 // Created by the LimitRegistry and shared (shared_ptr) by every config
 // snapshot whose definition of the limit is unchanged, so a reload keeps
 // buckets and permits. Used concurrently by all workers and the admin
-// threads: the hot path is lock-free (an atomic bucket pointer, GCRA CAS,
-// atomics); only run-time overrides and the admin view take a lock.
+// threads: the hot path takes no mutex (an atomic shared_ptr to the rate
+// table, GCRA CAS, atomics); only run-time overrides and the admin view
+// take a lock.
+//
+// A changed limit keeps the load it carries. When a reload changes a
+// limit's definition, the registry builds the new LimitState from the old
+// one (its `previous`), and when set-limit overrides it, the state changes
+// in place; in both cases:
+// - one ConcurrencyLimiter serves the old and the new state (calls of the
+//   old snapshot still hold and take permits from it), with the new
+//   max/queue applied by SetLimits: permits held count against the new
+//   maximum and waiters stay queued in order;
+// - the rate table lives in a cell shared by the old and new state; a new
+//   definition replaces the table in the cell by one that carries every
+//   bucket's debt scaled to the new rate (TokenBucket::Config::CarryTat;
+//   keyed tables keep their keys), so calls of either snapshot take from
+//   the same, current table. A superseded table is freed when the last
+//   take that loaded it returns;
+// - the counters (admitted, rejected, ...) are one set shared by both
+//   states, so Prometheus sees no reset.
+// The rate is carried only between like tables: both unkeyed, or both
+// keyed by the same key parts; otherwise the new table starts full. A
+// global (Redis) rate keeps its state in Redis and is rebuilt as before.
 #ifndef SLUICE_SERVER_LIMITS_LIMIT_STATE_H_
 #define SLUICE_SERVER_LIMITS_LIMIT_STATE_H_
 
@@ -20,6 +41,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "server/config/config.h"
+#include "server/limits/clock.h"
 #include "server/limits/concurrency_limiter.h"
 #include "server/limits/global_rate_limiter.h"
 #include "server/limits/keyed_buckets.h"
@@ -29,10 +51,28 @@ namespace sluice {
 
 class LimitState {
  public:
+  // The counters of a limit, shared by every generation of its state.
+  struct Counters {
+    std::atomic<int64_t> admitted{0};
+    std::atomic<int64_t> rejected{0};
+    std::atomic<int64_t> dry_run_rejected{0};
+    std::atomic<int64_t> queued{0};
+  };
+
+ private:
+  // First: the public counter references below are bound to it.
+  const std::shared_ptr<Counters> counters_;
+
+ public:
   // `redis`: the shared client, for a limit with scope: global (else unused).
+  // `previous`: the state this one replaces (same route and limit name, a
+  // changed definition), whose load it carries (see the file comment);
+  // null for a new limit. `clock`: the time of carrying and of overrides
+  // (null: RealClock).
   LimitState(std::string route, const LimitSettings& settings,
              std::shared_ptr<RedisClient> redis = nullptr,
-             const std::string& key_prefix = "");
+             const std::string& key_prefix = "", LimitState* previous = nullptr,
+             const Clock* clock = nullptr);
 
   const std::string& route() const { return route_; }
   const LimitSettings& settings() const { return settings_; }
@@ -55,24 +95,36 @@ class LimitState {
   int64_t rate_burst() const;
 
   // Run-time override from the admin API; unset fields keep their value.
-  // A new rate starts a fresh (full) bucket.
+  // A new rate carries the old table's debt (and keys); the old table is
+  // freed once no take is using it.
   absl::Status Override(std::optional<double> rate_per_second,
                         std::optional<int64_t> burst,
                         std::optional<int64_t> concurrency_max,
                         std::optional<int64_t> concurrency_queue);
   bool overridden() const { return overridden_.load(); }
 
-  // Counters, for metrics and the admin view.
-  std::atomic<int64_t> admitted{0};
-  std::atomic<int64_t> rejected{0};
-  std::atomic<int64_t> dry_run_rejected{0};
-  std::atomic<int64_t> queued{0};
+  // Counters, for metrics and the admin view: references into the
+  // Counters shared with the previous and next generations of this limit.
+  std::atomic<int64_t>& admitted;
+  std::atomic<int64_t>& rejected;
+  std::atomic<int64_t>& dry_run_rejected;
+  std::atomic<int64_t>& queued;
 
   // Admin view.
   double Tokens(int64_t now_nanos) const;  // unkeyed: the bucket's tokens
   std::vector<KeyedTokenBuckets::KeyTokens> TopKeys(size_t k,
                                                     int64_t now_nanos) const;
   size_t KeyCount() const;
+  // Requests charged to the shared overflow bucket of a keyed table (keys
+  // refused a bucket of their own); 0 when not keyed.
+  uint64_t KeyOverflowTakes() const;
+
+  // Tests: the current rate table, to watch it being freed.
+  std::weak_ptr<const void> RateTableForTest() const;
+  // Tests: the limiter object (shared across generations).
+  const ConcurrencyLimiter* concurrency_for_test() const {
+    return concurrency_.get();
+  }
 
  private:
   struct Rate {
@@ -80,18 +132,31 @@ class LimitState {
     std::unique_ptr<KeyedTokenBuckets> keyed;  // keyed
     TokenBucket::Config config;
   };
-  std::unique_ptr<Rate> MakeRate(const TokenBucket::Config& config) const;
+  // The current rate table, shared by every generation of the limit whose
+  // tables are alike. Hot path: one load of `current`. libstdc++'s
+  // atomic<shared_ptr> load takes a spin bit in the pointer word and bumps
+  // the table's reference count (three atomic read-modify-writes on lines
+  // shared by all workers, plus the decrement when the take returns):
+  // comparable to the GCRA CAS itself, and what lets a superseded table be
+  // freed as soon as the last take using it returns.
+  struct RateCell {
+    absl::Mutex mu;  // serializes replacements (overrides, reloads)
+    std::atomic<std::shared_ptr<Rate>> current;
+  };
+  // A table for `config`, carrying `from`'s load at `now` if given.
+  std::shared_ptr<Rate> MakeRate(const TokenBucket::Config& config,
+                                 const Rate* from, int64_t now) const;
+  // Whether `previous`'s table may carry into this state's.
+  bool RateCompatible(const LimitState& previous) const;
 
+  const Clock* const clock_;
   const std::string route_;
   const LimitSettings settings_;
-  std::atomic<Rate*> rate_{nullptr};
-  std::unique_ptr<ConcurrencyLimiter> concurrency_;
+  std::shared_ptr<RateCell> rate_;  // null without a rate part
+  std::shared_ptr<ConcurrencyLimiter> concurrency_;
   std::unique_ptr<GlobalRateLimiter> global_;
   std::atomic<bool> overridden_{false};
-  mutable absl::Mutex mu_;
-  // Every Rate ever made; an override swaps rate_ and keeps the old one
-  // alive, since workers may still be using it (overrides are rare).
-  std::vector<std::unique_ptr<Rate>> rates_ ABSL_GUARDED_BY(mu_);
+  mutable absl::Mutex mu_;  // serializes overrides of this state
 };
 
 }  // namespace sluice

@@ -46,13 +46,34 @@ TokenBucket::Config TokenBucket::Config::PerPeriod(int64_t count,
   return Config((period_nanos + count / 2) / count, burst);
 }
 
+int64_t TokenBucket::Config::CarryTat(const Config& from, int64_t from_tat,
+                                      int64_t now) const {
+  if (from_tat <= now) return kFreshTat;  // full: nothing owed
+  // debt_nanos * interval / from.interval, in 128 bits (both factors may be
+  // up to 2^62), rounded up so that a change never forgives a fraction.
+  const unsigned __int128 debt_nanos =
+      static_cast<unsigned __int128>(from_tat - now);
+  const unsigned __int128 scaled =
+      (debt_nanos * static_cast<unsigned __int128>(interval_nanos_) +
+       static_cast<unsigned __int128>(from.interval_nanos_) - 1) /
+      static_cast<unsigned __int128>(from.interval_nanos_);
+  const int64_t carried = scaled > static_cast<unsigned __int128>(kMaxTolerance)
+                              ? kMaxTolerance
+                              : static_cast<int64_t>(scaled);
+  return now + carried;
+}
+
 TokenBucket::TokenBucket(double tokens_per_second, int64_t burst)
-    : config_(Config::PerSecond(tokens_per_second, burst)) {}
+    : TokenBucket(Config::PerSecond(tokens_per_second, burst)) {}
 
 TokenBucket::TokenBucket(int64_t count, absl::Duration period, int64_t burst)
-    : config_(Config::PerPeriod(count, period, burst)) {}
+    : TokenBucket(Config::PerPeriod(count, period, burst)) {}
 
-TokenBucket::TokenBucket(const Config& config) : config_(config) {}
+TokenBucket::TokenBucket(const Config& config)
+    : TokenBucket(config, Config::kFreshTat) {}
+
+TokenBucket::TokenBucket(const Config& config, int64_t initial_tat)
+    : config_(config), tat_(initial_tat) {}
 
 template <typename Now>
 TokenBucket::Decision TokenBucket::TakeWith(Now now, int64_t n) {

@@ -163,6 +163,18 @@ class TokenBucket {
     // A full bucket is indistinguishable from a fresh one.
     static bool IsFull(int64_t tat, int64_t now) { return tat <= now; }
 
+    // Carrying a bucket's load across a change of definition (a reload or
+    // a run-time override). The debt of a bucket of definition `from` with
+    // TAT `from_tat` at `now` is the tokens taken and not yet refilled:
+    // from.burst() - from.Tokens(from_tat, now) = max(0, from_tat - now) /
+    // from.interval; it may exceed the burst after Reserve(). Returns the TAT
+    // under this definition that owes the same number of tokens, now +
+    // debt * interval (the debt refills at the new rate), or kFreshTat when
+    // there is no debt. So a change admits at most the new burst minus the
+    // debt at once, and never hands out a fresh burst. The debt is capped
+    // at 2^62 ns of the new interval (kept overflow-free, see the header).
+    int64_t CarryTat(const Config& from, int64_t from_tat, int64_t now) const;
+
    private:
     Config(int64_t interval_nanos, int64_t burst);
 
@@ -197,6 +209,9 @@ class TokenBucket {
   // `count` tokens per `period` (e.g. 600 per absl::Minutes(1)).
   TokenBucket(int64_t count, absl::Duration period, int64_t burst);
   explicit TokenBucket(const Config& config);
+  // Starts from `initial_tat` instead of full, e.g. config.CarryTat(...) to
+  // carry an old bucket's debt into a new definition.
+  TokenBucket(const Config& config, int64_t initial_tat);
 
   TokenBucket(const TokenBucket&) = delete;
   TokenBucket& operator=(const TokenBucket&) = delete;
@@ -231,6 +246,9 @@ class TokenBucket {
   // True if the bucket is full: indistinguishable from a new one.
   bool IsFull(int64_t now) const;
 
+  // The whole state (for carrying it into a new definition: CarryTat).
+  int64_t Tat() const { return tat_.load(std::memory_order_acquire); }
+
   const Config& config() const { return config_; }
 
  private:
@@ -240,7 +258,7 @@ class TokenBucket {
   Decision TakeWith(Now now, int64_t n);
 
   const Config config_;
-  std::atomic<int64_t> tat_{Config::kFreshTat};
+  std::atomic<int64_t> tat_;
 };
 
 }  // namespace sluice

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -264,6 +265,89 @@ TEST(KeyedTokenBucketsTest, ConcurrentTakesAreExactPerKey) {
   for (std::thread& t : threads) t.join();
   for (int k = 0; k < kKeys; ++k) EXPECT_EQ(admitted[k].load(), kBurst) << k;
   EXPECT_EQ(buckets.Size(), static_cast<size_t>(kKeys));
+}
+
+// Issue 15 point 7: a table of fewer than 16 keys gave some shards no room,
+// and keys hashing there never got a bucket.
+TEST(KeyedTokenBucketsTest, EveryKeyOfASmallTableGetsABucket) {
+  for (size_t max_keys = 1; max_keys <= 40; ++max_keys) {
+    KeyedTokenBuckets buckets(TokenBucket::Config::PerSecond(1, 1), max_keys);
+    // Up to max_keys keys for tables smaller than two shards' worth.
+    const size_t keys =
+        max_keys < 2 * KeyedTokenBuckets::kMinKeysPerShard ? max_keys : 1;
+    for (size_t k = 0; k < keys; ++k) {
+      const KeyedTokenBuckets::Decision d =
+          buckets.TryTake(absl::StrCat("key-", k), 0);
+      EXPECT_TRUE(d.admitted) << max_keys << " " << k;
+      EXPECT_FALSE(d.overflow) << max_keys << " " << k;
+    }
+    EXPECT_EQ(buckets.Size(), keys) << max_keys;
+    // One more key than the bound: overflow, and the bound holds.
+    for (size_t k = 0; k < 4 * max_keys + 8; ++k) {
+      buckets.TryTake(absl::StrCat("more-", k), 0);
+    }
+    EXPECT_LE(buckets.Size(), max_keys);
+    if (keys == max_keys) {
+      EXPECT_EQ(buckets.Size(), max_keys);
+    }
+  }
+}
+
+TEST(KeyedTokenBucketsCarryTest, KeysAndTheirDebtSurviveANewRate) {
+  const auto from = TokenBucket::Config::PerSecond(10, 5);  // 100 ms each
+  const auto to = TokenBucket::Config::PerSecond(20, 5);    // 50 ms each
+  KeyedTokenBuckets old(from, 1000);
+  const int64_t now = 10 * kSecond;
+  for (int k = 0; k < 50; ++k) {
+    for (int i = 0; i <= k % 5; ++i) {
+      ASSERT_TRUE(old.TryTake(absl::StrCat("k", k), now).admitted);
+    }
+  }
+  ASSERT_TRUE(old.TryTake("idle", now - 2 * kSecond).admitted);  // full again
+  KeyedTokenBuckets carried(to, 1000, to, old, now);
+  EXPECT_EQ(carried.Size(), 50u);  // "idle" is full: dropped
+  for (int k = 0; k < 50; ++k) {
+    const std::optional<double> tokens =
+        carried.Tokens(absl::StrCat("k", k), now);
+    ASSERT_TRUE(tokens.has_value()) << k;
+    EXPECT_DOUBLE_EQ(*tokens, 5.0 - (k % 5 + 1)) << k;
+  }
+  EXPECT_FALSE(carried.Tokens("idle", now).has_value());
+  // A key that owed all 5 tokens is refused, and refills at 20/s.
+  EXPECT_FALSE(carried.TryTake("k4", now).admitted);
+  EXPECT_TRUE(carried.TryTake("k4", now + 50 * kMs).admitted);
+}
+
+TEST(KeyedTokenBucketsCarryTest, ASmallerTableKeepsTheKeysWithTheMostDebt) {
+  const auto config = TokenBucket::Config::PerSecond(1, 100);
+  KeyedTokenBuckets old(config, 1000);
+  // Key i owes i+1 tokens.
+  for (int k = 0; k < 100; ++k) {
+    ASSERT_TRUE(old.TryTake(absl::StrCat("k", k), 0, k + 1).admitted);
+  }
+  KeyedTokenBuckets carried(config, 10, config, old, 0);  // one shard
+  ASSERT_EQ(carried.Size(), 10u);
+  for (int k = 90; k < 100; ++k) {
+    const std::optional<double> tokens =
+        carried.Tokens(absl::StrCat("k", k), 0);
+    ASSERT_TRUE(tokens.has_value()) << k;
+    EXPECT_DOUBLE_EQ(*tokens, 100.0 - (k + 1));
+  }
+}
+
+TEST(KeyedTokenBucketsCarryTest, OverflowDebtAndCountsCarry) {
+  const auto config = TokenBucket::Config::PerSecond(1, 2);
+  KeyedTokenBuckets old(config, 0);  // every key overflows
+  EXPECT_TRUE(old.TryTake("a", 0).admitted);
+  EXPECT_TRUE(old.TryTake("b", 0).admitted);
+  EXPECT_FALSE(old.TryTake("c", 0).admitted);
+  EXPECT_EQ(old.GetStats().overflow_takes, 3u);
+  KeyedTokenBuckets carried(config, 0, config, old, 0);
+  EXPECT_EQ(carried.GetStats().overflow_takes, 3u);  // no reset
+  const KeyedTokenBuckets::Decision d = carried.TryTake("d", 0);
+  EXPECT_TRUE(d.overflow);
+  EXPECT_FALSE(d.admitted);  // the shared bucket's debt carried
+  EXPECT_EQ(carried.GetStats().overflow_takes, 4u);
 }
 
 }  // namespace

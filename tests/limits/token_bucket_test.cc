@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -210,11 +211,9 @@ TEST(TokenBucketTest, TwiceTheRateAdmitsRateTimesTimePlusBurst) {
     SimulatedClock clock(kSecond);
     TokenBucket bucket(c.rate, c.burst);
     const int64_t admitted = Offer(bucket, clock, 2 * c.rate, 10);
-    const int64_t expected =
-        ReferenceAdmits(bucket.config().interval_nanos(), c.burst, 2 * c.rate,
-                        10);
-    EXPECT_EQ(admitted, expected)
-        << "rate " << c.rate << " burst " << c.burst;
+    const int64_t expected = ReferenceAdmits(bucket.config().interval_nanos(),
+                                             c.burst, 2 * c.rate, 10);
+    EXPECT_EQ(admitted, expected) << "rate " << c.rate << " burst " << c.burst;
     // and that is rate x time + burst, within the one token at the end of
     // the run that is due but not yet offered.
     EXPECT_NEAR(admitted, c.rate * 10 + c.burst, 1)
@@ -391,6 +390,93 @@ TEST(TokenBucketTest, ConcurrentTakesWithMovingTimeStayWithinTheRate) {
   // lost compare-and-swap that admits nobody, shows here; the burst alone
   // is 50 of the ~100).
   EXPECT_GE(admitted.load(), static_cast<int64_t>(1000 * elapsed) + 50 - 1);
+}
+
+// --- Carrying a bucket's debt into a new definition (reload, set-limit) ---
+
+TEST(TokenBucketCarryTest, AFullBucketCarriesNothing) {
+  const auto from = TokenBucket::Config::PerSecond(20, 5);
+  const auto to = TokenBucket::Config::PerSecond(21, 5);
+  EXPECT_EQ(to.CarryTat(from, TokenBucket::Config::kFreshTat, kSecond),
+            TokenBucket::Config::kFreshTat);
+  EXPECT_EQ(to.CarryTat(from, kSecond, kSecond),
+            TokenBucket::Config::kFreshTat);
+}
+
+TEST(TokenBucketCarryTest, DebtInTokensIsKeptAndRefillsAtTheNewRate) {
+  const auto from = TokenBucket::Config::PerSecond(10, 5);  // 100 ms each
+  TokenBucket old(from);
+  const int64_t now = 10 * kSecond;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(old.TryTake(now).admitted);
+  // 3 tokens owed; at 20/s (50 ms each) that is 150 ms of TAT.
+  const auto to = TokenBucket::Config::PerSecond(20, 5);
+  const int64_t tat = to.CarryTat(from, old.Tat(), now);
+  EXPECT_EQ(tat, now + 150 * kMs);
+  TokenBucket carried(to, tat);
+  EXPECT_DOUBLE_EQ(carried.Tokens(now), 2.0);  // burst 5 minus the 3 owed
+  // The same debt whatever the burst: a smaller burst leaves the bucket
+  // empty (debt 3 of burst 2, in debt by one token).
+  const auto small = TokenBucket::Config::PerSecond(20, 2);
+  TokenBucket tight(small, small.CarryTat(from, old.Tat(), now));
+  EXPECT_DOUBLE_EQ(tight.Tokens(now), -1.0);
+  EXPECT_FALSE(tight.TryTake(now).admitted);
+  EXPECT_EQ(tight.TimeUntilAvailable(now), 100 * kMs);  // 2 tokens at 20/s
+}
+
+TEST(TokenBucketCarryTest, ReserveDebtBeyondTheBurstCarries) {
+  const auto from = TokenBucket::Config::PerSecond(10, 2);
+  TokenBucket old(from);
+  for (int i = 0; i < 6; ++i) old.Reserve(0);  // 6 taken, 4 beyond the burst
+  EXPECT_DOUBLE_EQ(old.Tokens(0), -4.0);
+  const auto to = TokenBucket::Config::PerSecond(5, 2);
+  TokenBucket carried(to, to.CarryTat(from, old.Tat(), 0));
+  EXPECT_DOUBLE_EQ(carried.Tokens(0), -4.0);
+  EXPECT_EQ(carried.TimeUntilAvailable(0), kSecond);  // 5 tokens at 5/s
+}
+
+TEST(TokenBucketCarryTest, NeverOverflows) {
+  const auto slow = TokenBucket::Config::PerPeriod(1, absl::Hours(1e6), 1000);
+  const auto fast = TokenBucket::Config::PerSecond(1e9, 1);
+  TokenBucket old(slow);
+  old.Reserve(0, 1000);
+  // From a fast definition to a very slow one: capped, no wrap-around.
+  const int64_t tat = slow.CarryTat(fast, int64_t{1} << 61, 0);
+  EXPECT_GT(tat, 0);
+  EXPECT_LE(tat, int64_t{1} << 62);
+  EXPECT_GT(fast.CarryTat(slow, old.Tat(), 0), 0);
+}
+
+// The target of issue 15 point 6, in simulated time: a rate alternating
+// between 20/s and 21/s on every change, 10 changes a second, under a load
+// far above it, never admits more than the larger rate allows.
+TEST(TokenBucketCarryTest, AlternatingRateAdmitsNoMoreThanTheLargerRate) {
+  constexpr int64_t kBurst = 5;
+  const TokenBucket::Config rates[] = {
+      TokenBucket::Config::PerSecond(20, kBurst),
+      TokenBucket::Config::PerSecond(21, kBurst)};
+  auto bucket = std::make_unique<TokenBucket>(rates[0]);
+  std::vector<int64_t> admitted_at;
+  int which = 0;
+  // 10 s; a call every millisecond; a change every 100 ms.
+  for (int64_t now = 0; now < 10 * kSecond; now += kMs) {
+    if (now % (100 * kMs) == 0 && now > 0) {
+      which ^= 1;
+      bucket = std::make_unique<TokenBucket>(
+          rates[which],
+          rates[which].CarryTat(bucket->config(), bucket->Tat(), now));
+    }
+    if (bucket->TryTake(now).admitted) admitted_at.push_back(now);
+  }
+  // Any 1 s window: at most 21 + burst.
+  size_t lo = 0;
+  for (size_t hi = 0; hi < admitted_at.size(); ++hi) {
+    while (admitted_at[hi] - admitted_at[lo] >= kSecond) ++lo;
+    ASSERT_LE(hi - lo + 1, static_cast<size_t>(21 + kBurst))
+        << "at " << admitted_at[hi];
+  }
+  // Overall, what 10 s at <= 21/s allow (and not starved: >= 20/s).
+  EXPECT_LE(admitted_at.size(), static_cast<size_t>(21 * 10 + kBurst));
+  EXPECT_GE(admitted_at.size(), static_cast<size_t>(20 * 10));
 }
 
 }  // namespace

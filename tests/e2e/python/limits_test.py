@@ -248,16 +248,18 @@ class AdminOverrideTest(LimitsTestBase):
         self.assertLess(before.tokens, 0.5)
 
         r = self.admin.SetLimit(admin_pb2.SetLimitRequest(
-            route="api", name="slow", rate_per_second=1000, burst=50), timeout=10)
+            route="api", name="slow", rate_per_second=100, burst=50), timeout=10)
         self.assertTrue(r.limit.overridden)
-        self.assertAlmostEqual(r.limit.rate_per_second, 1000)
+        self.assertAlmostEqual(r.limit.rate_per_second, 100)
         self.assertEqual(r.limit.burst, 50)
-        # A new rate starts a fresh (full) bucket.
-        self.assertGreater(r.limit.tokens, 49)
+        # A new rate carries the debt (the 2 tokens taken, which refill at
+        # the new rate: 20 ms at 100/s), never a fresh burst.
+        self.assertGreater(r.limit.tokens, 47.9)
+        self.assertLess(r.limit.tokens, 49.5)
         self.assertEqual(codes(20), [grpc.StatusCode.OK] * 20)
         s = self.limit_status("api", "slow")
         self.assertTrue(s.overridden)
-        self.assertAlmostEqual(s.rate_per_second, 1000)
+        self.assertAlmostEqual(s.rate_per_second, 100)
         self.assertEqual(s.burst, 50)
         # The counters belong to the limit, not to the bucket.
         self.assertEqual((s.admitted, s.rejected), (22, 1))
@@ -265,8 +267,13 @@ class AdminOverrideTest(LimitsTestBase):
         # Only the fields given change.
         r = self.admin.SetLimit(admin_pb2.SetLimitRequest(route="api", name="slow", burst=7),
                                 timeout=10)
-        self.assertAlmostEqual(r.limit.rate_per_second, 1000)
+        self.assertAlmostEqual(r.limit.rate_per_second, 100)
         self.assertEqual(r.limit.burst, 7)
+        # About 20 tokens are owed (refilling at 100/s), more than the new
+        # burst: the bucket is in debt until they are paid back.
+        self.assertLess(r.limit.tokens, 1)
+        harness.wait_until(lambda: self.limit_status("api", "slow").tokens >= 1,
+                           timeout=10, interval=0.05, what="the debt paid back")
         r = self.admin.SetLimit(admin_pb2.SetLimitRequest(
             route="api", name="inflight", concurrency_max=3, concurrency_queue=4), timeout=10)
         self.assertEqual((r.limit.concurrency_max, r.limit.queue_max), (3, 4))
@@ -294,7 +301,7 @@ class AdminOverrideTest(LimitsTestBase):
         self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, details)
         # Failed requests changed nothing.
         s = self.limit_status("api", "slow")
-        self.assertAlmostEqual(s.rate_per_second, 1000)
+        self.assertAlmostEqual(s.rate_per_second, 100)
         self.assertEqual(s.burst, 7)
 
 
@@ -335,10 +342,12 @@ class ReloadTest(LimitsTestBase):
         self.assertEqual(self.metric("sluice_config_reloads_total", result="failed"), 0)
         o = keep()
         self.assert_rate_limited(o, "bucket", "keep")  # still drained
-        self.assertEqual([change().code for _ in range(4)], [grpc.StatusCode.OK] * 3 + [RE])
+        # The changed limit carries its load: 2 tokens owed of the new burst
+        # of 3, so one more call, and its counters go on.
+        self.assertEqual([change().code for _ in range(4)], [grpc.StatusCode.OK] + [RE] * 3)
         k, c = self.limit_status("keep", "bucket"), self.limit_status("change", "bucket")
         self.assertEqual((k.admitted, k.rejected), (2, 2))  # the same state, counters too
-        self.assertEqual((c.admitted, c.rejected, c.burst), (3, 1, 3))  # fresh state
+        self.assertEqual((c.admitted, c.rejected, c.burst), (3, 4, 3))  # carried state
         self.assertEqual(self.decisions("keep", "bucket", "rejected"), 2)
         self.assertEqual(self.decisions("change", "bucket", "admitted"), 3)
         hash_before = self.admin.GetStatus(admin_pb2.GetStatusRequest(), timeout=10).config_hash

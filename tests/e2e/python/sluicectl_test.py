@@ -272,7 +272,8 @@ class SluicectlTest(unittest.TestCase):
         out = self.ctl("set-limit", "feed", "spare", "--rate=7", "--burst=3").stdout
         [row] = parse_table(out, LIMIT_COLUMNS)
         self.assertEqual((row["ROUTE"], row["LIMIT"]), ("feed", "spare"))
-        self.assertRegex(row["RATE/BURST/TOKENS"], r"^7/3/3\.0$")   # a fresh, full bucket
+        # Nothing calls feed: its bucket is full and carries no debt.
+        self.assertRegex(row["RATE/BURST/TOKENS"], r"^7/3/3\.0$")
         self.assertEqual(row["OVERRIDDEN"], "yes")
 
         r = self.ctl_json("set-limit", "feed", "spare", "--rate", "2.5")
