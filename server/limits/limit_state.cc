@@ -28,23 +28,14 @@ LimitState::LimitState(std::string route, const LimitSettings& settings,
     const TokenBucket::Config config = TokenBucket::Config::PerPeriod(
         settings.rate_count, settings.rate_period, settings.rate_burst);
     if (previous != nullptr && RateCompatible(*previous)) {
-      // One table for both generations: replace it by one that carries its
-      // load, unless it already is what this definition asks for.
+      // One table for both generations, carrying its load into the new
+      // definition.
       rate_ = previous->rate_;
-      absl::MutexLock lock(&rate_->mu);
-      std::shared_ptr<Rate> current = rate_->current.load();
-      const bool same = current->config == config &&
-                        (current->keyed == nullptr ||
-                         current->keyed->max_keys() ==
-                             static_cast<size_t>(settings_.max_keys));
-      if (!same) {
-        rate_->current.store(
-            MakeRate(config, current.get(), clock_->NowNanos()),
-            std::memory_order_release);
-      }
+      ReplaceRate(config);
     } else {
       rate_ = std::make_shared<RateCell>();
-      rate_->current.store(MakeRate(config, nullptr, 0));
+      absl::MutexLock lock(&rate_->mu);
+      rate_->current = MakeRate(config, nullptr, 0);
     }
   }
   if (settings.concurrency_max > 0) {
@@ -66,9 +57,23 @@ bool LimitState::RateCompatible(const LimitState& previous) const {
          previous.settings_.key == settings_.key;
 }
 
-std::shared_ptr<LimitState::Rate> LimitState::MakeRate(
+namespace {
+std::atomic<int64_t> live_rate_tables{0};
+}  // namespace
+
+LimitState::Rate::Rate(const TokenBucket::Config& config) : config(config) {
+  live_rate_tables.fetch_add(1, std::memory_order_relaxed);
+}
+
+LimitState::Rate::~Rate() {
+  live_rate_tables.fetch_sub(1, std::memory_order_relaxed);
+}
+
+int64_t LimitState::LiveRateTablesForTest() { return live_rate_tables.load(); }
+
+std::unique_ptr<LimitState::Rate> LimitState::MakeRate(
     const TokenBucket::Config& config, const Rate* from, int64_t now) const {
-  auto rate = std::make_shared<Rate>(Rate{nullptr, nullptr, config});
+  auto rate = std::make_unique<Rate>(config);
   if (keyed()) {
     const size_t max_keys = static_cast<size_t>(settings_.max_keys);
     if (from != nullptr && from->keyed != nullptr) {
@@ -86,26 +91,59 @@ std::shared_ptr<LimitState::Rate> LimitState::MakeRate(
   return rate;
 }
 
+void LimitState::ReplaceRate(const TokenBucket::Config& config) {
+  absl::MutexLock write_lock(&rate_->write_mu);
+  std::unique_ptr<Rate> next;
+  {
+    // Shared: takes go on while the new table is built from the old one.
+    absl::ReaderMutexLock lock(&rate_->mu);
+    const Rate& current = *rate_->current;
+    const bool same =
+        current.config == config &&
+        (current.keyed == nullptr ||
+         current.keyed->max_keys() == static_cast<size_t>(settings_.max_keys));
+    if (same) return;
+    next = MakeRate(config, &current, clock_->NowNanos());
+  }
+  std::unique_ptr<Rate> old;
+  {
+    absl::MutexLock lock(&rate_->mu);
+    old = std::exchange(rate_->current, std::move(next));
+  }
+  // `old` is freed here: every take that used it held the shared lock,
+  // released before the exclusive lock above was granted. (A take that
+  // landed on it after the new table was built is not carried: the window
+  // is the build's, microseconds.)
+}
+
+template <typename F, typename R>
+R LimitState::WithRate(F f, R otherwise) const {
+  if (rate_ == nullptr) return otherwise;
+  absl::ReaderMutexLock lock(&rate_->mu);
+  return f(*rate_->current);
+}
+
 TokenBucket::Decision LimitState::TakeRate(std::string_view key,
                                            const Clock& clock) {
-  const std::shared_ptr<Rate> rate =
-      rate_->current.load(std::memory_order_acquire);
-  if (rate->keyed != nullptr) {
-    return rate->keyed->TryTake(absl::string_view(key.data(), key.size()),
-                                clock);
-  }
-  return rate->bucket->TryTake(clock);
+  return WithRate(
+      [&](const Rate& rate) {
+        if (rate.keyed != nullptr) {
+          return static_cast<TokenBucket::Decision>(rate.keyed->TryTake(
+              absl::string_view(key.data(), key.size()), clock));
+        }
+        return rate.bucket->TryTake(clock);
+      },
+      TokenBucket::Decision{});
 }
 
 double LimitState::rate_per_second() const {
-  if (rate_ == nullptr) return 0;
-  return rate_->current.load(std::memory_order_acquire)
-      ->config.tokens_per_second();
+  return WithRate(
+      [](const Rate& rate) { return rate.config.tokens_per_second(); }, 0.0);
 }
 
 int64_t LimitState::rate_burst() const {
-  if (rate_ == nullptr) return 0;
-  return rate_->current.load(std::memory_order_acquire)->config.burst();
+  return WithRate([](const Rate& rate) { return rate.config.burst(); },
+                  int64_t{0});
 }
 
 absl::Status LimitState::Override(std::optional<double> rate_per_second,
@@ -134,17 +172,12 @@ absl::Status LimitState::Override(std::optional<double> rate_per_second,
   }
   absl::MutexLock lock(&mu_);
   if (rate_per_second || burst) {
-    absl::MutexLock cell_lock(&rate_->mu);
-    std::shared_ptr<Rate> current = rate_->current.load();
+    // Unset fields keep the current table's values; the new table carries
+    // the current one's debt and keys, and the old one is freed.
     const TokenBucket::Config config = TokenBucket::Config::PerSecond(
-        rate_per_second.value_or(current->config.tokens_per_second()),
-        burst.value_or(current->config.burst()));
-    if (config != current->config) {
-      // The old table carries its debt into the new one, and is freed when
-      // the last take that loaded it returns (here, if none is running).
-      rate_->current.store(MakeRate(config, current.get(), clock_->NowNanos()),
-                           std::memory_order_release);
-    }
+        rate_per_second.value_or(this->rate_per_second()),
+        burst.value_or(rate_burst()));
+    ReplaceRate(config);
   }
   if (concurrency_max || concurrency_queue) {
     concurrency_->SetLimits(
@@ -156,41 +189,39 @@ absl::Status LimitState::Override(std::optional<double> rate_per_second,
 }
 
 double LimitState::Tokens(int64_t now_nanos) const {
-  if (rate_ == nullptr) return 0;
-  const std::shared_ptr<Rate> rate =
-      rate_->current.load(std::memory_order_acquire);
-  if (rate->bucket == nullptr) return 0;
-  return rate->bucket->Tokens(now_nanos);
+  return WithRate(
+      [&](const Rate& rate) {
+        return rate.bucket == nullptr ? 0.0 : rate.bucket->Tokens(now_nanos);
+      },
+      0.0);
 }
 
 std::vector<KeyedTokenBuckets::KeyTokens> LimitState::TopKeys(
     size_t k, int64_t now_nanos) const {
-  if (rate_ == nullptr) return {};
-  const std::shared_ptr<Rate> rate =
-      rate_->current.load(std::memory_order_acquire);
-  if (rate->keyed == nullptr) return {};
-  return rate->keyed->TopKeys(k, now_nanos);
+  return WithRate(
+      [&](const Rate& rate) {
+        return rate.keyed == nullptr
+                   ? std::vector<KeyedTokenBuckets::KeyTokens>()
+                   : rate.keyed->TopKeys(k, now_nanos);
+      },
+      std::vector<KeyedTokenBuckets::KeyTokens>());
 }
 
 size_t LimitState::KeyCount() const {
-  if (rate_ == nullptr) return 0;
-  const std::shared_ptr<Rate> rate =
-      rate_->current.load(std::memory_order_acquire);
-  if (rate->keyed == nullptr) return 0;
-  return rate->keyed->Size();
+  return WithRate(
+      [](const Rate& rate) {
+        return rate.keyed == nullptr ? size_t{0} : rate.keyed->Size();
+      },
+      size_t{0});
 }
 
 uint64_t LimitState::KeyOverflowTakes() const {
-  if (rate_ == nullptr) return 0;
-  const std::shared_ptr<Rate> rate =
-      rate_->current.load(std::memory_order_acquire);
-  if (rate->keyed == nullptr) return 0;
-  return rate->keyed->GetStats().overflow_takes;
-}
-
-std::weak_ptr<const void> LimitState::RateTableForTest() const {
-  if (rate_ == nullptr) return {};
-  return std::shared_ptr<const void>(rate_->current.load());
+  return WithRate(
+      [](const Rate& rate) {
+        return rate.keyed == nullptr ? uint64_t{0}
+                                     : rate.keyed->GetStats().overflow_takes;
+      },
+      uint64_t{0});
 }
 
 }  // namespace sluice

@@ -4,9 +4,10 @@
 // Created by the LimitRegistry and shared (shared_ptr) by every config
 // snapshot whose definition of the limit is unchanged, so a reload keeps
 // buckets and permits. Used concurrently by all workers and the admin
-// threads: the hot path takes no mutex (an atomic shared_ptr to the rate
-// table, GCRA CAS, atomics); only run-time overrides and the admin view
-// take a lock.
+// threads: the hot path takes one shared (reader) lock on the rate table's
+// cell, then the GCRA CAS (or a key's shard lock); only replacing the table
+// (a reload's or an override's new rate) takes that lock exclusively, for
+// the time of a pointer swap.
 //
 // A changed limit keeps the load it carries. When a reload changes a
 // limit's definition, the registry builds the new LimitState from the old
@@ -20,8 +21,9 @@
 //   definition replaces the table in the cell by one that carries every
 //   bucket's debt scaled to the new rate (TokenBucket::Config::CarryTat;
 //   keyed tables keep their keys), so calls of either snapshot take from
-//   the same, current table. A superseded table is freed when the last
-//   take that loaded it returns;
+//   the same, current table. A superseded table is freed at once: a take
+//   uses the table only under the cell's reader lock, so none can still
+//   hold it after the swap;
 // - the counters (admitted, rejected, ...) are one set shared by both
 //   states, so Prometheus sees no reset.
 // The rate is carried only between like tables: both unkeyed, or both
@@ -119,8 +121,9 @@ class LimitState {
   // refused a bucket of their own); 0 when not keyed.
   uint64_t KeyOverflowTakes() const;
 
-  // Tests: the current rate table, to watch it being freed.
-  std::weak_ptr<const void> RateTableForTest() const;
+  // Tests: rate tables alive in the process (made and not yet freed), to
+  // see superseded tables freed.
+  static int64_t LiveRateTablesForTest();
   // Tests: the limiter object (shared across generations).
   const ConcurrencyLimiter* concurrency_for_test() const {
     return concurrency_.get();
@@ -128,24 +131,39 @@ class LimitState {
 
  private:
   struct Rate {
+    Rate(const TokenBucket::Config& config);
+    ~Rate();
+    Rate(const Rate&) = delete;
+    Rate& operator=(const Rate&) = delete;
+
     std::unique_ptr<TokenBucket> bucket;       // not keyed
     std::unique_ptr<KeyedTokenBuckets> keyed;  // keyed
-    TokenBucket::Config config;
+    const TokenBucket::Config config;
   };
   // The current rate table, shared by every generation of the limit whose
-  // tables are alike. Hot path: one load of `current`. libstdc++'s
-  // atomic<shared_ptr> load takes a spin bit in the pointer word and bumps
-  // the table's reference count (three atomic read-modify-writes on lines
-  // shared by all workers, plus the decrement when the take returns):
-  // comparable to the GCRA CAS itself, and what lets a superseded table be
-  // freed as soon as the last take using it returns.
+  // tables are alike. Hot path: a take holds `mu` shared (one atomic
+  // read-modify-write to lock and one to unlock, on a line all workers of
+  // the limit share: about the cost of the GCRA CAS itself; readers never
+  // wait for each other). A replacement builds the new table under the
+  // shared lock (reading the old one while takes go on), then swaps it in
+  // under the exclusive lock and frees the old one: no take can be using
+  // it, and no table outlives its replacement.
   struct RateCell {
-    absl::Mutex mu;  // serializes replacements (overrides, reloads)
-    std::atomic<std::shared_ptr<Rate>> current;
+    absl::Mutex write_mu;  // serializes replacements (overrides, reloads)
+    absl::Mutex mu;
+    std::unique_ptr<Rate> current ABSL_GUARDED_BY(mu);
   };
   // A table for `config`, carrying `from`'s load at `now` if given.
-  std::shared_ptr<Rate> MakeRate(const TokenBucket::Config& config,
+  std::unique_ptr<Rate> MakeRate(const TokenBucket::Config& config,
                                  const Rate* from, int64_t now) const;
+  // Replaces the cell's table by one for `config` carrying the current
+  // one's load, unless the current one already is for `config` (and, keyed,
+  // for this state's max_keys).
+  void ReplaceRate(const TokenBucket::Config& config);
+  // Calls `f(const Rate&)` under the cell's shared lock; `otherwise`
+  // without a rate part.
+  template <typename F, typename R>
+  R WithRate(F f, R otherwise) const;
   // Whether `previous`'s table may carry into this state's.
   bool RateCompatible(const LimitState& previous) const;
 

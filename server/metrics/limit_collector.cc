@@ -54,6 +54,11 @@ std::vector<prometheus::MetricFamily> LimitCollector::Collect() const {
   auto keys = Family("sluice_limit_keys",
                      "Distinct key buckets held by a keyed rate limit.",
                      MetricType::Gauge);
+  auto key_overflow =
+      Family("sluice_limit_key_overflow_total",
+             "Calls of a keyed rate limit charged to its shared overflow "
+             "bucket because the key table was full (max_keys active keys).",
+             MetricType::Counter);
   auto fallback =
       Family("sluice_limit_fallback_active",
              "1 while a global limit applies its fallback because Redis fails.",
@@ -91,10 +96,13 @@ std::vector<prometheus::MetricFamily> LimitCollector::Collect() const {
     }
     if (plan.keys) {
       keys.metric.push_back(Sample(*s, s->KeyCount(), MetricType::Gauge));
+      key_overflow.metric.push_back(Sample(
+          *s, static_cast<double>(s->KeyOverflowTakes()), MetricType::Counter));
     }
   }
   std::vector<prometheus::MetricFamily> out;
-  for (auto* f : {&decisions, &in_flight, &queue, &keys, &fallback}) {
+  for (auto* f :
+       {&decisions, &in_flight, &queue, &keys, &key_overflow, &fallback}) {
     if (!f->metric.empty()) out.push_back(std::move(*f));
   }
   // Only global limits send requests to Redis: without one, no Redis series

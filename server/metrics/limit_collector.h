@@ -5,7 +5,10 @@
 // (header contents) never become labels. A limit has exactly the series its
 // settings make possible (series_plan.h), from the moment it is bound (a
 // reload that adds or changes it), with the values of its live state; the
-// Redis series exist only while some limit is global.
+// Redis series exist only while some limit is global. A keyed local rate
+// also exports sluice_limit_key_overflow_total: calls charged to the shared
+// overflow bucket (the key table full); it carries across reloads and
+// overrides like the other counters.
 #ifndef SLUICE_SERVER_METRICS_LIMIT_COLLECTOR_H_
 #define SLUICE_SERVER_METRICS_LIMIT_COLLECTOR_H_
 

@@ -3,9 +3,11 @@
 // sleeps.
 #include "server/limits/limit_state.h"
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -237,17 +239,69 @@ TEST(LimitStateOverrideTest, SupersededTablesAreFreed) {
   SimulatedClock clock;
   for (const auto& key :
        {std::vector<std::string>{}, std::vector<std::string>{"peer"}}) {
-    LimitState state("route", Rate(10, 5, key), nullptr, "", nullptr, &clock);
-    std::vector<std::weak_ptr<const void>> tables;
-    for (int i = 0; i < 50; ++i) {
-      tables.push_back(state.RateTableForTest());
-      ASSERT_TRUE(
-          state.Override(10 + i + 1, std::nullopt, std::nullopt, std::nullopt)
-              .ok());
-      state.TakeRate("k", clock);
+    const int64_t before = LimitState::LiveRateTablesForTest();
+    {
+      LimitState state("route", Rate(10, 5, key), nullptr, "", nullptr, &clock);
+      EXPECT_EQ(LimitState::LiveRateTablesForTest(), before + 1);
+      for (int i = 0; i < 50; ++i) {
+        ASSERT_TRUE(
+            state.Override(10 + i + 1, std::nullopt, std::nullopt, std::nullopt)
+                .ok());
+        state.TakeRate("k", clock);
+        EXPECT_EQ(LimitState::LiveRateTablesForTest(), before + 1) << i;
+      }
+      // Reloads too: the old generation and the new share one table.
+      auto old = std::make_shared<LimitState>("route", Rate(10, 5, key),
+                                              nullptr, "", nullptr, &clock);
+      for (int i = 0; i < 50; ++i) {
+        old = std::make_shared<LimitState>("route", Rate(11 + i % 2, 5, key),
+                                           nullptr, "", old.get(), &clock);
+      }
+      EXPECT_EQ(LimitState::LiveRateTablesForTest(), before + 2);
     }
-    for (const auto& t : tables) EXPECT_TRUE(t.expired());
-    EXPECT_FALSE(state.RateTableForTest().expired());
+    EXPECT_EQ(LimitState::LiveRateTablesForTest(), before);
+  }
+}
+
+// Workers take from the table while set-limit and reloads replace it
+// (run under TSan by the tsan phase): every take lands on a live table, and
+// every superseded table is freed once the takes are done.
+TEST(LimitStateOverrideTest, TakesRaceReplacementsSafely) {
+  SimulatedClock clock(kSecond);
+  for (const auto& key :
+       {std::vector<std::string>{}, std::vector<std::string>{"peer"}}) {
+    auto first = std::make_shared<LimitState>("route", Rate(1000, 50, key),
+                                              nullptr, "", nullptr, &clock);
+    std::atomic<bool> stop{false};
+    std::atomic<int64_t> admitted{0};
+    std::vector<std::thread> workers;
+    for (int w = 0; w < 4; ++w) {
+      workers.emplace_back([&, w] {
+        for (int i = 0; i < 20000 && !stop.load(); ++i) {
+          if (first->TakeRate(absl::StrCat("k", (w + i) % 7), clock).admitted) {
+            admitted.fetch_add(1);
+          }
+          clock.AdvanceNanos(1000);
+        }
+      });
+    }
+    const int64_t live = LimitState::LiveRateTablesForTest();
+    std::shared_ptr<LimitState> state = first;
+    for (int i = 0; i < 200; ++i) {
+      if (i % 2 == 0) {
+        ASSERT_TRUE(state
+                        ->Override(1000 + i % 3, std::nullopt, std::nullopt,
+                                   std::nullopt)
+                        .ok());
+      } else {
+        state = std::make_shared<LimitState>("route", Rate(999, 50, key),
+                                             nullptr, "", state.get(), &clock);
+      }
+      EXPECT_EQ(LimitState::LiveRateTablesForTest(), live);
+    }
+    stop.store(true);
+    for (std::thread& t : workers) t.join();
+    EXPECT_GT(admitted.load(), 0);
   }
 }
 

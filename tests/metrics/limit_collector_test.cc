@@ -3,12 +3,14 @@
 // that adds it); Redis series only while a limit is global.
 #include "server/metrics/limit_collector.h"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "server/limits/clock.h"
 #include "server/limits/limit_registry.h"
 #include "tests/metrics/series_text.h"
 
@@ -68,6 +70,7 @@ TEST_F(LimitCollectorTest, ARateLimitAdmitsAndRejects) {
 TEST_F(LimitCollectorTest, AKeyedRateLimitCountsItsKeys) {
   auto expected = Decisions("k", {"admitted", "rejected"});
   expected.push_back(Gauge("sluice_limit_keys", "k"));
+  expected.push_back(Gauge("sluice_limit_key_overflow_total", "k"));
   EXPECT_EQ(Bind("      - {name: k, rate: {per_second: 5}, key: [peer]}\n"),
             AtZero(expected));
 }
@@ -117,6 +120,27 @@ TEST_F(LimitCollectorTest, CountsAreTheLimitStates) {
                  "\"five\",route=\"r\"} 4",
                  "sluice_limit_decisions_total{decision=\"rejected\",limit="
                  "\"five\",route=\"r\"} 1"}));
+}
+
+TEST_F(LimitCollectorTest, KeyOverflowIsCountedAndSurvivesAReload) {
+  Bind("      - {name: k, rate: {per_second: 5}, key: [peer], max_keys: 1}\n");
+  const std::shared_ptr<LimitState> state = registry_.Find("r", "k");
+  ASSERT_NE(state, nullptr);
+  for (const char* key : {"a", "b", "c"}) {
+    state->TakeRate(key, RealClock::Get());
+  }
+  const std::string overflow =
+      "sluice_limit_key_overflow_total{limit=\"k\",route=\"r\"} 2";
+  auto has = [](const std::vector<std::string>& series,
+                const std::string& line) {
+    return std::find(series.begin(), series.end(), line) != series.end();
+  };
+  EXPECT_TRUE(has(SeriesText(collector_.Collect()), overflow));
+  // A changed rate carries the table, its keys and its counts.
+  EXPECT_TRUE(has(
+      Bind("      - {name: k, rate: {per_second: 6}, key: [peer], max_keys: "
+           "1}\n"),
+      overflow));
 }
 
 TEST_F(LimitCollectorTest, AReloadAddsAtZeroAndDropsWhatItRemoves) {

@@ -465,7 +465,8 @@ def startup_expected(extra=False):
             sid("sluice_route_open_calls", route="none"),
             sid("sluice_call_duration_seconds", route="none")]
     out += route_series("rated", limits=[("five", ["rate_limited"], False)])
-    out += limit_series("rated", "five", ["admitted", "rejected"], ["sluice_limit_keys"])
+    out += limit_series("rated", "five", ["admitted", "rejected"],
+                        ["sluice_limit_keys", "sluice_limit_key_overflow_total"])
     # queue: 0 queues once the admin API gives it a queue.
     out += route_series("single", limits=[
         ("one", ["concurrency_limited", "queue_timeout"], True)])
