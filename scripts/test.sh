@@ -58,33 +58,50 @@ else
     //tests/fuzz/... //tests/proxy/...)
 fi
 
+# Where the kernel groups processes by session (sched_autogroup), nice
+# counts only against processes of the same group, and every Bazel server
+# starts a session of its own: lower_autogroup PID puts PID's whole group at
+# nice 19; lower_server OUTPUT_BASE starts that base's server and lowers it.
+lower_autogroup() { echo 19 >"/proc/$1/autogroup" 2>/dev/null || true; }
+lower_server() {
+  lower_autogroup "$(bazel --output_base="$1" info server_pid 2>/dev/null)"
+}
+
 # prebuild OUTPUT_BASE FLAGS... -- TARGETS...: builds a sanitizer phase's
-# targets, then stops that output base's Bazel server, so that the phase's
-# `bazel test` later starts one at normal priority.
+# targets on a lowered server, then stops it, so that the phase's `bazel
+# test` later starts one at normal priority.
 prebuild() {
   local base=$1
   shift
   local flags=()
   while [ "$1" != "--" ]; do flags+=("$1"); shift; done
   shift
+  lower_server "$base"
   bazel --output_base="$base" build --symlink_prefix=/ "${flags[@]}" "$@" \
     >"$LOGDIR/prebuild-$(basename "$base").log" 2>&1
   bazel --output_base="$base" shutdown >/dev/null 2>&1
 }
 
-# Overlapped with the main phase, at the lowest CPU priority (nice 19): the
-# fuzz phase and the sanitizer builds use only the CPU that the main
-# phase's tests leave idle (its end-to-end tests mostly wait on real time).
-# The e2e tests' bounds hold on a busy machine by design; this keeps one
-# core busy for part of the main phase, the condition they are built for.
+# Overlapped with the main phase, at the lowest CPU priority (nice 19, and
+# their autogroups lowered): the fuzz phase and the sanitizer builds use
+# only the CPU that the main phase's tests leave idle (its end-to-end tests
+# mostly wait on real time). The e2e tests' bounds hold on a busy machine by
+# design; this keeps a core busy for part of the main phase, the condition
+# they are built for.
 fuzz_started=$SECONDS
 (
   renice -n 19 -p "$BASHPID" >/dev/null  # inherited by all it starts
-  FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh >"$LOGDIR/fuzz.log" 2>&1
+  fuzz_base=${FUZZ_OUTPUT_BASE:-$HOME/.cache/sluice-fuzz-base}
+  lower_server "$fuzz_base"
+  # Its own session, so that lowering its autogroup lowers nothing else.
+  FUZZ_SECONDS=${FUZZ_SECONDS:-20} FUZZ_OUTPUT_BASE=$fuzz_base \
+    setsid scripts/fuzz.sh >"$LOGDIR/fuzz.log" 2>&1 &
+  fuzz=$!
+  lower_autogroup "$fuzz"
+  wait "$fuzz"
   echo $? >"$LOGDIR/fuzz.status"
   echo "$((SECONDS - fuzz_started))" >"$LOGDIR/fuzz.seconds"
-  bazel --output_base="${FUZZ_OUTPUT_BASE:-$HOME/.cache/sluice-fuzz-base}" shutdown \
-    >/dev/null 2>&1
+  bazel --output_base="$fuzz_base" shutdown >/dev/null 2>&1
   prebuild "${TSAN[@]}"
   prebuild "${ASAN[@]}"
 ) &

@@ -1,5 +1,7 @@
 #include "server/signal_thread.h"
 
+#include <time.h>
+
 #include <utility>
 
 namespace sluice {
@@ -38,18 +40,36 @@ void SignalThread::Stop() {
 
 void SignalThread::Loop() {
   const sigset_t set = HandledSignals();
+  const timespec now = {0, 0};
   int terms = 0;
   for (;;) {
     int sig = 0;
     if (sigwait(&set, &sig) != 0) continue;
-    if (sig == kStopSignal) return;
-    if (sig == SIGHUP) {
-      if (callbacks_.reload) callbacks_.reload();
-    } else if (++terms == 1) {
-      if (callbacks_.drain) callbacks_.drain(sig);
-    } else if (callbacks_.abort) {
-      callbacks_.abort();
+    // Take every other pending signal too: sigwait() returns the lowest
+    // numbered first, so SIGHUP (1) arriving faster than reloads finish
+    // would otherwise hold SIGTERM (15) off for ever. A burst of SIGHUPs
+    // is one reload; SIGTERM/SIGINT are handled before it.
+    bool stop = false, hup = false;
+    int term_sigs[2] = {0, 0};
+    int n_terms = 0;
+    for (; sig > 0; sig = sigtimedwait(&set, nullptr, &now)) {
+      if (sig == kStopSignal) {
+        stop = true;
+      } else if (sig == SIGHUP) {
+        hup = true;
+      } else if (n_terms < 2) {
+        term_sigs[n_terms++] = sig;
+      }
     }
+    if (stop) return;
+    for (int i = 0; i < n_terms; ++i) {
+      if (++terms == 1) {
+        if (callbacks_.drain) callbacks_.drain(term_sigs[i]);
+      } else if (callbacks_.abort) {
+        callbacks_.abort();
+      }
+    }
+    if (hup && callbacks_.reload) callbacks_.reload();
   }
 }
 

@@ -7,7 +7,8 @@
 // stops it before it destroys the Daemon the callbacks use. The signals
 // must be blocked in every thread (BlockSignals() before any thread starts)
 // so that only sigwait() takes them; a signal that arrives after Stop()
-// stays pending and is never delivered.
+// stays pending and is never delivered. Signals pending together are taken
+// together: SIGTERM/SIGINT first, then one reload for any SIGHUPs.
 #ifndef SLUICE_SERVER_SIGNAL_THREAD_H_
 #define SLUICE_SERVER_SIGNAL_THREAD_H_
 

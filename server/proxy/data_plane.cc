@@ -166,9 +166,12 @@ absl::Status DataPlane::SetConfig(std::shared_ptr<const Config> config) {
   }
   auto snap = BuildSnapshot(std::move(config), std::move(previous));
   if (!snap.ok()) return snap.status();
-  absl::MutexLock lock(&mu_);
-  current_ = std::move(*snap);
-  version_.fetch_add(1, std::memory_order_release);
+  std::shared_ptr<const ProxySnapshot> old;  // freed after the unlock
+  {
+    absl::MutexLock lock(&mu_);
+    old = std::exchange(current_, std::move(*snap));
+    version_.fetch_add(1, std::memory_order_release);
+  }
   return absl::OkStatus();
 }
 
@@ -186,9 +189,15 @@ std::shared_ptr<const ProxySnapshot> DataPlane::snapshot(int worker_index) {
   WorkerCache& cache = caches_[worker_index];
   uint64_t v = version_.load(std::memory_order_acquire);
   if (cache.version != v) {
-    absl::MutexLock lock(&mu_);
-    cache.snapshot = current_;
-    cache.version = v;
+    // The worker's old snapshot may be the last reference: freeing it
+    // removes its metric series (locks of the exposer's families), which
+    // must not happen under mu_, the lock every worker needs.
+    std::shared_ptr<const ProxySnapshot> old;
+    {
+      absl::MutexLock lock(&mu_);
+      old = std::exchange(cache.snapshot, current_);
+      cache.version = v;
+    }
   }
   return cache.snapshot;
 }

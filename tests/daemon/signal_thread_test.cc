@@ -4,7 +4,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <string>
+#include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
@@ -39,6 +42,31 @@ TEST_F(SignalThreadTest, HupReloadsTermDrainsTheSecondAborts) {
   EXPECT_FALSE(aborted.HasBeenNotified());
   kill(getpid(), SIGTERM);
   ASSERT_TRUE(aborted.WaitForNotificationWithTimeout(absl::Seconds(30)));
+}
+
+// sigwait() hands out the lowest-numbered pending signal first: SIGHUPs
+// arriving faster than reloads finish must not hold a SIGTERM off. Both
+// pending at once: the drain comes first, and the SIGHUPs are one reload.
+TEST_F(SignalThreadTest, TermIsNotHeldOffByHup) {
+  absl::Mutex mu;
+  std::vector<std::string> events;
+  absl::Notification both;
+  auto record = [&](const char* what) {
+    absl::MutexLock lock(&mu);
+    events.push_back(what);
+    if (events.size() == 2) both.Notify();
+  };
+  kill(getpid(), SIGHUP);  // pending (blocked) until the thread takes them
+  kill(getpid(), SIGTERM);
+  SignalThread thread(SignalThread::Callbacks{
+      .reload = [&] { record("reload"); },
+      .drain = [&](int) { record("drain"); },
+      .abort = [&] { record("abort"); },
+  });
+  ASSERT_TRUE(both.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  thread.Stop();
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(events, (std::vector<std::string>{"drain", "reload"}));
 }
 
 // What main() relies on to destroy the Daemon safely: once Stop() has

@@ -341,15 +341,22 @@ def main():
     suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules["__main__"])
     # Listed before running: a suite drops its tests as it runs them.
     tests = list(_iter_tests(suite))
-    result = unittest.TextTestRunner(verbosity=2).run(suite)
+    result = unittest.TextTestRunner(verbosity=2, resultclass=_RecordingResult).run(suite)
     xml_path = os.environ.get("XML_OUTPUT_FILE")
     if xml_path:
         root = ET.Element("testsuites")
         ts = ET.SubElement(root, "testsuite", name=os.path.basename(sys.argv[0]),
-                           tests=str(result.testsRun),
-                           skipped=str(len(result.skipped)))
+                           tests=str(len(tests)))
         bad = {t.id(): msg for t, msg in result.failures + result.errors}
         skipped = {t.id(): reason for t, reason in result.skipped}
+        # A test that never reported (its setUpClass or setUpModule raised
+        # SkipTest, which unittest records under the class) did not run: it
+        # is skipped, never passed.
+        for test in tests:
+            if (test.id() not in bad and test.id() not in skipped
+                    and test.id() not in result.succeeded):
+                skipped[test.id()] = "did not run"
+        ts.set("skipped", str(sum(t.id() in skipped for t in tests)))
         for test in tests:
             tc = ET.SubElement(ts, "testcase", name=test.id())
             if test.id() in bad:
@@ -359,6 +366,18 @@ def main():
                 ET.SubElement(tc, "skipped", message=skipped[test.id()])
         ET.ElementTree(root).write(xml_path)
     sys.exit(0 if result.wasSuccessful() else 1)
+
+
+class _RecordingResult(unittest.TextTestResult):
+    """TextTestResult that also remembers which tests passed."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.succeeded = set()
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.succeeded.add(test.id())
 
 
 def _iter_tests(suite):
