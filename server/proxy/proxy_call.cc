@@ -285,7 +285,10 @@ void ProxyCall::Admit() {
         absl::Time until = now + ls.concurrency_max_wait;
         const absl::Time client = ClientDeadline(sctx_);
         if (client != absl::InfiniteFuture()) {
-          until = std::min(until, client - route_->deadline.min_budget);
+          // Past this, the upstream could not get min_budget of what the
+          // offset leaves (deadline_budget.cc): stop waiting there.
+          until = std::min(until, client - route_->deadline.offset -
+                                      route_->deadline.min_budget);
         }
         queue_armed_ = true;
         ++outstanding_;

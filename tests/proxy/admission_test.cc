@@ -270,5 +270,56 @@ TEST_P(AdmissionTest, DrainReleasesQueuedAndRunningCalls) {
   EXPECT_EQ(one->QueueDepth(), 0);
 }
 
+// The queue wait ends when what is left of the deadline after the route's
+// offset would be below min_budget: waiting longer only leads to a permit
+// and a deadline_budget rejection (issue 15, bug 5: the wait ignored the
+// offset and lasted until the client's deadline minus min_budget).
+class QueueWaitOffsetTest : public ProxyFixture {
+ protected:
+  std::string RoutesYaml() override {
+    return R"(
+routes:
+  - name: ticker
+    match: {prefix: "/sluice.demo.v1.Ticker/"}
+    upstream: demo
+    deadline: {offset: 2s, min_budget: 100ms}
+    limits:
+      - {name: one, concurrency: {max: 1, queue: 1, max_wait: 30s}}
+)";
+  }
+};
+
+TEST_F(QueueWaitOffsetTest, QueueWaitLeavesTheOffsetAndMinBudget) {
+  grpc::ClientContext first_ctx;
+  SetTimeout(&first_ctx, absl::Seconds(30));
+  SubscribeRequest hold;
+  hold.set_count(0);
+  hold.set_interval_ms(400);
+  auto first = ticker_->Subscribe(&first_ctx, hold);
+  Tick tick;
+  ASSERT_TRUE(first->Read(&tick));  // it holds the one permit
+
+  grpc::ClientContext ctx;
+  const absl::Time start = absl::Now();
+  SetTimeout(&ctx, absl::Seconds(5));
+  SubscribeRequest req;
+  req.set_count(1);
+  auto reader = ticker_->Subscribe(&ctx, req);
+  while (reader->Read(&tick)) {
+  }
+  grpc::Status s = reader->Finish();
+  const absl::Duration waited = absl::Now() - start;
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << s.error_message();
+  EXPECT_EQ(Trailer(ctx, "sluice-reason"), "queue_timeout");
+  // Out of the queue at 5 s - 2 s - 100 ms = 2.9 s (after it at the
+  // earliest); the unfixed wait ran to 4.9 s.
+  EXPECT_GE(waited, absl::Milliseconds(2900));
+  EXPECT_LT(waited, absl::Seconds(4)) << waited;
+  first_ctx.TryCancel();
+  first->Finish();
+  ASSERT_TRUE(AwaitNoCallsInFlight());
+}
+
 }  // namespace
 }  // namespace sluice
