@@ -156,8 +156,13 @@ class TokenBucket {
     // has put the bucket into debt, which shows as a negative value.
     double Tokens(int64_t tat, int64_t now) const {
       const int64_t base = std::max(tat, now);
-      return static_cast<double>(tolerance_nanos_ - (base - now)) /
-             static_cast<double>(interval_nanos_);
+      // Whole tokens in integers, then the fraction: dividing the two
+      // int64s as doubles rounds both and could show a full bucket as
+      // holding more than its burst when B*T exceeds 2^53.
+      const int64_t slack = tolerance_nanos_ - (base - now);
+      return static_cast<double>(slack / interval_nanos_) +
+             static_cast<double>(slack % interval_nanos_) /
+                 static_cast<double>(interval_nanos_);
     }
 
     // A full bucket is indistinguishable from a fresh one.

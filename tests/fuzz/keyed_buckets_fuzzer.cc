@@ -12,6 +12,14 @@
 //   - Tokens(key) is in [0, burst] (TryTake never goes into debt);
 //   - TopKeys(k) returns at most min(k, Size()) keys, fewest tokens first;
 //   - EvictIdle leaves only busy (non-full) keys.
+// Then the table is carried into a fuzzed new definition and max_keys (a
+// reload or set-limit changing the limit), and checked:
+//   - the new table holds at most its max_keys keys, and only keys that
+//     were in debt; its counts (overflow, evictions) go on from the old;
+//   - each carried key owes the same tokens as before (never fewer; at
+//     most one nanosecond of the new interval more, the rounding);
+//   - a one-shard table (max_keys < 16) keeps min(indebted, max_keys)
+//     keys, those with the most debt.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -136,6 +144,62 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             span + static_cast<__int128>(of.burst()) * of.interval_nanos(),
         "overflow admitted %lld tokens over %lld ns", (long long)overflow_taken,
         (long long)span);
+  }
+
+  // --- Carry into a new definition. ---
+  const TokenBucket::Config next_config = MakeConfig(in);
+  const size_t next_max = static_cast<size_t>(in.Range(0, 70));
+  const auto old_keys = buckets.TopKeys(SIZE_MAX, now);
+  KeyedTokenBuckets next(next_config, next_max, next_config, buckets, now);
+  FUZZ_CHECK(next.Size() <= next_max, "carried Size %zu > max_keys %zu",
+             next.Size(), next_max);
+  FUZZ_CHECK(
+      next.GetStats().overflow_takes >= buckets.GetStats().overflow_takes,
+      "overflow count went back");
+  FUZZ_CHECK(next.GetStats().evictions >= buckets.GetStats().evictions,
+             "eviction count went back");
+  // Exact enough in doubles while every B*T stays below 2^52 ns.
+  const auto small = [](const TokenBucket::Config& c) {
+    return static_cast<double>(c.interval_nanos()) * c.burst() < 0x1p52;
+  };
+  const bool exact = small(per_key) && small(next_config);
+  size_t indebted = 0;
+  double least_kept = -1, most_dropped = -1;  // debts in old tokens
+  for (const auto& kt : old_keys) {
+    const double old_debt = per_key.burst() - kt.tokens;
+    const auto tokens = next.Tokens(kt.key, now);
+    if (old_debt <= 0) {
+      FUZZ_CHECK(!exact || !tokens.has_value(), "full key %s carried",
+                 kt.key.c_str());
+      continue;
+    }
+    ++indebted;
+    if (!tokens.has_value()) {
+      most_dropped = std::max(most_dropped, old_debt);
+      continue;
+    }
+    least_kept = least_kept < 0 ? old_debt : std::min(least_kept, old_debt);
+    const double new_debt = next_config.burst() - *tokens;
+    // The carried debt is capped at 2^62 ns of the new interval.
+    const bool capped =
+        static_cast<double>(old_debt) * next_config.interval_nanos() >= 0x1p61;
+    if (exact && !capped && old_debt * next_config.interval_nanos() < 0x1p52) {
+      const double slack = 1e-6 * std::max(1.0, old_debt);
+      FUZZ_CHECK(new_debt >= old_debt - slack, "key %s: debt %f -> %f",
+                 kt.key.c_str(), old_debt, new_debt);
+      FUZZ_CHECK(
+          new_debt <= old_debt + 1.0 / next_config.interval_nanos() + slack,
+          "key %s: debt %f -> %f", kt.key.c_str(), old_debt, new_debt);
+    }
+  }
+  if (next_max < 16 && exact) {
+    FUZZ_CHECK(next.Size() == std::min(indebted, next_max),
+               "one-shard table kept %zu of %zu indebted keys (max %zu)",
+               next.Size(), indebted, next_max);
+    FUZZ_CHECK(most_dropped < 0 || least_kept < 0 ||
+                   most_dropped <= least_kept + 1e-6 * least_kept,
+               "dropped a key owing %f, kept one owing %f", most_dropped,
+               least_kept);
   }
   return 0;
 }

@@ -392,6 +392,16 @@ TEST(TokenBucketTest, ConcurrentTakesWithMovingTimeStayWithinTheRate) {
   EXPECT_GE(admitted.load(), static_cast<int64_t>(1000 * elapsed) + 50 - 1);
 }
 
+TEST(TokenBucketTest, AFullBucketHoldsExactlyItsBurst) {
+  // B*T above 2^53: dividing them as doubles gave 12.000000000000002.
+  const auto config = TokenBucket::Config::PerPeriod(
+      1, absl::Nanoseconds(43363063658112739), 12);
+  ASSERT_EQ(config.interval_nanos(), 43363063658112739);
+  TokenBucket bucket(config);
+  EXPECT_EQ(bucket.Tokens(0), 12.0);
+  EXPECT_LE(config.Tokens(TokenBucket::Config::kFreshTat, 5), 12.0);
+}
+
 // --- Carrying a bucket's debt into a new definition (reload, set-limit) ---
 
 TEST(TokenBucketCarryTest, AFullBucketCarriesNothing) {
