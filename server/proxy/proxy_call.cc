@@ -23,6 +23,12 @@ namespace {
 // Messages counted locally before they are added to the shared counters.
 constexpr int kMessageFlushBatch = 64;
 
+// How long a write to the client may stay in flight after Sluice decided to
+// end the call (idle timeout, drain, a limit) before the downstream call is
+// cancelled: a write that is not stuck behind a client that does not read
+// completes in far less, and keeps the status and sluice-reason.
+constexpr absl::Duration kStuckWriteGrace = absl::Milliseconds(250);
+
 std::string_view View(const grpc::string_ref& s) {
   return std::string_view(s.data(), s.size());
 }
@@ -750,6 +756,25 @@ void ProxyCall::Abort(const grpc::Status& status, Reason reason, int limit) {
   u2c_.queue.clear();
   c2u_.queue.clear();
   MaybeFinishDownstream();
+  // The status waits for the write in flight to the client; if that write
+  // is stuck (the client does not read), end the call anyway.
+  if (!finish_posted_ && u2c_.writing && !stuck_armed_) {
+    stuck_armed_ = true;
+    ++outstanding_;
+    stuck_alarm_.Set(worker_->cq(),
+                     absl::ToChronoTime(absl::Now() + kStuckWriteGrace),
+                     &stuck_tag_);
+  }
+}
+
+void ProxyCall::OnStuckWriteAlarm(bool ok) {
+  stuck_armed_ = false;
+  if (ok && !finish_posted_ && u2c_.writing) {
+    // The write then completes with ok == false (OnClientWritten), and the
+    // call finishes; the client, not reading, sees its stream reset.
+    sctx_.TryCancel();
+  }
+  Release();
 }
 
 void ProxyCall::ForceDrain() {
@@ -780,6 +805,7 @@ void ProxyCall::MaybeFinishDownstream() {
   final_code_ = status.error_code();
   permits_.clear();  // each permit goes back once: in Abort, here or in ~
   if (idle_armed_) idle_alarm_.Cancel();
+  if (stuck_armed_) stuck_alarm_.Cancel();
   if (queue_armed_) queue_alarm_.Cancel();
   if (u2c_.pace_armed) u2c_pace_alarm_.Cancel();
   if (c2u_.pace_armed) c2u_pace_alarm_.Cancel();

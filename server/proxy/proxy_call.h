@@ -104,6 +104,10 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   void OnUpstreamFinished(bool ok);
   void OnDownstreamFinished(bool ok);
   void OnIdleAlarm(bool ok);
+  // A write to the client still in flight kStuckWriteGrace after Sluice
+  // decided to end the call: the client does not read, so the status could
+  // wait for ever behind flow control. Cancels the downstream call.
+  void OnStuckWriteAlarm(bool ok);
 
   // Admission: every rate limit, then every concurrency limit (possibly
   // waiting in its queue), then StartUpstream().
@@ -170,6 +174,8 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   grpc::Status upstream_status_;
   std::optional<grpc::Status> local_status_;
   grpc::Alarm idle_alarm_;
+  grpc::Alarm stuck_alarm_;  // see OnStuckWriteAlarm
+  bool stuck_armed_ = false;
 
   // Admission state.
   size_t admit_index_ = 0;  // next concurrency limit to take
@@ -238,6 +244,7 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   MemberTag<ProxyCall> ufinish_tag_{this, &ProxyCall::OnUpstreamFinished};
   MemberTag<ProxyCall> sfinish_tag_{this, &ProxyCall::OnDownstreamFinished};
   MemberTag<ProxyCall> idle_tag_{this, &ProxyCall::OnIdleAlarm};
+  MemberTag<ProxyCall> stuck_tag_{this, &ProxyCall::OnStuckWriteAlarm};
   MemberTag<ProxyCall> grant_tag_{this, &ProxyCall::OnPermitGranted};
   MemberTag<ProxyCall> queue_tag_{this, &ProxyCall::OnQueueAlarm};
   MemberTag<ProxyCall> global_tag_{this, &ProxyCall::OnGlobalRate};

@@ -185,6 +185,30 @@ TEST_P(ProxyBehaviourTest, IdleStreamTimesOut) {
   EXPECT_TRUE(AwaitNoCallsInFlight());
 }
 
+// A client that stops reading: the idle timeout ends the stream although
+// Sluice's write to the client is stuck behind flow control (issue 15, bug
+// 1: the call, its permits and sluice_calls_in_flight stayed until the
+// client read again).
+TEST_P(ProxyBehaviourTest, IdleTimeoutEndsAStreamWhoseClientStoppedReading) {
+  grpc::ClientContext ctx;
+  SetTimeout(&ctx, absl::Seconds(60));
+  SubscribeRequest req;
+  req.set_count(100000);
+  req.set_interval_ms(0);
+  req.set_payload_bytes(1024);
+  auto reader = ticker_->Subscribe(&ctx, req);
+  Tick tick;
+  ASSERT_TRUE(reader->Read(&tick));  // running; then it never reads again
+  EXPECT_TRUE(upstream_.ticker_service().stats().Await(
+      "Subscribe", [](const demo::MethodStats& m) { return m.cancelled == 1; },
+      absl::Seconds(20)))
+      << "the upstream call was not cancelled";
+  EXPECT_TRUE(AwaitNoCallsInFlight(absl::Seconds(20)))
+      << "the call outlived its idle timeout with a write stuck";
+  ctx.TryCancel();
+  reader->Finish();
+}
+
 TEST_P(ProxyBehaviourTest, ActiveStreamDoesNotTimeOut) {
   grpc::ClientContext ctx;
   SetTimeout(&ctx, absl::Seconds(20));
