@@ -296,9 +296,8 @@ void ProxyCall::Admit() {
           until = std::min(until, client - route_->deadline.offset -
                                       route_->deadline.min_budget);
         }
-        queue_armed_ = true;
-        ++outstanding_;
-        queue_alarm_.Set(worker_->cq(), absl::ToChronoTime(until), &queue_tag_);
+        ++queue_wait_number_;
+        ArmQueueAlarm(until);
         return;  // OnPermitGranted or OnQueueAlarm continues
       }
     }
@@ -318,7 +317,7 @@ void ProxyCall::OnPermitGranted(bool /*ok*/) {
   waiting_limit_->admitted.fetch_add(1, std::memory_order_relaxed);
   waiting_ = nullptr;
   waiting_limit_ = nullptr;
-  if (queue_armed_) queue_alarm_.Cancel();
+  CancelQueueAlarm();
   if (local_status_ || finish_posted_) {
     permits_.clear();  // the call ended while the grant was on its way
   } else {
@@ -351,13 +350,40 @@ bool ProxyCall::LeaveQueue() {
   NoteQueueWait();
   waiting_ = nullptr;
   --outstanding_;  // the grant's hold; the caller's own tag keeps us alive
-  if (queue_armed_) queue_alarm_.Cancel();
+  CancelQueueAlarm();
   return true;
 }
 
+void ProxyCall::ArmQueueAlarm(absl::Time until) {
+  if (queue_alarm_out_) {
+    // The previous wait's cancelled event is not delivered yet: Set() now
+    // would reuse the alarm under it. OnQueueAlarm arms this one.
+    queue_deferred_until_ = until;
+    return;
+  }
+  queue_alarm_out_ = true;
+  queue_alarm_wait_ = queue_wait_number_;
+  ++outstanding_;
+  queue_alarm_.Set(worker_->cq(), absl::ToChronoTime(until), &queue_tag_);
+}
+
+void ProxyCall::CancelQueueAlarm() {
+  queue_deferred_until_.reset();
+  if (queue_alarm_out_) queue_alarm_.Cancel();  // a no-op once it fired
+}
+
 void ProxyCall::OnQueueAlarm(bool ok) {
-  queue_armed_ = false;
-  if (ok && waiting_ != nullptr) {
+  queue_alarm_out_ = false;
+  if (queue_deferred_until_) {
+    // This event was an earlier wait's; the current wait's bound goes on
+    // the alarm now that it is free.
+    const absl::Time until = *queue_deferred_until_;
+    queue_deferred_until_.reset();
+    if (waiting_ != nullptr) ArmQueueAlarm(until);
+    Release();
+    return;
+  }
+  if (ok && queue_alarm_wait_ == queue_wait_number_ && waiting_ != nullptr) {
     LimitState* limit = waiting_limit_;
     if (LeaveQueue()) {
       waiting_limit_ = nullptr;
@@ -806,7 +832,7 @@ void ProxyCall::MaybeFinishDownstream() {
   permits_.clear();  // each permit goes back once: in Abort, here or in ~
   if (idle_armed_) idle_alarm_.Cancel();
   if (stuck_armed_) stuck_alarm_.Cancel();
-  if (queue_armed_) queue_alarm_.Cancel();
+  CancelQueueAlarm();
   if (u2c_.pace_armed) u2c_pace_alarm_.Cancel();
   if (c2u_.pace_armed) c2u_pace_alarm_.Cancel();
   ++outstanding_;

@@ -122,6 +122,9 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   void OnQueueAlarm(bool ok);
   // Leaves a concurrency queue (cancel, drain, timeout); true if it did.
   bool LeaveQueue();
+  // Bounds the current queue wait at `until` (see queue_alarm_).
+  void ArmQueueAlarm(absl::Time until);
+  void CancelQueueAlarm();
   // Adds the time since queued_at_ to the access log and the histogram.
   void NoteQueueWait();
   std::string LimitKey(const LimitSettings& limit) const;
@@ -186,8 +189,16 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   ConcurrencyLimiter* waiting_ = nullptr;  // queued in this limiter
   LimitState* waiting_limit_ = nullptr;
   grpc::Alarm grant_alarm_;  // set by OnGranted from the releasing thread
-  grpc::Alarm queue_alarm_;  // the queue wait's bound
-  bool queue_armed_ = false;
+  // The queue wait's bound. A call may wait in several queues one after the
+  // other, and one grpc::Alarm may be Set again only after the event of its
+  // previous Set was delivered: a new wait's bound is deferred
+  // (queue_deferred_until_) while the old, cancelled event is still out,
+  // and each event is judged by the wait it was set for (queue_alarm_wait_).
+  grpc::Alarm queue_alarm_;
+  bool queue_alarm_out_ = false;  // an event of queue_alarm_ is outstanding
+  int queue_wait_number_ = 0;     // counts the queue waits of this call
+  int queue_alarm_wait_ = 0;      // the wait the outstanding event is for
+  std::optional<absl::Time> queue_deferred_until_;
   absl::Time queued_at_;
   TokenBucket::Decision rate_decision_;
   const LimitState* header_limit_ = nullptr;  // for x-ratelimit-* headers

@@ -3,6 +3,7 @@
 // queued calls leave the queue when cancelled or out of time.
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -319,6 +320,108 @@ TEST_F(QueueWaitOffsetTest, QueueWaitLeavesTheOffsetAndMinBudget) {
   first_ctx.TryCancel();
   first->Finish();
   ASSERT_TRUE(AwaitNoCallsInFlight());
+}
+
+// A call that waits in two queues one after the other (issue 15, bug 2):
+// granted the wide limit, it queues on the narrow one in the same handler,
+// before the cancelled event of its first wait's alarm is delivered. The
+// alarm is re-armed only after that event; when the call then ends (a
+// cancel, or OK), it is freed at once, not at max_wait (30 s here).
+class TwoQueuesTest : public ProxyFixture {
+ protected:
+  std::string RoutesYaml() override {
+    return R"(
+routes:
+  - name: ticker
+    match: {prefix: "/sluice.demo.v1.Ticker/"}
+    upstream: demo
+    limits:
+      - {name: wide, concurrency: {max: 2, queue: 4, max_wait: 30s}}
+      - {name: narrow, concurrency: {max: 1, queue: 4, max_wait: 30s}}
+)";
+  }
+
+  struct Stream {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReader<Tick>> reader;
+  };
+  // `count` ticks 50 ms apart (0: until cancelled).
+  std::unique_ptr<Stream> Open(int count) {
+    auto s = std::make_unique<Stream>();
+    SetTimeout(&s->ctx, absl::Seconds(60));
+    SubscribeRequest req;
+    req.set_count(count);
+    req.set_interval_ms(50);
+    s->reader = ticker_->Subscribe(&s->ctx, req);
+    return s;
+  }
+  ConcurrencyLimiter& Limiter(const std::string& name) {
+    return *plane_->limits().Find("ticker", name)->concurrency();
+  }
+  // Polls the limiters' state (set by the proxy's workers).
+  bool AwaitDepths(int64_t wide, int64_t narrow) {
+    const absl::Time end = absl::Now() + absl::Seconds(20);
+    while (absl::Now() < end) {
+      if (Limiter("wide").QueueDepth() == wide &&
+          Limiter("narrow").QueueDepth() == narrow) {
+        return true;
+      }
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return false;
+  }
+  bool AwaitCallsInFlight(int64_t n) {
+    const absl::Time end = absl::Now() + absl::Seconds(10);
+    while (plane_->calls_in_flight() != n && absl::Now() < end) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return plane_->calls_in_flight() == n;
+  }
+
+  // S1 holds both limits; S2 holds wide and waits on narrow; S3 waits on
+  // wide. S1 ends: narrow goes to S2, wide to S3, which then waits on
+  // narrow. Returns {S2, S3} in that state.
+  std::pair<std::unique_ptr<Stream>, std::unique_ptr<Stream>> ThirdInTwoQueues(
+      int s3_count) {
+    auto s1 = Open(0);
+    Tick tick;
+    EXPECT_TRUE(s1->reader->Read(&tick));
+    auto s2 = Open(0);
+    EXPECT_TRUE(AwaitDepths(0, 1));
+    auto s3 = Open(s3_count);
+    EXPECT_TRUE(AwaitDepths(1, 1));
+    s1->ctx.TryCancel();
+    s1->reader->Finish();
+    EXPECT_TRUE(AwaitDepths(0, 1)) << "S3 is not waiting on narrow";
+    EXPECT_TRUE(s2->reader->Read(&tick));  // S2 runs
+    return {std::move(s2), std::move(s3)};
+  }
+};
+
+TEST_F(TwoQueuesTest, CancelledInTheSecondQueueIsFreedAtOnce) {
+  auto [s2, s3] = ThirdInTwoQueues(0);
+  s3->ctx.TryCancel();
+  s3->reader->Finish();
+  EXPECT_TRUE(AwaitDepths(0, 0));
+  EXPECT_TRUE(AwaitCallsInFlight(1)) << "S3 outlived its cancel";
+  s2->ctx.TryCancel();
+  s2->reader->Finish();
+  EXPECT_TRUE(AwaitNoCallsInFlight());
+  EXPECT_EQ(Limiter("wide").InFlight(), 0);
+  EXPECT_EQ(Limiter("narrow").InFlight(), 0);
+}
+
+TEST_F(TwoQueuesTest, OkAfterTwoQueuesIsFreedAtOnce) {
+  auto [s2, s3] = ThirdInTwoQueues(2);
+  s2->ctx.TryCancel();  // narrow goes to S3, which runs to its end
+  s2->reader->Finish();
+  Tick tick;
+  int ticks = 0;
+  while (s3->reader->Read(&tick)) ++ticks;
+  grpc::Status status = s3->reader->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(ticks, 2);
+  EXPECT_TRUE(AwaitNoCallsInFlight()) << "S3 outlived its OK end";
 }
 
 }  // namespace
