@@ -246,7 +246,19 @@ void DataPlane::Drain(absl::Duration timeout) {
   // Calls (and accepts whose completion is still queued) may still post
   // operations; no queue may shut down while any call object is alive.
   {
-    const absl::Time give_up = absl::Now() + absl::Seconds(10);
+    // A call waiting for Redis holds its object until the reply (or the
+    // Redis timeout) comes back through its worker's queue: never stop the
+    // queues before that (issue 15, bug 3).
+    absl::Duration bound = drain_give_up_;
+    {
+      absl::MutexLock lock(&mu_);
+      const RedisSettings& redis = current_->config->redis();
+      if (redis.enabled) {
+        bound = std::max(bound, redis.connect_timeout + redis.timeout +
+                                    absl::Seconds(1));
+      }
+    }
+    const absl::Time give_up = absl::Now() + bound;
     absl::MutexLock lock(&freed_mu_);
     while (alive_.load() > 0 && absl::Now() < give_up) {
       freed_cv_.WaitWithDeadline(&freed_mu_, give_up);

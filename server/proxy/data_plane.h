@@ -40,6 +40,15 @@ class DataPlane {
   // Stops accepting, lets calls run up to `timeout`, finishes the rest with
   // UNAVAILABLE + draining, then stops the workers. Blocks; idempotent.
   void Drain(absl::Duration timeout);
+  // After the server has shut down, Drain() waits this long for the last
+  // call objects (one may wait for a Redis reply) before it stops the
+  // workers; never less than Redis' connect timeout + timeout + 1 s, since
+  // a worker queue must outlive every completion still coming to it.
+  // Tests shorten it.
+  void set_drain_give_up(absl::Duration d) { drain_give_up_ = d; }
+  // Call objects alive (accepted or not): 0 once Drain() has returned,
+  // unless it gave up.
+  int64_t call_objects_alive() const { return alive_.load(); }
 
   int port() const { return port_; }
   int64_t calls_in_flight() const {
@@ -93,6 +102,7 @@ class DataPlane {
   absl::CondVar freed_cv_;  // signalled when the last call object dies
   absl::Mutex drain_mu_;
   bool drained_ ABSL_GUARDED_BY(drain_mu_) = false;
+  absl::Duration drain_give_up_ = absl::Seconds(10);
 };
 
 }  // namespace sluice

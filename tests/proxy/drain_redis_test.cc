@@ -1,0 +1,92 @@
+// Drain with a call waiting for Redis (issue 15, bug 3): the workers'
+// queues must outlive the Redis reply, which comes back through the call's
+// worker queue (a grpc::Alarm set from the Redis thread). Before, Drain()
+// gave up after a fixed 10 s and destroyed the queues while such a call was
+// still alive, so a Redis timeout above 10 s completed on a destroyed queue.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "tests/proxy/proxy_fixture.h"
+
+namespace sluice {
+namespace {
+
+// A "Redis" on 127.0.0.1 that accepts connections (the kernel completes
+// them from the backlog) and never answers: every request times out.
+class SilentRedis {
+ public:
+  SilentRedis() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    listen(fd_, 16);
+    socklen_t len = sizeof(addr);
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+  }
+  ~SilentRedis() { close(fd_); }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+class DrainRedisTest : public ProxyFixture {
+ protected:
+  std::string ProxyYaml() override {
+    return absl::StrCat("redis: {address: \"127.0.0.1:", redis_.port(),
+                        "\", timeout: 2s, connect_timeout: 1s}\n");
+  }
+  std::string RoutesYaml() override {
+    return R"(
+routes:
+  - name: global
+    match: {method: "/grpc.testing.TestService/EmptyCall"}
+    upstream: demo
+    limits:
+      - name: g
+        scope: global
+        rate: {per_second: 100, burst: 100}
+        global: {fallback: fail_open}
+)";
+  }
+  SilentRedis redis_;
+};
+
+TEST_F(DrainRedisTest, DrainWaitsForTheCallWaitingOnRedis) {
+  // Far below the Redis timeout (2 s): the old fixed give-up, scaled down.
+  plane_->set_drain_give_up(absl::Milliseconds(200));
+  grpc::Status status;
+  std::thread client([&] {
+    grpc::ClientContext ctx;
+    SetTimeout(&ctx, absl::Seconds(30));
+    grpc::testing::Empty req, resp;
+    status = test_->EmptyCall(&ctx, req, &resp);
+  });
+  // The call is in (waiting for Redis' answer, which never comes).
+  const absl::Time end = absl::Now() + absl::Seconds(20);
+  while (plane_->calls_in_flight() == 0 && absl::Now() < end) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_EQ(plane_->calls_in_flight(), 1);
+  plane_->Drain(absl::ZeroDuration());
+  // Drain() returned only once the call object was gone: its Redis
+  // request timed out and the reply reached a live worker queue.
+  EXPECT_EQ(plane_->call_objects_alive(), 0);
+  client.join();
+  EXPECT_FALSE(status.ok());
+}
+
+}  // namespace
+}  // namespace sluice
