@@ -137,3 +137,16 @@ bool CondVar::WaitWithDeadline(Mutex* mu, absl::Time deadline) {
 
 ABSL_NAMESPACE_END
 }  // namespace absl
+
+namespace {
+
+// absl's deadlock detector keeps a global graph under its own, uninstrumented
+// spin lock; every Mutex operation of every thread (gRPC's included) touches
+// it, and TSan reports each as a race. The daemon turns it off (main.cc);
+// so does every TSan binary, before main() and before gRPC starts a thread.
+const bool kDeadlockDetectionOff = [] {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  return true;
+}();
+
+}  // namespace
