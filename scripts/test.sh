@@ -11,7 +11,8 @@
 #   main   bazel test //...                      (gcc, the normal build)
 #   fuzz   scripts/fuzz.sh: each libFuzzer target for FUZZ_SECONDS (20);
 #          it and the sanitizer builds run at nice 19 beside the main phase
-#   tsan   --config=tsan on the threaded limiter tests (tests/limits)
+#   tsan   --config=tsan on the threaded limiter tests (tests/limits) and
+#          the in-process data-plane tests (admission, behaviour, drain)
 #   asan   --config=asan (ASan + UBSan) on the in-process tests (the
 #          data plane's included, Typed and Generic);
 #          SLUICE_SANITIZERS=full runs the whole suite under ASan instead
@@ -49,7 +50,9 @@ bazel_phase() {
   [ "$status" -eq 0 ] || rc=1
 }
 
-TSAN=("$HOME/.cache/sluice-tsan-base" --config=tsan -- //tests/limits/...)
+TSAN=("$HOME/.cache/sluice-tsan-base" --config=tsan -- //tests/limits/... \
+  //tests/proxy:admission_test //tests/proxy:proxy_behaviour_test \
+  //tests/proxy:drain_redis_test)
 if [ "${SLUICE_SANITIZERS:-}" = full ]; then
   ASAN=("$HOME/.cache/sluice-asan-base" --config=asan --keep_going -- //...)
 else

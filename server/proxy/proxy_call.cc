@@ -15,6 +15,7 @@
 #include "server/proxy/deadline_budget.h"
 #include "server/proxy/metadata_filter.h"
 #include "server/proxy/rejection.h"
+#include "server/proxy/tsan_edges.h"
 #include "server/proxy/worker.h"
 
 namespace sluice {
@@ -42,6 +43,22 @@ void ForEachForwardableResponseHeader(
     const std::string_view k = View(key), v = View(value);
     if (IsForwardableResponseHeader(k, v)) add(std::string(k), std::string(v));
   }
+}
+
+// The call's own timers (pacing, the idle timeout, queue waits, the stuck
+// write) run on the monotonic clock: a wall-clock step must neither stall
+// nor cut them. A monotonic time is the steady clock's reading placed on
+// absl's time line; only differences between two of them mean anything.
+absl::Time MonoNow() {
+  return absl::UnixEpoch() + absl::Nanoseconds(RealClock::Get().NowNanos());
+}
+
+// The grpc::Alarm deadline (gRPC's monotonic clock) for monotonic time `at`.
+gpr_timespec AlarmAt(absl::Time at) {
+  const int64_t nanos =
+      std::max<int64_t>(0, absl::ToInt64Nanoseconds(at - MonoNow()));
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                      gpr_time_from_nanos(nanos, GPR_TIMESPAN));
 }
 
 absl::Time ClientDeadline(const grpc::ServerContext& ctx) {
@@ -110,7 +127,7 @@ void ProxyCall::OnAccepted(bool ok) {
   if (plane->accepting()) ProxyCall::Accept(worker_);  // keep accepting
   accepted_ = true;
   accepted_at_ = absl::Now();
-  last_activity_ = accepted_at_;
+  last_activity_ = MonoNow();
   ++outstanding_;  // the done tag
   worker_->Link(this);
   plane->CallAccepted();
@@ -233,6 +250,7 @@ void ProxyCall::Admit() {
                           [this](const GlobalRateLimiter::Result& r) {
                             // Redis thread: touch only the result and alarm.
                             global_result_ = r;
+                            TsanHandOff(&global_tag_);
                             global_alarm_.Set(worker_->cq(),
                                               gpr_inf_past(GPR_CLOCK_MONOTONIC),
                                               &global_tag_);
@@ -286,15 +304,16 @@ void ProxyCall::Admit() {
         waiting_ = c;
         waiting_limit_ = &limit;
         limit.queued.fetch_add(1, std::memory_order_relaxed);
-        const absl::Time now = absl::Now();
+        const absl::Time now = MonoNow();
         queued_at_ = now;
         absl::Time until = now + ls.concurrency_max_wait;
-        const absl::Time client = ClientDeadline(sctx_);
+        const absl::Time client = ClientDeadline(sctx_);  // wall clock
         if (client != absl::InfiniteFuture()) {
           // Past this, the upstream could not get min_budget of what the
           // offset leaves (deadline_budget.cc): stop waiting there.
-          until = std::min(until, client - route_->deadline.offset -
-                                      route_->deadline.min_budget);
+          until = std::min(until, now + (client - route_->deadline.offset -
+                                         route_->deadline.min_budget -
+                                         absl::Now()));
         }
         ++queue_wait_number_;
         ArmQueueAlarm(until);
@@ -307,6 +326,7 @@ void ProxyCall::Admit() {
 
 void ProxyCall::OnGranted() {
   // On the releasing thread: touch nothing but our own grant alarm.
+  TsanHandOff(&grant_tag_);
   grant_alarm_.Set(worker_->cq(), gpr_inf_past(GPR_CLOCK_MONOTONIC),
                    &grant_tag_);
 }
@@ -338,7 +358,7 @@ void ProxyCall::OnGlobalRate(bool /*ok*/) {
 }
 
 void ProxyCall::NoteQueueWait() {
-  const absl::Duration wait = absl::Now() - queued_at_;
+  const absl::Duration wait = MonoNow() - queued_at_;
   queue_wait_ += wait;
   if (prometheus::Histogram* h = stats_->queue_wait[admit_index_]) {
     h->Observe(absl::ToDoubleSeconds(wait));
@@ -364,7 +384,7 @@ void ProxyCall::ArmQueueAlarm(absl::Time until) {
   queue_alarm_out_ = true;
   queue_alarm_wait_ = queue_wait_number_;
   ++outstanding_;
-  queue_alarm_.Set(worker_->cq(), absl::ToChronoTime(until), &queue_tag_);
+  queue_alarm_.Set(worker_->cq(), AlarmAt(until), &queue_tag_);
 }
 
 void ProxyCall::CancelQueueAlarm() {
@@ -390,7 +410,7 @@ void ProxyCall::OnQueueAlarm(bool ok) {
       limit->rejected.fetch_add(1, std::memory_order_relaxed);
       Abort(grpc::StatusCode::RESOURCE_EXHAUSTED,
             absl::StrCat("sluice: waited ",
-                         absl::FormatDuration(absl::Now() - queued_at_),
+                         absl::FormatDuration(MonoNow() - queued_at_),
                          " in the queue of concurrency limit \"",
                          limit->settings().name, "\" of route \"", route_->name,
                          "\""),
@@ -446,30 +466,30 @@ bool ProxyCall::PaceAllowsRead(Pump& p, grpc::Alarm& alarm, CqTag& tag) {
     }
     if (delay <= 0) return true;
     p.token_reserved = true;
-    p.pace_until = absl::Now() + absl::Nanoseconds(delay);
+    p.pace_until = MonoNow() + absl::Nanoseconds(delay);
   }
-  if (absl::Now() >= p.pace_until) {
+  if (MonoNow() >= p.pace_until) {
     p.token_reserved = false;
     p.pace_until = absl::InfinitePast();
     return true;
   }
   p.pace_armed = true;
-  p.pace_started = absl::Now();
+  p.pace_started = MonoNow();
   ++outstanding_;
-  alarm.Set(worker_->cq(), absl::ToChronoTime(p.pace_until), &tag);
+  alarm.Set(worker_->cq(), AlarmAt(p.pace_until), &tag);
   return false;
 }
 
 void ProxyCall::OnUpstreamPaceAlarm(bool /*ok*/) {
   u2c_.pace_armed = false;
-  u2c_.paced_nanos += absl::ToInt64Nanoseconds(absl::Now() - u2c_.pace_started);
+  u2c_.paced_nanos += absl::ToInt64Nanoseconds(MonoNow() - u2c_.pace_started);
   AdvanceUpstreamToClient();
   Release();
 }
 
 void ProxyCall::OnClientPaceAlarm(bool /*ok*/) {
   c2u_.pace_armed = false;
-  c2u_.paced_nanos += absl::ToInt64Nanoseconds(absl::Now() - c2u_.pace_started);
+  c2u_.paced_nanos += absl::ToInt64Nanoseconds(MonoNow() - c2u_.pace_started);
   AdvanceClientToUpstream();
   Release();
 }
@@ -541,7 +561,7 @@ void ProxyCall::StartUpstream() {
   }
   AdvanceClientToUpstream();
   if (route_->deadline.stream_idle_timeout > absl::ZeroDuration()) {
-    ArmIdleAlarm(now + route_->deadline.stream_idle_timeout);
+    ArmIdleAlarm(MonoNow() + route_->deadline.stream_idle_timeout);
   }
 }
 
@@ -584,7 +604,13 @@ void ProxyCall::OnUpstreamInitialMetadata(bool ok) {
 void ProxyCall::OnDownstreamInitialMetadataSent(bool ok) {
   sinit_pending_ = false;
   sinit_sent_ = true;
-  if (!ok) u2c_.dst_failed = true;
+  if (!ok) {
+    // The client is gone: as a failed write (OnClientWritten), drop what
+    // waits for it and stop the upstream.
+    u2c_.dst_failed = true;
+    u2c_.queue.clear();
+    if (upstream_started_ && !upstream_finished_) uctx_.TryCancel();
+  }
   AdvanceUpstreamToClient();
   Release();
 }
@@ -631,7 +657,7 @@ void ProxyCall::OnClientRead(bool ok) {
   Pump& p = c2u_;
   p.reading = false;
   if (ok) {
-    if (idle_armed_) last_activity_ = absl::Now();
+    if (idle_armed_) last_activity_ = MonoNow();
     ++msgs_in_;
     if (++unflushed_msgs_ >= kMessageFlushBatch) FlushMessageCounts();
     bytes_in_ += static_cast<int64_t>(p.read_buf.Length());
@@ -706,7 +732,7 @@ void ProxyCall::OnUpstreamRead(bool ok) {
   Pump& p = u2c_;
   p.reading = false;
   if (ok && !local_status_) {
-    if (idle_armed_) last_activity_ = absl::Now();
+    if (idle_armed_) last_activity_ = MonoNow();
     ++umsgs_in_;
     p.queue.push_back(std::move(p.read_buf));
     if (unary_) p.src_done = true;  // next comes the status: Finish
@@ -788,7 +814,7 @@ void ProxyCall::Abort(const grpc::Status& status, Reason reason, int limit) {
     stuck_armed_ = true;
     ++outstanding_;
     stuck_alarm_.Set(worker_->cq(),
-                     absl::ToChronoTime(absl::Now() + kStuckWriteGrace),
+                     AlarmAt(MonoNow() + kStuckWriteGrace),
                      &stuck_tag_);
   }
 }
@@ -940,7 +966,7 @@ void ProxyCall::FlushMessageCounts() {
 void ProxyCall::NoteBlocked(Pump& p, bool blocked) {
   const bool was = p.blocked_since != absl::InfinitePast();
   if (blocked == was) return;
-  const absl::Time now = absl::Now();
+  const absl::Time now = MonoNow();
   if (blocked) {
     p.blocked_since = now;
   } else {
@@ -979,14 +1005,14 @@ void ProxyCall::WriteAccessLog(absl::Duration duration) {
 void ProxyCall::ArmIdleAlarm(absl::Time at) {
   idle_armed_ = true;
   ++outstanding_;
-  idle_alarm_.Set(worker_->cq(), absl::ToChronoTime(at), &idle_tag_);
+  idle_alarm_.Set(worker_->cq(), AlarmAt(at), &idle_tag_);
 }
 
 void ProxyCall::OnIdleAlarm(bool ok) {
   idle_armed_ = false;
   if (ok && !finish_posted_ && !local_status_) {
     const absl::Duration timeout = route_->deadline.stream_idle_timeout;
-    const absl::Time now = absl::Now();
+    const absl::Time now = MonoNow();
     if (now - last_activity_ >= timeout) {
       Abort(grpc::StatusCode::DEADLINE_EXCEEDED,
             absl::StrCat("sluice: stream idle for ",

@@ -73,13 +73,13 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
     bool closed = false;      // half-close sent to the destination
     // Message limits of the route (every one applies) and pacing state.
     std::vector<MessageBucket> buckets;
-    absl::Time pace_until = absl::InfinitePast();
+    absl::Time pace_until = absl::InfinitePast();  // monotonic (MonoNow)
     bool pace_armed = false;
     bool token_reserved = false;  // the next read's token is already taken
-    absl::Time pace_started;      // when the pacing alarm was armed
+    absl::Time pace_started;      // when the pacing alarm was armed (mono)
     // Time reads were held back (flushed to the metrics in batches).
     int64_t paced_nanos = 0;
-    absl::Time blocked_since = absl::InfinitePast();  // window full since
+    absl::Time blocked_since = absl::InfinitePast();  // full since (mono)
     int64_t blocked_nanos = 0;
     int held() const {
       return static_cast<int>(queue.size()) + (writing ? 1 : 0) +
@@ -168,7 +168,7 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   bool single_request_ = false;  // see the class comment
   bool unary_ = false;
   absl::Time accepted_at_;
-  absl::Time last_activity_;
+  absl::Time last_activity_;  // monotonic (MonoNow in proxy_call.cc)
 
   grpc::GenericServerContext sctx_;
   grpc::GenericServerAsyncReaderWriter sstream_{&sctx_};
@@ -199,7 +199,7 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   int queue_wait_number_ = 0;     // counts the queue waits of this call
   int queue_alarm_wait_ = 0;      // the wait the outstanding event is for
   std::optional<absl::Time> queue_deferred_until_;
-  absl::Time queued_at_;
+  absl::Time queued_at_;  // monotonic
   TokenBucket::Decision rate_decision_;
   const LimitState* header_limit_ = nullptr;  // for x-ratelimit-* headers
   grpc::Alarm u2c_pace_alarm_;

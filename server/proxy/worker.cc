@@ -2,6 +2,7 @@
 
 #include "server/proxy/data_plane.h"
 #include "server/proxy/proxy_call.h"
+#include "server/proxy/tsan_edges.h"
 
 namespace sluice {
 
@@ -20,6 +21,7 @@ void Worker::Run() {
   void* tag;
   bool ok;
   while (cq_->Next(&tag, &ok)) {
+    TsanTakeOver(tag);
     static_cast<CqTag*>(tag)->Proceed(ok);
   }
 }

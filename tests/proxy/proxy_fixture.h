@@ -72,8 +72,11 @@ routes:
   virtual std::string ProxyYaml() { return ""; }
 
   void SetUp() override {
-    // No test here takes more than a few seconds when the proxy works.
-    watchdog_ = std::make_unique<TestWatchdog>(absl::Seconds(90));
+    // No test here takes more than a few seconds when the proxy works
+    // (a minute under TSan, which runs it ~10x slower).
+    watchdog_ = std::make_unique<TestWatchdog>(
+        std::getenv("SLUICE_SANITIZER") != nullptr ? absl::Seconds(300)
+                                                   : absl::Seconds(90));
     auto port = upstream_.Start("127.0.0.1:0");
     ASSERT_TRUE(port.ok()) << port.status();
     std::string yaml = absl::StrCat(R"(
