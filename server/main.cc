@@ -34,8 +34,8 @@ ABSL_FLAG(std::string, metrics, "",
           "Metrics port address, overrides listeners.metrics.");
 ABSL_FLAG(std::string, upstream, "",
           "Quick start without --config: forward every method to this gRPC "
-          "target (host:port). With --config: overrides the target of the "
-          "first upstream.");
+          "target (host:port), required for readiness. With --config: "
+          "overrides the target of the first upstream.");
 ABSL_FLAG(int, workers, -1,
           "Worker threads (0: one per core), overrides workers.");
 ABSL_FLAG(std::string, log_level, "info",
@@ -69,6 +69,9 @@ absl::StatusOr<std::shared_ptr<const Config>> LoadWithFlags() {
     }
     auto* up = proto.add_upstreams();
     up->set_name("default");
+    // Quick start has one upstream and nothing to serve without it:
+    // readiness follows it (docs/reliability.md).
+    up->set_required(true);
     auto* route = proto.add_routes();
     route->set_name("default");
     route->mutable_match()->set_prefix("/");
