@@ -2,6 +2,7 @@
 limits_concurrency_test.py): a test base that starts one sluice per test in
 front of one demo upstream per class, and small call helpers."""
 
+import os
 import signal
 import threading
 import time
@@ -23,9 +24,31 @@ ROUTES_TAIL = """
 """
 
 
-def config(routes):
-    return ("drain_timeout: 1s\nupstreams:\n  - name: demo\n    target: 127.0.0.1:1   # replaced by --upstream\n"
+def config(routes, extra=""):
+    return ("drain_timeout: 1s\n" + extra +
+            "upstreams:\n  - name: demo\n    target: 127.0.0.1:1   # replaced by --upstream\n"
             "routes:\n" + routes + ROUTES_TAIL)
+
+
+def access_log_times(path, method):
+    """The start times (seconds since the epoch, microseconds) of the calls
+    of `method` in Sluice's JSON access log at `path`: when Sluice took each
+    call, which is when it decided its admission."""
+    import datetime
+    import json
+    times = []
+    if not os.path.exists(path):
+        return times
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            if entry["method"] != method:
+                continue
+            t = datetime.datetime.strptime(entry["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+            times.append(t.replace(tzinfo=datetime.timezone.utc).timestamp())
+    return times
 
 
 def unary_req():
@@ -136,8 +159,8 @@ class LimitsTestBase(unittest.TestCase):
         finally:
             cls.upstream.stop()
 
-    def start(self, routes):
-        self.config_path = harness.write_config(config(routes))
+    def start(self, routes, extra=""):
+        self.config_path = harness.write_config(config(routes, extra))
         self.sluice = harness.start_sluice(config_path=self.config_path,
                                            upstream=self.upstream.address)
         self.ch = harness.channel(self.sluice.data)
