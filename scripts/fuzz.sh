@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
   TARGETS=(config_fuzzer token_bucket_fuzzer keyed_buckets_fuzzer
-           concurrency_limiter_fuzzer)
+           concurrency_limiter_fuzzer header_limits_fuzzer)
 fi
 SECONDS_EACH=${FUZZ_SECONDS:-25}
 OUTPUT_BASE=${FUZZ_OUTPUT_BASE:-$HOME/.cache/sluice-fuzz-base}

@@ -27,6 +27,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/text_format.h"
@@ -44,6 +45,9 @@ constexpr char kDefaultDataAddress[] = "0.0.0.0:8080";
 constexpr char kDefaultAdminAddress[] = "127.0.0.1:9901";
 constexpr char kDefaultMetricsAddress[] = "0.0.0.0:9090";
 constexpr char kDefaultDrainTimeout[] = "30s";
+// Above the 5 min a default gRPC server (C++, Go, Java) tolerates between
+// pings without data, with a margin: it never earns a too_many_pings GOAWAY.
+constexpr char kDefaultKeepaliveTime[] = "5m30s";
 constexpr char kDefaultKeepaliveTimeout[] = "20s";
 constexpr char kDefaultMinBudget[] = "1ms";
 constexpr char kNoDuration[] = "0s";
@@ -271,6 +275,43 @@ std::string Sha256Prefix(absl::string_view data) {
       absl::string_view(reinterpret_cast<const char*>(digest), 8));
 }
 
+// Whether a gRPC target names this host only: a unix socket, or loopback
+// addresses ("localhost", 127.0.0.0/8, ::1), with or without a scheme
+// ("ipv4:", "ipv6:", "dns:///"). Such an upstream is the sidecar's own app:
+// reconnecting to it often costs nothing.
+bool LocalTarget(absl::string_view target) {
+  if (absl::StartsWith(target, "unix:") ||
+      absl::StartsWith(target, "unix-abstract:")) {
+    return true;
+  }
+  std::vector<absl::string_view> hosts;
+  if (absl::ConsumePrefix(&target, "ipv4:") ||
+      absl::ConsumePrefix(&target, "ipv6:")) {
+    hosts = absl::StrSplit(target, ',');
+  } else {
+    if (absl::ConsumePrefix(&target, "dns:")) {
+      const size_t slash = target.rfind('/');
+      if (slash != absl::string_view::npos) target.remove_prefix(slash + 1);
+    }
+    hosts.push_back(target);
+  }
+  if (hosts.empty()) return false;
+  for (absl::string_view host : hosts) {
+    if (absl::StartsWith(host, "[")) {  // [v6]:port
+      const size_t end = host.find(']');
+      if (end == absl::string_view::npos) return false;
+      host = host.substr(1, end - 1);
+    } else if (std::count(host.begin(), host.end(), ':') == 1) {
+      host = host.substr(0, host.find(':'));  // host:port
+    }
+    if (host != "localhost" && host != "::1" &&
+        !absl::StartsWith(host, "127.")) {
+      return false;
+    }
+  }
+  return true;
+}
+
 bool Wildcard(const std::string& host) {
   return host == "0.0.0.0" || host == "::";
 }
@@ -316,8 +357,9 @@ void CheckUpstream(pb::Upstream* upstream, const std::string& path,
   out->lb_policy = upstream->lb_policy();
 
   pb::Keepalive* keepalive = upstream->mutable_keepalive();
-  out->keepalive_time = Duration(keepalive->mutable_time(), kNoDuration,
-                                 path + ".keepalive.time", errors);
+  out->keepalive_time =
+      Duration(keepalive->mutable_time(), kDefaultKeepaliveTime,
+               path + ".keepalive.time", errors);
   const size_t errors_before = errors->size();
   out->keepalive_timeout =
       Duration(keepalive->mutable_timeout(), kDefaultKeepaliveTimeout,
@@ -377,6 +419,45 @@ void CheckUpstream(pb::Upstream* upstream, const std::string& path,
                                  hc->interval(), ")"));
       }
     }
+  }
+
+  // Reconnect: sidecar defaults for the app next door, capped growth for
+  // anything remote (config.proto, Reconnect).
+  const bool local = LocalTarget(target);
+  pb::Reconnect* reconnect = upstream->mutable_reconnect();
+  const size_t reconnect_errors = errors->size();
+  out->reconnect_initial_backoff =
+      Duration(reconnect->mutable_initial_backoff(), local ? "100ms" : "1s",
+               path + ".reconnect.initial_backoff", errors);
+  out->reconnect_max_backoff =
+      Duration(reconnect->mutable_max_backoff(), local ? "1s" : "10s",
+               path + ".reconnect.max_backoff", errors);
+  out->connect_timeout =
+      Duration(reconnect->mutable_connect_timeout(), local ? "1s" : "20s",
+               path + ".reconnect.connect_timeout", errors);
+  if (errors->size() == reconnect_errors &&
+      !errors->Dropped(path + ".reconnect")) {
+    const std::pair<absl::Duration, const char*> bounded[] = {
+        {out->reconnect_initial_backoff, "initial_backoff"},
+        {out->reconnect_max_backoff, "max_backoff"},
+        {out->connect_timeout, "connect_timeout"}};
+    for (const auto& [value, field] : bounded) {
+      if (value < absl::Milliseconds(100) || value > absl::Hours(1)) {
+        errors->Add(absl::StrCat(path, ".reconnect.", field),
+                    "must be between \"100ms\" and \"1h\"");
+      }
+    }
+    if (out->reconnect_max_backoff < out->reconnect_initial_backoff) {
+      errors->Add(path + ".reconnect.max_backoff",
+                  absl::StrCat("must be at least initial_backoff (",
+                               reconnect->initial_backoff(), ")"));
+    }
+  }
+  const size_t wait_errors = errors->size();
+  out->connect_wait = Duration(upstream->mutable_connect_wait(), "1s",
+                               path + ".connect_wait", errors);
+  if (errors->size() == wait_errors && out->connect_wait > absl::Hours(1)) {
+    errors->Add(path + ".connect_wait", "must be at most \"1h\"");
   }
 }
 
@@ -848,6 +929,39 @@ void CheckProxy(pb::Proxy* proxy, Errors* errors, int* stream_window,
       std::min(proxy->max_concurrent_streams(), kMaxConcurrentStreams));
 }
 
+// Request header limits at the edge (server/proxy/header_limits.h has the
+// same defaults and the reasoning behind them).
+constexpr uint32_t kDefaultMaxHeaderListBytes = 8192 - 1024;
+constexpr uint32_t kMinMaxHeaderListBytes = 1024;
+constexpr uint32_t kMaxMaxHeaderListBytes = 1 << 20;
+constexpr uint32_t kDefaultMaxHeaderCount = 100;
+constexpr uint32_t kMaxMaxHeaderCount = 10000;
+
+void CheckHeaderLimits(pb::Proxy* proxy, Errors* errors, int* max_bytes,
+                       int* max_count) {
+  if (proxy->max_header_list_bytes() == 0) {
+    proxy->set_max_header_list_bytes(kDefaultMaxHeaderListBytes);
+  }
+  if (proxy->max_header_list_bytes() < kMinMaxHeaderListBytes ||
+      proxy->max_header_list_bytes() > kMaxMaxHeaderListBytes) {
+    errors->Add("proxy.max_header_list_bytes",
+                OutOfRange(proxy->max_header_list_bytes(),
+                           kMinMaxHeaderListBytes, kMaxMaxHeaderListBytes));
+  }
+  *max_bytes = static_cast<int>(std::clamp(proxy->max_header_list_bytes(),
+                                           kMinMaxHeaderListBytes,
+                                           kMaxMaxHeaderListBytes));
+  if (proxy->max_header_count() == 0) {
+    proxy->set_max_header_count(kDefaultMaxHeaderCount);
+  }
+  if (proxy->max_header_count() > kMaxMaxHeaderCount) {
+    errors->Add("proxy.max_header_count",
+                OutOfRange(proxy->max_header_count(), 1, kMaxMaxHeaderCount));
+  }
+  *max_count =
+      static_cast<int>(std::min(proxy->max_header_count(), kMaxMaxHeaderCount));
+}
+
 // Hex prefix of the SHA-256 of the canonical JSON of `p`.
 absl::StatusOr<std::string> HashOf(const pb::Config& p,
                                    absl::string_view source) {
@@ -985,6 +1099,8 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
              &config->forwarded_for_header_,
              &config->max_receive_message_bytes_,
              &config->max_concurrent_streams_);
+  CheckHeaderLimits(p.mutable_proxy(), &errors, &config->max_header_list_bytes_,
+                    &config->max_header_count_);
 
   // Access log.
   if (p.has_access_log()) {
@@ -1133,7 +1249,8 @@ std::vector<SettingChange> Config::RestartOnlyChanges(
   }
   // The data port's server is built with these.
   for (const char* name :
-       {"max_receive_message_bytes", "max_concurrent_streams", "bdp_probe"}) {
+       {"max_receive_message_bytes", "max_concurrent_streams", "bdp_probe",
+        "max_header_list_bytes"}) {
     const auto* field = pb::Proxy::descriptor()->FindFieldByName(name);
     std::string from;
     std::string to;
@@ -1163,6 +1280,7 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::WithRestartOnlyOf(
   proxy->set_max_receive_message_bytes(r.proxy().max_receive_message_bytes());
   proxy->set_max_concurrent_streams(r.proxy().max_concurrent_streams());
   proxy->set_bdp_probe(r.proxy().bdp_probe());
+  proxy->set_max_header_list_bytes(r.proxy().max_header_list_bytes());
   if (r.has_tls()) {
     *p.mutable_tls() = r.tls();
   } else {
@@ -1174,6 +1292,7 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::WithRestartOnlyOf(
   config->workers_ = running.workers_;
   config->max_receive_message_bytes_ = running.max_receive_message_bytes_;
   config->max_concurrent_streams_ = running.max_concurrent_streams_;
+  config->max_header_list_bytes_ = running.max_header_list_bytes_;
   config->tls_ = running.tls_;
   auto hash = HashOf(p, source_);
   if (!hash.ok()) return hash.status();

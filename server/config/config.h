@@ -33,7 +33,7 @@ struct UpstreamSettings {
   std::string target;
   int channels = 2;
   std::string lb_policy = "round_robin";
-  absl::Duration keepalive_time = absl::ZeroDuration();  // 0: off
+  absl::Duration keepalive_time = absl::Seconds(330);  // 0: off
   absl::Duration keepalive_timeout = absl::Seconds(20);
   bool keepalive_permit_without_calls = false;
   int max_message_bytes = 4 << 20;
@@ -48,6 +48,13 @@ struct UpstreamSettings {
   std::string health_service;
   absl::Duration health_interval = absl::Seconds(5);
   absl::Duration health_timeout = absl::Seconds(1);
+  // reconnect: gRPC's connection backoff (defaults depend on the target:
+  // these are the loopback / unix ones).
+  absl::Duration reconnect_initial_backoff = absl::Milliseconds(100);
+  absl::Duration reconnect_max_backoff = absl::Seconds(1);
+  absl::Duration connect_timeout = absl::Seconds(1);
+  // How long a call waits for a connecting upstream (0: no wait).
+  absl::Duration connect_wait = absl::Seconds(1);
 };
 
 // One limit with its defaults applied and durations parsed.
@@ -158,6 +165,9 @@ class Config {
   }
   int max_receive_message_bytes() const { return max_receive_message_bytes_; }
   int max_concurrent_streams() const { return max_concurrent_streams_; }
+  // Request header limits at the edge (name + value + 32 per header).
+  int max_header_list_bytes() const { return max_header_list_bytes_; }
+  int max_header_count() const { return max_header_count_; }
   bool bdp_probe() const { return proto_.proxy().bdp_probe(); }
   const AccessLogSettings& access_log() const { return access_log_; }
   const ServerTlsSettings& tls() const { return tls_; }
@@ -188,7 +198,8 @@ class Config {
   // Restart-only settings: what the running process was built with and a
   // reload cannot change. `listeners`, `workers`, the `tls` section and
   // the data port's server settings `proxy.max_receive_message_bytes`,
-  // `proxy.max_concurrent_streams` and `proxy.bdp_probe`.
+  // `proxy.max_concurrent_streams`, `proxy.bdp_probe` and
+  // `proxy.max_header_list_bytes` (it sets gRPC's transport limit too).
   //
   // The restart-only settings of this config that differ from `running`'s.
   std::vector<SettingChange> RestartOnlyChanges(const Config& running) const;
@@ -209,6 +220,8 @@ class Config {
   std::string forwarded_for_header_;
   int max_receive_message_bytes_ = 4 << 20;
   int max_concurrent_streams_ = 1000;
+  int max_header_list_bytes_ = 7168;
+  int max_header_count_ = 100;
   AccessLogSettings access_log_;
   ServerTlsSettings tls_;
   RedisSettings redis_;

@@ -103,7 +103,11 @@ RouteStats ProxyMetrics::ForRoute(const RouteSettings* settings) {
     s.rejected[static_cast<int>(Reason::kNoRoute)] =
         reason_series("", Reason::kNoRoute);
   } else {
-    for (Reason reason : {Reason::kDeadlineBudget, Reason::kDraining}) {
+    // header_too_large: the edge check runs on every routed call;
+    // upstream_unavailable: every route has an upstream that can be down.
+    for (Reason reason : {Reason::kDeadlineBudget, Reason::kDraining,
+                          Reason::kHeaderTooLarge,
+                          Reason::kUpstreamUnavailable}) {
       s.rejected[static_cast<int>(reason)] = reason_series("", reason);
     }
     if (plan.idle_timeout) {

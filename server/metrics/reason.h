@@ -15,6 +15,12 @@ enum class Reason {
   kStreamRate,
   kIdleTimeout,
   kDraining,
+  // The request's headers are over proxy.max_header_list_bytes or
+  // proxy.max_header_count: refused before anything was forwarded.
+  kHeaderTooLarge,
+  // The upstream could not be reached: not connected within connect_wait,
+  // or its connection failed before it answered.
+  kUpstreamUnavailable,
   kCount,  // not a reason: the number of reasons
 };
 
@@ -38,6 +44,10 @@ inline std::string_view ReasonName(Reason reason) {
       return "idle_timeout";
     case Reason::kDraining:
       return "draining";
+    case Reason::kHeaderTooLarge:
+      return "header_too_large";
+    case Reason::kUpstreamUnavailable:
+      return "upstream_unavailable";
     case Reason::kCount:
       break;
   }

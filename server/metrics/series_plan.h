@@ -53,8 +53,8 @@ LimitSeriesPlan PlanLimitSeries(const LimitSettings& limit);
 
 struct RouteSeriesPlan {
   // sluice_rejections_total{route, limit="", reason="idle_timeout"}
-  // (deadline_budget and draining are possible on every route, no_route
-  // on none).
+  // (deadline_budget, draining and header_too_large are possible on every
+  // route, no_route on none).
   bool idle_timeout = false;
   // sluice_stream_paced_seconds_total{route, direction}
   bool paced_to_client = false;

@@ -9,6 +9,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "server/config/listen_probe.h"
+#include "server/proxy/header_limits.h"
 #include "server/proxy/proxy_call.h"
 #include "server/proxy/server_credentials.h"
 
@@ -37,7 +38,10 @@ bool SameUpstreams(const Config& a, const Config& b) {
         x.max_message_bytes != y.max_message_bytes || x.tls != y.tls ||
         x.tls_ca_file != y.tls_ca_file || x.tls_cert_file != y.tls_cert_file ||
         x.tls_key_file != y.tls_key_file ||
-        x.tls_server_name != y.tls_server_name) {
+        x.tls_server_name != y.tls_server_name ||
+        x.reconnect_initial_backoff != y.reconnect_initial_backoff ||
+        x.reconnect_max_backoff != y.reconnect_max_backoff ||
+        x.connect_timeout != y.connect_timeout) {
       return false;
     }
   }
@@ -85,6 +89,11 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
   builder.SetMaxSendMessageSize(config->max_receive_message_bytes());
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                              config->max_concurrent_streams());
+  // The second tier of the header limits (header_limits.h): far above
+  // proxy.max_header_list_bytes, which refuses one call cleanly.
+  builder.AddChannelArgument(
+      GRPC_ARG_MAX_METADATA_SIZE,
+      TransportMetadataLimit(config->max_header_list_bytes()));
   // Not gRPC's default SO_REUSEPORT: a port another process holds is
   // refused, not shared with it.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);

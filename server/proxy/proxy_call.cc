@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -13,6 +14,7 @@
 #include "server/limits/clock.h"
 #include "server/proxy/data_plane.h"
 #include "server/proxy/deadline_budget.h"
+#include "server/proxy/header_limits.h"
 #include "server/proxy/metadata_filter.h"
 #include "server/proxy/rejection.h"
 #include "server/proxy/tsan_edges.h"
@@ -152,7 +154,17 @@ void ProxyCall::OnAccepted(bool ok) {
     route_ = &snap_->config->routes()[route];
     stats_ = &snap_->route_stats[route];
     stats_->open_calls->Increment();
-    if (plane->draining()) {
+    // Header limits at the edge: before admission and the upstream call,
+    // so an oversized header block never reaches a shared upstream
+    // connection (gRPC 1.51 would break it for every call on it).
+    std::optional<std::string> too_large = CheckRequestHeaders(
+        MeasureRequestHeaders(sctx_.client_metadata(), method),
+        snap_->config->max_header_list_bytes(),
+        snap_->config->max_header_count());
+    if (too_large) {
+      Abort(grpc::StatusCode::RESOURCE_EXHAUSTED, *too_large,
+            Reason::kHeaderTooLarge);
+    } else if (plane->draining()) {
       Abort(grpc::StatusCode::UNAVAILABLE, "sluice: draining",
             Reason::kDraining);
     } else {
@@ -496,13 +508,21 @@ void ProxyCall::OnClientPaceAlarm(bool /*ok*/) {
 
 void ProxyCall::StartUpstream() {
   const absl::Time now = absl::Now();
-  Budget budget = ComputeBudget(now, ClientDeadline(sctx_), route_->deadline);
+  // A wait for the upstream to connect is part of the upstream's budget:
+  // the budget stays the one computed when the wait began.
+  Budget budget = ComputeBudget(connect_wait_started_.value_or(now),
+                                ClientDeadline(sctx_), route_->deadline);
   if (!budget.ok) {
     Abort(grpc::StatusCode::DEADLINE_EXCEEDED,
           absl::StrCat("sluice: deadline budget too small for route ",
                        route_->name),
           Reason::kDeadlineBudget);
     return;
+  }
+  const UpstreamPool::Choice pick = snap_->pool->Pick(route_->upstream_index);
+  if (pick.state != GRPC_CHANNEL_READY &&
+      WaitForUpstream(now, budget.upstream_deadline, pick)) {
+    return;  // OnUpstreamConnectivity comes back here, or the call ended
   }
   if (budget.upstream_deadline != absl::InfiniteFuture()) {
     uctx_.set_deadline(absl::ToChronoTime(budget.upstream_deadline));
@@ -543,7 +563,7 @@ void ProxyCall::StartUpstream() {
     }
   }
 
-  grpc::GenericStub* stub = snap_->pool->Pick(route_->upstream_index);
+  grpc::GenericStub* stub = pick.stub;
   // One request: its headers wait for it (no batch, no tag) and leave
   // with it and the half-close.
   if (single_request_) uctx_.set_initial_metadata_corked(true);
@@ -563,6 +583,67 @@ void ProxyCall::StartUpstream() {
   if (route_->deadline.stream_idle_timeout > absl::ZeroDuration()) {
     ArmIdleAlarm(MonoNow() + route_->deadline.stream_idle_timeout);
   }
+}
+
+bool ProxyCall::WaitForUpstream(absl::Time now, absl::Time deadline,
+                                const UpstreamPool::Choice& pick) {
+  const UpstreamSettings& u =
+      snap_->config->upstreams()[route_->upstream_index];
+  if (u.connect_wait <= absl::ZeroDuration()) return false;  // fail fast
+  const absl::Time mono_now = MonoNow();
+  if (!connect_wait_started_) {
+    connect_wait_started_ = now;
+    connect_wait_started_mono_ = mono_now;
+  }
+  const absl::Duration waited = mono_now - connect_wait_started_mono_;
+  const absl::Duration wait_left = u.connect_wait - waited;
+  // Leave the upstream call at least min_budget of its (wall-clock)
+  // deadline.
+  const absl::Duration budget_left =
+      deadline - route_->deadline.min_budget - now;
+  if (wait_left <= absl::ZeroDuration() ||
+      budget_left <= absl::ZeroDuration()) {
+    const std::string detail =
+        absl::StrCat("no connection, channel ", ConnectivityName(pick.state));
+    if (budget_left < wait_left) {
+      // The call's own deadline ended the wait: a deadline, as gRPC's
+      // wait_for_ready would report it, with Sluice's reason.
+      AbortUpstreamUnavailable(grpc::StatusCode::DEADLINE_EXCEEDED,
+                               "not connected before the deadline", detail);
+    } else {
+      AbortUpstreamUnavailable(
+          grpc::StatusCode::UNAVAILABLE,
+          absl::StrCat("not connected within ",
+                       absl::FormatDuration(
+                           absl::Trunc(waited, absl::Milliseconds(1)))),
+          detail);
+    }
+    return true;
+  }
+  ++outstanding_;
+  pick.channel->NotifyOnStateChange(
+      pick.state, AlarmAt(mono_now + std::min(wait_left, budget_left)),
+      worker_->cq(), &connect_tag_);
+  return true;
+}
+
+void ProxyCall::OnUpstreamConnectivity(bool /*ok*/) {
+  // Changed state (maybe READY, maybe another failure) or the wait's end:
+  // StartUpstream looks again, with the budget that is left.
+  if (!local_status_ && !finish_posted_) StartUpstream();
+  Release();
+}
+
+void ProxyCall::AbortUpstreamUnavailable(grpc::StatusCode code,
+                                         const std::string& why,
+                                         const std::string& detail) {
+  const UpstreamSettings& u =
+      snap_->config->upstreams()[route_->upstream_index];
+  LogUpstreamUnavailable(u.name, u.target, detail);
+  Abort(code,
+        absl::StrCat("sluice: upstream \"", u.name, "\" unavailable (", why,
+                     ")"),
+        Reason::kUpstreamUnavailable);
 }
 
 void ProxyCall::OnUpstreamHeadersSent() {
@@ -774,6 +855,14 @@ void ProxyCall::OnUpstreamFinished(bool /*ok*/) {
         absl::ToDoubleSeconds(absl::Now() - upstream_started_at_));
   }
   u2c_.src_done = true;
+  // A status the upstream sent passes untouched; one Sluice's own channel
+  // made (no answer from the upstream at all) is Sluice's, with a reason.
+  if (upstream_status_.error_code() == grpc::StatusCode::UNAVAILABLE &&
+      !SentByUpstream(uctx_, upstream_status_)) {
+    AbortUpstreamUnavailable(grpc::StatusCode::UNAVAILABLE,
+                             "its connection failed",
+                             upstream_status_.error_message());
+  }
   MaybeFinishDownstream();
   Release();
 }

@@ -32,6 +32,7 @@
 #include "server/metrics/reason.h"
 #include "server/proxy/cq_tag.h"
 #include "server/proxy/proxy_snapshot.h"
+#include "server/proxy/upstream_pool.h"
 
 namespace sluice {
 
@@ -138,6 +139,17 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   void OnUpstreamPaceAlarm(bool ok);
   void OnClientPaceAlarm(bool ok);
   void StartUpstream();
+  // No channel of the upstream is connected: waits for one to connect
+  // (true), within the upstream's connect_wait and the call's budget, or
+  // ends the call with upstream_unavailable (true); false: start now.
+  bool WaitForUpstream(absl::Time now, absl::Time deadline,
+                       const UpstreamPool::Choice& pick);
+  void OnUpstreamConnectivity(bool ok);
+  // Ends the call with `code` (UNAVAILABLE, or DEADLINE_EXCEEDED when its
+  // deadline ended the wait) + upstream_unavailable, naming the upstream by
+  // its config name; the address and `detail` go to the log only.
+  void AbortUpstreamUnavailable(grpc::StatusCode code, const std::string& why,
+                                const std::string& detail);
   // The request's headers are on their way upstream: start receiving.
   void OnUpstreamHeadersSent();
   // Adds the upstream's (forwardable) headers to the client's.
@@ -226,6 +238,10 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   bool reply_in_finish_ = false;  // unary: the response rides with Finish
   bool idle_armed_ = false;
   bool counted_cancel_ = false;
+  // When the wait for a connecting upstream began (set by its first wait;
+  // wall clock for the budget, monotonic for the wait).
+  std::optional<absl::Time> connect_wait_started_;
+  absl::Time connect_wait_started_mono_;
   grpc::StatusCode final_code_ = grpc::StatusCode::OK;
   // For the access log.
   std::optional<Reason> reason_;
@@ -256,6 +272,7 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   MemberTag<ProxyCall> sfinish_tag_{this, &ProxyCall::OnDownstreamFinished};
   MemberTag<ProxyCall> idle_tag_{this, &ProxyCall::OnIdleAlarm};
   MemberTag<ProxyCall> stuck_tag_{this, &ProxyCall::OnStuckWriteAlarm};
+  MemberTag<ProxyCall> connect_tag_{this, &ProxyCall::OnUpstreamConnectivity};
   MemberTag<ProxyCall> grant_tag_{this, &ProxyCall::OnPermitGranted};
   MemberTag<ProxyCall> queue_tag_{this, &ProxyCall::OnQueueAlarm};
   MemberTag<ProxyCall> global_tag_{this, &ProxyCall::OnGlobalRate};

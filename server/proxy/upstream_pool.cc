@@ -1,6 +1,9 @@
 #include "server/proxy/upstream_pool.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "spdlog/spdlog.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/tls_certificate_provider.h"
@@ -14,6 +17,11 @@ namespace {
 
 // How often the upstream TLS files are re-read (besides at each reload).
 constexpr unsigned int kTlsRefreshSeconds = 60;
+
+// A channel-argument duration (config validation bounds it to an hour).
+int Millis(absl::Duration d) {
+  return static_cast<int>(absl::ToInt64Milliseconds(d));
+}
 
 // Credentials of upstream `u`. Its TLS files are read here once, so a
 // missing or unreadable one is an error now (and a failed reload), and
@@ -77,6 +85,15 @@ absl::StatusOr<std::unique_ptr<UpstreamPool>> UpstreamPool::Create(
       args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
       args.SetString(GRPC_ARG_PRIMARY_USER_AGENT_STRING, "sluice");
       args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, config.bdp_probe() ? 1 : 0);
+      // Connection backoff (subchannel.cc): the first retry after
+      // INITIAL, then x1.6 with +-20% jitter up to MAX; an attempt may
+      // take max(MIN_RECONNECT_BACKOFF, time until the next one is due), so
+      // gRPC's "min reconnect backoff" is the connect timeout.
+      args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                  Millis(u.reconnect_initial_backoff));
+      args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+                  Millis(u.reconnect_max_backoff));
+      args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, Millis(u.connect_timeout));
       if (u.keepalive_time > absl::ZeroDuration()) {
         args.SetInt(
             GRPC_ARG_KEEPALIVE_TIME_MS,
@@ -101,6 +118,66 @@ absl::StatusOr<std::unique_ptr<UpstreamPool>> UpstreamPool::Create(
   return pool;
 }
 
+bool SentByUpstream(const grpc::ClientContext& ctx,
+                    const grpc::Status& status) {
+  // gRPC core describes a status read from trailers this way (call.cc,
+  // RecvTrailingFilter); a call that never reached a connection (no
+  // address connected, wait ended) differently.
+  if (!absl::StrContains(ctx.debug_error_string(),
+                         "Error received from peer")) {
+    return false;
+  }
+  // The upstream's own trailers: its status, whatever it says.
+  if (!ctx.GetServerTrailingMetadata().empty()) return true;
+  // chttp2 ends the streams of a connection that failed with trailers it
+  // makes up (grpc_chttp2_fake_status), which read like the peer's: known
+  // by their messages (gRPC 1.51's transport errors).
+  static constexpr absl::string_view kTransportErrors[] = {
+      "keepalive watchdog timeout",
+      "Socket closed",
+      "Transport closed",
+      "Transport destroyed",
+      "Endpoint read failed",
+      "Delayed close due to in-progress write",
+      "Connection reset by peer",
+      "Broken pipe",
+      "GOAWAY received",
+      "Cancelling all calls",
+  };
+  for (absl::string_view error : kTransportErrors) {
+    if (absl::StrContains(status.error_message(), error)) return false;
+  }
+  return true;
+}
+
+void LogUpstreamUnavailable(const std::string& name, const std::string& target,
+                            const std::string& detail) {
+  static std::atomic<int64_t> next_log_ns{0};
+  const int64_t now = absl::GetCurrentTimeNanos();
+  int64_t due = next_log_ns.load(std::memory_order_relaxed);
+  if (now < due || !next_log_ns.compare_exchange_strong(
+                       due, now + absl::ToInt64Nanoseconds(absl::Seconds(1)))) {
+    return;
+  }
+  spdlog::warn("upstream \"{}\" ({}) unavailable: {}", name, target, detail);
+}
+
+const char* ConnectivityName(grpc_connectivity_state state) {
+  switch (state) {
+    case GRPC_CHANNEL_IDLE:
+      return "IDLE";
+    case GRPC_CHANNEL_CONNECTING:
+      return "CONNECTING";
+    case GRPC_CHANNEL_READY:
+      return "READY";
+    case GRPC_CHANNEL_TRANSIENT_FAILURE:
+      return "TRANSIENT_FAILURE";
+    case GRPC_CHANNEL_SHUTDOWN:
+      return "SHUTDOWN";
+  }
+  return "UNKNOWN";
+}
+
 bool UpstreamPool::TlsFilesChanged() const {
   for (const auto& [path, contents] : tls_files_) {
     auto now = ReadSmallFile(path, "tls");
@@ -109,10 +186,20 @@ bool UpstreamPool::TlsFilesChanged() const {
   return false;
 }
 
-grpc::GenericStub* UpstreamPool::Pick(int index) {
+UpstreamPool::Choice UpstreamPool::Pick(int index) {
   Upstream& up = *upstreams_[index];
-  uint32_t n = up.next.fetch_add(1, std::memory_order_relaxed);
-  return up.stubs[n % up.stubs.size()].get();
+  const uint32_t n = up.next.fetch_add(1, std::memory_order_relaxed);
+  const size_t size = up.stubs.size();
+  for (size_t i = 0; i < size; ++i) {
+    const size_t k = (n + i) % size;
+    if (up.channels[k]->GetState(/*try_to_connect=*/false) ==
+        GRPC_CHANNEL_READY) {
+      return {up.stubs[k].get(), up.channels[k].get(), GRPC_CHANNEL_READY};
+    }
+  }
+  const size_t k = n % size;
+  return {up.stubs[k].get(), up.channels[k].get(),
+          up.channels[k]->GetState(/*try_to_connect=*/true)};
 }
 
 }  // namespace sluice

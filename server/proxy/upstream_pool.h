@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "server/config/config.h"
 
@@ -33,8 +34,16 @@ class UpstreamPool {
   // files: call from the control thread, never from a worker.
   bool TlsFilesChanged() const;
 
-  // A stub of upstream `index` (index into Config::upstreams()).
-  grpc::GenericStub* Pick(int index);
+  // A channel of upstream `index` (index into Config::upstreams()) for a
+  // new call: round robin, but a READY channel before one that is not.
+  // `state` is the chosen channel's state: READY unless none of them is
+  // (an IDLE one is asked to connect).
+  struct Choice {
+    grpc::GenericStub* stub;
+    grpc::Channel* channel;
+    grpc_connectivity_state state;
+  };
+  Choice Pick(int index);
 
   int size() const { return static_cast<int>(upstreams_.size()); }
   const std::string& name(int index) const { return upstreams_[index]->name; }
@@ -54,6 +63,20 @@ class UpstreamPool {
   // (path, contents) of every upstream TLS file, as read by Create.
   std::vector<std::pair<std::string, std::string>> tls_files_;
 };
+
+// Whether the upstream itself sent `status`, the status of the call of
+// `ctx` (its trailers arrived), rather than Sluice's own channel making it
+// up (the upstream could not be reached, or its connection failed first).
+bool SentByUpstream(const grpc::ClientContext& ctx, const grpc::Status& status);
+
+// Logs that upstream `name` (at `target`, with gRPC's `detail`) could not
+// be reached: at most one line a second per process, so a flood of failing
+// calls cannot flood the log. Any thread.
+void LogUpstreamUnavailable(const std::string& name, const std::string& target,
+                            const std::string& detail);
+
+// "IDLE", "CONNECTING", "READY", "TRANSIENT_FAILURE" or "SHUTDOWN".
+const char* ConnectivityName(grpc_connectivity_state state);
 
 }  // namespace sluice
 

@@ -81,7 +81,7 @@ TEST(ConfigTest, MinimalConfigGetsEveryDefault) {
   EXPECT_EQ(upstream.target, "127.0.0.1:50051");
   EXPECT_EQ(upstream.channels, 2);
   EXPECT_EQ(upstream.lb_policy, "round_robin");
-  EXPECT_EQ(upstream.keepalive_time, absl::ZeroDuration());
+  EXPECT_EQ(upstream.keepalive_time, absl::Seconds(330));
   EXPECT_EQ(upstream.keepalive_timeout, absl::Seconds(20));
   EXPECT_FALSE(upstream.keepalive_permit_without_calls);
   EXPECT_EQ(upstream.max_message_bytes, 4194304);
@@ -116,7 +116,7 @@ TEST(ConfigTest, DefaultsAreFilledIntoTheProto) {
   EXPECT_EQ(p.proxy().max_concurrent_streams(), 1000u);
   EXPECT_EQ(p.upstreams(0).channels(), 2u);
   EXPECT_EQ(p.upstreams(0).lb_policy(), "round_robin");
-  EXPECT_EQ(p.upstreams(0).keepalive().time(), "0s");
+  EXPECT_EQ(p.upstreams(0).keepalive().time(), "5m30s");
   EXPECT_EQ(p.upstreams(0).keepalive().timeout(), "20s");
   EXPECT_EQ(p.upstreams(0).max_message_bytes(), 4194304u);
   EXPECT_FALSE(p.upstreams(0).has_tls());
@@ -813,6 +813,89 @@ TEST(ConfigErrorTest, ProcessSettingsOutOfRange) {
             "range (1..1073741824)");
 }
 
+// An upstream "a" with `target` and `extra` YAML lines in its body.
+std::string UpstreamWith(const std::string& target, const std::string& extra) {
+  return absl::StrCat("upstreams:\n  - name: a\n    target: \"", target,
+                      "\"\n", extra,
+                      "routes: [{name: r, match: {prefix: /}, upstream: a}]\n");
+}
+
+TEST(ConfigReconnectTest, LoopbackAndUnixTargetsReconnectWithinASecond) {
+  for (const char* target :
+       {"127.0.0.1:50051", "localhost:50051", "[::1]:50051",
+        "dns:///localhost:50051", "ipv4:127.0.0.1:1,127.0.0.2:2",
+        "ipv6:[::1]:50051", "unix:/run/app.sock", "unix-abstract:app"}) {
+    SCOPED_TRACE(target);
+    auto config = MustParse(UpstreamWith(target, ""));
+    ASSERT_NE(config, nullptr);
+    const UpstreamSettings& u = config->upstreams()[0];
+    EXPECT_EQ(u.reconnect_initial_backoff, absl::Milliseconds(100));
+    EXPECT_EQ(u.reconnect_max_backoff, absl::Seconds(1));
+    EXPECT_EQ(u.connect_timeout, absl::Seconds(1));
+    EXPECT_EQ(u.connect_wait, absl::Seconds(1));
+    EXPECT_EQ(config->proto().upstreams(0).reconnect().max_backoff(), "1s");
+    EXPECT_EQ(config->proto().upstreams(0).connect_wait(), "1s");
+  }
+}
+
+TEST(ConfigReconnectTest, RemoteTargetsGrowToACap) {
+  for (const char* target :
+       {"10.0.0.1:50051", "backend:50051", "dns:///backend.ns.svc:50051",
+        "ipv4:127.0.0.1:1,10.0.0.2:2", "128.0.0.1:1"}) {
+    SCOPED_TRACE(target);
+    auto config = MustParse(UpstreamWith(target, ""));
+    ASSERT_NE(config, nullptr);
+    const UpstreamSettings& u = config->upstreams()[0];
+    EXPECT_EQ(u.reconnect_initial_backoff, absl::Seconds(1));
+    EXPECT_EQ(u.reconnect_max_backoff, absl::Seconds(10));
+    EXPECT_EQ(u.connect_timeout, absl::Seconds(20));
+    EXPECT_EQ(u.connect_wait, absl::Seconds(1));
+  }
+}
+
+TEST(ConfigReconnectTest, ExplicitValues) {
+  auto config = MustParse(UpstreamWith(
+      "backend:1",
+      "    reconnect: {initial_backoff: 200ms, max_backoff: 2000ms,\n"
+      "                connect_timeout: 3s}\n"
+      "    connect_wait: 0\n"));
+  ASSERT_NE(config, nullptr);
+  const UpstreamSettings& u = config->upstreams()[0];
+  EXPECT_EQ(u.reconnect_initial_backoff, absl::Milliseconds(200));
+  EXPECT_EQ(u.reconnect_max_backoff, absl::Seconds(2));
+  EXPECT_EQ(u.connect_timeout, absl::Seconds(3));
+  EXPECT_EQ(u.connect_wait, absl::ZeroDuration());  // no wait: fail fast
+  EXPECT_EQ(config->proto().upstreams(0).reconnect().max_backoff(), "2s");
+  EXPECT_EQ(config->proto().upstreams(0).connect_wait(), "0s");
+}
+
+TEST(ConfigReconnectTest, OutOfRange) {
+  EXPECT_EQ(ErrorOf(UpstreamWith(
+                "127.0.0.1:1",
+                "    reconnect: {initial_backoff: 50ms, max_backoff: 2h,\n"
+                "                connect_timeout: 0s}\n"
+                "    connect_wait: 2h\n")),
+            "test.yaml: upstreams[0].reconnect.initial_backoff: must be "
+            "between \"100ms\" and \"1h\"\n"
+            "test.yaml: upstreams[0].reconnect.max_backoff: must be between "
+            "\"100ms\" and \"1h\"\n"
+            "test.yaml: upstreams[0].reconnect.connect_timeout: must be "
+            "between \"100ms\" and \"1h\"\n"
+            "test.yaml: upstreams[0].connect_wait: must be at most \"1h\"");
+  EXPECT_EQ(ErrorOf(UpstreamWith(
+                "127.0.0.1:1",
+                "    reconnect: {initial_backoff: 5s, max_backoff: 1s}\n")),
+            "test.yaml: upstreams[0].reconnect.max_backoff: must be at least "
+            "initial_backoff (5s)");
+  EXPECT_EQ(ErrorOf(UpstreamWith("127.0.0.1:1",
+                                 "    reconnect: {max_backoff: soon}\n"
+                                 "    connect_wait: -1s\n")),
+            "test.yaml: upstreams[0].reconnect.max_backoff: invalid duration "
+            "\"soon\" (use e.g. \"250ms\", \"1.5s\", \"2m\")\n"
+            "test.yaml: upstreams[0].connect_wait: negative duration \"-1s\" "
+            "(must be >= 0)");
+}
+
 TEST(ConfigErrorTest, BadForwardedForHeader) {
   EXPECT_EQ(ErrorOf(MinimalWith("proxy: {forwarded_for_header: \"x peer\"}\n")),
             "test.yaml: proxy.forwarded_for_header: invalid header name "
@@ -1289,6 +1372,74 @@ TEST(ConfigRestartOnlyTest, WhatAReloadPutsInEffect) {
   EXPECT_NE(e.hash(), next->hash());
   EXPECT_TRUE(next->RestartOnlyChanges(e).size() == 2);
   EXPECT_TRUE(e.RestartOnlyChanges(*running).empty());
+}
+
+// ---------------------------------------------------------------------------
+// Header limits at the edge (proxy.max_header_list_bytes, max_header_count).
+
+TEST(ConfigHeaderLimitsTest, DefaultsFitUnderADefaultGrpcServer) {
+  auto config = MustParse(kMinimal);
+  ASSERT_NE(config, nullptr);
+  // 8192 (what a default gRPC server accepts) minus 1024 for what Sluice
+  // adds when it forwards.
+  EXPECT_EQ(config->max_header_list_bytes(), 7168);
+  EXPECT_EQ(config->max_header_count(), 100);
+  EXPECT_EQ(config->proto().proxy().max_header_list_bytes(), 7168u);
+  EXPECT_EQ(config->proto().proxy().max_header_count(), 100u);
+}
+
+TEST(ConfigHeaderLimitsTest, SetAndBounds) {
+  auto config = MustParse(MinimalWith(
+      "proxy: {max_header_list_bytes: 16384, max_header_count: 250}\n"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->max_header_list_bytes(), 16384);
+  EXPECT_EQ(config->max_header_count(), 250);
+  auto edges = MustParse(MinimalWith(
+      "proxy: {max_header_list_bytes: 1024, max_header_count: 1}\n"));
+  ASSERT_NE(edges, nullptr);
+  EXPECT_EQ(edges->max_header_list_bytes(), 1024);
+  EXPECT_EQ(edges->max_header_count(), 1);
+  auto top = MustParse(MinimalWith(
+      "proxy: {max_header_list_bytes: 1048576, max_header_count: 10000}\n"));
+  ASSERT_NE(top, nullptr);
+  EXPECT_EQ(top->max_header_list_bytes(), 1048576);
+  EXPECT_EQ(top->max_header_count(), 10000);
+}
+
+TEST(ConfigHeaderLimitsTest, OutOfRange) {
+  EXPECT_EQ(ErrorOf(MinimalWith("proxy:\n"
+                                "  max_header_list_bytes: 1023\n"
+                                "  max_header_count: 10001\n")),
+            "test.yaml: proxy.max_header_list_bytes: 1023 is out of range "
+            "(1024..1048576)\n"
+            "test.yaml: proxy.max_header_count: 10001 is out of range "
+            "(1..10000)");
+  EXPECT_EQ(ErrorOf(MinimalWith("proxy: {max_header_list_bytes: 1048577}\n")),
+            "test.yaml: proxy.max_header_list_bytes: 1048577 is out of range "
+            "(1024..1048576)");
+  EXPECT_EQ(ErrorOf(MinimalWith("proxy: {max_header_count: -1}\n")).empty(),
+            false);
+}
+
+// The byte limit also sets gRPC's transport limit on the data port's
+// server: restart only. The count is checked per call: reloadable.
+TEST(ConfigHeaderLimitsTest, ByteLimitIsRestartOnlyCountIsReloadable) {
+  auto running = MustParse(kMinimal);
+  auto next = MustParse(MinimalWith(
+      "proxy: {max_header_list_bytes: 4096, max_header_count: 20}\n"));
+  ASSERT_TRUE(running && next);
+  std::vector<std::string> fields;
+  for (const SettingChange& c : next->RestartOnlyChanges(*running)) {
+    fields.push_back(absl::StrCat(c.field, " ", c.from, " -> ", c.to));
+  }
+  EXPECT_EQ(
+      fields,
+      (std::vector<std::string>{"proxy.max_header_list_bytes 7168 -> 4096"}));
+  auto effective = next->WithRestartOnlyOf(*running);
+  ASSERT_TRUE(effective.ok()) << effective.status();
+  EXPECT_EQ((*effective)->max_header_list_bytes(), 7168);
+  EXPECT_EQ((*effective)->proto().proxy().max_header_list_bytes(), 7168u);
+  EXPECT_EQ((*effective)->max_header_count(), 20);
 }
 
 // ---------------------------------------------------------------------------

@@ -39,6 +39,12 @@ std::vector<std::string> EveryRoute(const std::string& route) {
           "}"),
       absl::StrCat("sluice_rejections_total{limit=\"\",reason=\"draining\",", r,
                    "}"),
+      absl::StrCat(
+          "sluice_rejections_total{limit=\"\",reason=\"header_too_large\",", r,
+          "}"),
+      absl::StrCat("sluice_rejections_total{limit=\"\",reason=\"upstream_"
+                   "unavailable\",",
+                   r, "}"),
       absl::StrCat("sluice_route_open_calls{", r, "}"),
       absl::StrCat("sluice_stream_backpressure_seconds_total{direction=\"to_"
                    "client\",",

@@ -1,0 +1,247 @@
+"""A sidecar that follows its app, with the real sluice and demo upstream:
+Sluice starts first and the app later (as a Kubernetes native sidecar
+does), the app is killed and restarted, frozen (SIGSTOP) and thawed, and
+answers UNAVAILABLE itself.
+
+While the app is not listening, calls wait up to `connect_wait` and end
+UNAVAILABLE + `sluice-reason: upstream_unavailable`, naming the upstream by
+its config name and never its address. Once it listens, Sluice's first OK
+call and readiness SERVING follow within a bound only a defect breaks
+(the loopback reconnect backoff is at most 1 s), and no call fails after
+the first OK one. A status the app sends itself passes untouched."""
+
+import signal
+import time
+import unittest
+
+import grpc
+import harness
+from grpc.health.v1 import health_pb2, health_pb2_grpc
+from grpc.testing import empty_pb2, messages_pb2, test_pb2_grpc
+from sluice.demo.v1 import ticker_pb2, ticker_pb2_grpc
+
+# A defect bound, not a timing target: the backoff is at most 1 s and
+# connect_wait 1 s; a regression to gRPC's default backoff (up to 120 s)
+# or to a second channel still backing off shows far above it.
+RECOVERY_BOUND = 5.0
+CLIENT_DEADLINE = 10.0
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class SidecarUpstreamTest(unittest.TestCase):
+    def setUp(self):
+        self.procs = []
+        self.port = harness.closed_port()
+        self.address = f"127.0.0.1:{self.port}"
+
+    def tearDown(self):
+        for p in reversed(self.procs):
+            p.stop()
+
+    def start(self, proc):
+        self.procs.append(proc)
+        return proc
+
+    def start_sluice_with_config(self):
+        config = harness.write_config(f"""
+upstreams:
+  - name: app
+    target: "{self.address}"
+    required: true
+    connect_wait: 1s
+routes:
+  - {{name: all, match: {{prefix: "/"}}, upstream: app}}
+""")
+        return self.start(harness.start_sluice(config_path=config))
+
+    def readiness(self, sluice):
+        stub = health_pb2_grpc.HealthStub(harness.channel(sluice.admin))
+        return lambda: stub.Check(health_pb2.HealthCheckRequest(service=""),
+                                  timeout=5).status
+
+    def assert_unavailable_from_sluice(self, stub):
+        start = time.monotonic()
+        with self.assertRaises(grpc.RpcError) as e:
+            stub.EmptyCall(empty_pb2.Empty(), timeout=CLIENT_DEADLINE)
+        elapsed = time.monotonic() - start
+        err = e.exception
+        self.assertEqual(err.code(), grpc.StatusCode.UNAVAILABLE, err.details())
+        self.assertEqual(harness.trailer(err.trailing_metadata(), "sluice-reason"),
+                         "upstream_unavailable", err.details())
+        self.assertIn('upstream "app"', err.details())
+        self.assertNotIn(str(self.port), err.details())
+        self.assertNotIn("127.0.0.1", err.details())
+        # It waited for the connection (connect_wait 1 s), not the deadline.
+        self.assertLess(elapsed, CLIENT_DEADLINE / 2, err.details())
+        return elapsed
+
+    def wait_first_ok(self, stub, listening_at):
+        """Calls until one is OK; returns its time after `listening_at`.
+        Failures before it must be Sluice's upstream_unavailable."""
+        while True:
+            try:
+                stub.EmptyCall(empty_pb2.Empty(), timeout=CLIENT_DEADLINE)
+                return time.monotonic() - listening_at
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE, e.details())
+                self.assertEqual(harness.trailer(e.trailing_metadata(), "sluice-reason"),
+                                 "upstream_unavailable")
+            self.assertLess(time.monotonic() - listening_at, RECOVERY_BOUND,
+                            "no OK call within the bound after the app listens")
+
+    def wait_serving(self, health, listening_at):
+        harness.wait_until(lambda: health() == SERVING, timeout=RECOVERY_BOUND,
+                           interval=0.05, what="readiness SERVING")
+        return time.monotonic() - listening_at
+
+    def assert_no_failures(self, stub, n=40):
+        """Every call after the first OK one succeeds (both channels)."""
+        for i in range(n):
+            stub.EmptyCall(empty_pb2.Empty(), timeout=CLIENT_DEADLINE)
+
+    def test_late_app_then_restart(self):
+        sluice = self.start_sluice_with_config()
+        ch = harness.channel(sluice.data)
+        stub = test_pb2_grpc.TestServiceStub(ch)
+        health = self.readiness(sluice)
+        self.assertEqual(health(), NOT_SERVING)
+        waited = self.assert_unavailable_from_sluice(stub)
+        self.assertGreater(waited, 0.5, "the call did not wait for the upstream")
+        time.sleep(2.0)  # the app starts ~3 s after Sluice: backoff has grown
+
+        upstream = self.start(harness.start_upstream(self.address))
+        listening_at = time.monotonic()  # its ready file: it listens
+        first_ok = self.wait_first_ok(stub, listening_at)
+        serving = self.wait_serving(health, listening_at)
+        self.assert_no_failures(stub)
+        print(f"late app: first OK {first_ok:.3f}s, SERVING {serving:.3f}s after listening")
+
+        # Killed: its open stream and new calls end as Sluice's
+        # upstream_unavailable, and readiness drops.
+        stream = ticker_pb2_grpc.TickerStub(ch).Subscribe(
+            ticker_pb2.SubscribeRequest(count=0, interval_ms=50), timeout=60)
+        next(stream)
+        upstream.signal(signal.SIGKILL)
+        upstream.wait(timeout=10)
+        with self.assertRaises(grpc.RpcError) as e:
+            for _ in stream:
+                pass
+        self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual(harness.trailer(e.exception.trailing_metadata(), "sluice-reason"),
+                         "upstream_unavailable", e.exception.details())
+        self.assertNotIn(str(self.port), e.exception.details())
+        self.assert_unavailable_from_sluice(stub)
+        harness.wait_until(lambda: health() == NOT_SERVING, timeout=RECOVERY_BOUND,
+                           interval=0.05, what="readiness NOT_SERVING")
+
+        # Restarted on the same port: back within the bound.
+        restarted = self.start(harness.start_upstream(self.address))
+        listening_at = time.monotonic()
+        first_ok = self.wait_first_ok(stub, listening_at)
+        serving = self.wait_serving(health, listening_at)
+        self.assert_no_failures(stub)
+        print(f"restart: first OK {first_ok:.3f}s, SERVING {serving:.3f}s after listening")
+        self.assertIsNone(restarted.popen.poll())
+        ch.close()
+
+    def start_fast_keepalive_pair(self):
+        """A demo upstream that permits pings every 500 ms, and Sluice
+        pinging it every 1 s (keepalive timeout 1 s): scaled down together
+        from gRPC's 5 min and Sluice's default 5m30s. Its health is checked
+        every second."""
+        upstream = self.start(harness.start_upstream(
+            self.address, extra=["--min_ping_interval=500ms"]))
+        config = harness.write_config(f"""
+upstreams:
+  - name: app
+    target: "{self.address}"
+    required: true
+    keepalive: {{time: 1s, timeout: 1s}}
+    health_check: {{interval: 1s, timeout: 500ms}}
+routes:
+  - {{name: all, match: {{prefix: "/"}}, upstream: app}}
+""")
+        return upstream, self.start(harness.start_sluice(config_path=config))
+
+    def test_frozen_app_ends_streams_and_recovers(self):
+        upstream, sluice = self.start_fast_keepalive_pair()
+        ch = harness.channel(sluice.data)
+        ticker = ticker_pb2_grpc.TickerStub(ch)
+        stream = ticker.Subscribe(ticker_pb2.SubscribeRequest(count=0, interval_ms=50),
+                                  timeout=60)
+        next(stream)  # flowing
+        upstream.signal(signal.SIGSTOP)  # frozen: TCP open, nobody answers
+        frozen_at = time.monotonic()
+        try:
+            with self.assertRaises(grpc.RpcError) as e:
+                for _ in stream:
+                    pass
+            ended = time.monotonic() - frozen_at
+            err = e.exception
+            self.assertEqual(err.code(), grpc.StatusCode.UNAVAILABLE, err.details())
+            self.assertEqual(harness.trailer(err.trailing_metadata(), "sluice-reason"),
+                             "upstream_unavailable", err.details())
+            self.assertNotIn(str(self.port), err.details())
+            # keepalive time + timeout = 2 s; a defect shows as the 60 s
+            # deadline (or a hang the test runner's timeout ends).
+            self.assertLess(ended, 10.0)
+            print(f"frozen app: stream ended {ended:.3f}s after SIGSTOP")
+            # Readiness drops while it is frozen: its health Check times out.
+            # (Connectivity alone cannot tell: gRPC 1.51 counts a new TCP
+            # connection READY before the server's HTTP/2 SETTINGS, and the
+            # kernel accepts connections for a stopped process.)
+            health = self.readiness(sluice)
+            harness.wait_until(lambda: health() == NOT_SERVING, timeout=RECOVERY_BOUND,
+                               interval=0.05, what="readiness NOT_SERVING while frozen")
+            print(f"frozen app: NOT_SERVING {time.monotonic() - frozen_at:.3f}s after SIGSTOP")
+        finally:
+            upstream.signal(signal.SIGCONT)
+        thawed_at = time.monotonic()
+        stub = test_pb2_grpc.TestServiceStub(ch)
+        self.wait_first_ok(stub, thawed_at)
+        self.assert_no_failures(stub)
+        ch.close()
+
+    def test_fast_keepalive_spares_healthy_idle_streams(self):
+        _, sluice = self.start_fast_keepalive_pair()
+        ch = harness.channel(sluice.data)
+        ticker = ticker_pb2_grpc.TickerStub(ch)
+        # 3 ticks 2.5 s apart: silent for 2.5 keepalive intervals each time.
+        ticks = list(ticker.Subscribe(
+            ticker_pb2.SubscribeRequest(count=3, interval_ms=2500), timeout=30))
+        self.assertEqual([t.seq for t in ticks], [1, 2, 3])
+        ch.close()
+
+    def test_status_from_the_app_passes_untouched(self):
+        self.start(harness.start_upstream(self.address))
+        sluice = self.start_sluice_with_config()
+        ch = harness.channel(sluice.data)
+        stub = test_pb2_grpc.TestServiceStub(ch)
+        request = messages_pb2.SimpleRequest(response_status=messages_pb2.EchoStatus(
+            code=grpc.StatusCode.UNAVAILABLE.value[0], message="app says: busy"))
+        with self.assertRaises(grpc.RpcError) as e:
+            stub.UnaryCall(request, timeout=CLIENT_DEADLINE)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual(e.exception.details(), "app says: busy")
+        self.assertIsNone(harness.trailer(e.exception.trailing_metadata(), "sluice-reason"))
+        ch.close()
+
+    def test_quick_start_upstream_is_required(self):
+        sluice = self.start(harness.start_sluice(upstream=self.address))
+        health = self.readiness(sluice)
+        self.assertEqual(health(), NOT_SERVING)
+        stub = test_pb2_grpc.TestServiceStub(harness.channel(sluice.data))
+        with self.assertRaises(grpc.RpcError) as e:
+            stub.EmptyCall(empty_pb2.Empty(), timeout=CLIENT_DEADLINE)
+        self.assertEqual(harness.trailer(e.exception.trailing_metadata(), "sluice-reason"),
+                         "upstream_unavailable")
+        self.assertIn('upstream "default"', e.exception.details())
+        self.start(harness.start_upstream(self.address))
+        listening_at = time.monotonic()
+        self.wait_first_ok(stub, listening_at)
+        self.wait_serving(health, listening_at)
+
+
+if __name__ == "__main__":
+    harness.main()
