@@ -22,9 +22,12 @@ Bounds, and why:
   mark, measured at about 37 KiB per stream after 1,000 streams. Bound:
   RSS_FLOOR_KIB (8 MiB) + RSS_PER_STREAM_KIB (64 KiB) per stream of the
   fault over the baseline,
-  and a leak check where it matters most (clients reset): a second
-  identical round of 1,000 streams (the last of ROUNDS = 3) may add at
-  most ROUND_RSS_KIB = 8 MiB (a leak of 8 KiB per stream would exceed it).
+  and a leak check where it matters most (clients reset): after the first
+  round of 1,000 streams, two more identical rounds (ROUNDS = 4) may add at
+  most LEAK_RSS_KIB = 24 MiB together: a leak of 12 KiB per stream would
+  exceed it, one leaked call object per stream (~35 KB) by far. A single
+  round's RSS step is not a bound: glibc's arenas moved one round by
+  9.3 MiB and the next by 0.4 MiB on the same binary.
 """
 
 import json
@@ -46,8 +49,8 @@ from sluice.demo.v1 import ticker_pb2, ticker_pb2_grpc
 FD_SLACK = 4
 RSS_FLOOR_KIB = 8 * 1024
 RSS_PER_STREAM_KIB = 64
-ROUND_RSS_KIB = 8 * 1024
-ROUNDS = int(os.environ.get("SLUICE_FAULT_ROUNDS", "3"))
+LEAK_RSS_KIB = 24 * 1024
+ROUNDS = int(os.environ.get("SLUICE_FAULT_ROUNDS", "4"))
 
 CONFIG = """
 drain_timeout: 2s
@@ -226,25 +229,43 @@ class FaultTest(unittest.TestCase):
             stub = test_pb2_grpc.TestServiceStub(ch)
             base = proc_stats(sluice.pid)
             harness.wait_until(lambda: silent.conns, timeout=10, what="sluice to connect")
-            # With a deadline: DEADLINE_EXCEEDED at the deadline.
+            # A connection that never completes HTTP/2's handshake fails
+            # after the upstream's connect timeout (1 s for loopback), so a
+            # call ends either at its deadline (DEADLINE_EXCEEDED) or, when
+            # that failure comes first, as Sluice's UNAVAILABLE with
+            # sluice-reason upstream_unavailable; never hangs, never an
+            # unexplained UNAVAILABLE.
+            def ended_by_sluice(call):
+                code = call.code()
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    return harness.trailer(call.trailing_metadata(),
+                                           "sluice-reason") == "upstream_unavailable"
+                return code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+            # With a deadline: ended by it.
             start = time.monotonic()
             with self.assertRaises(grpc.RpcError) as e:
                 stub.EmptyCall(empty_pb2.Empty(), timeout=0.5)
-            self.assertEqual(e.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+            self.assertTrue(ended_by_sluice(e.exception), e.exception)
             self.assertLess(time.monotonic() - start, 1.5)
             # Without one: the route's default_timeout (1s) bounds it.
             start = time.monotonic()
             with self.assertRaises(grpc.RpcError) as e:
                 stub.EmptyCall(empty_pb2.Empty())
-            self.assertEqual(e.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+            self.assertTrue(ended_by_sluice(e.exception), e.exception)
             self.assertLess(time.monotonic() - start, 2.5)
-            # 200 at once, unary and streams, each ends at its own deadline.
+            # 200 at once, unary and streams, each ends by its own deadline.
             futures = [stub.EmptyCall.future(empty_pb2.Empty(), timeout=1.0) for _ in range(100)]
             streams = [ticker_pb2_grpc.TickerStub(ch).Subscribe(
                 ticker_pb2.SubscribeRequest(count=0), timeout=1.0) for _ in range(100)]
             start = time.monotonic()
-            codes = [f.code() for f in futures] + [s.code() for s in streams]
-            self.assertEqual(set(codes), {grpc.StatusCode.DEADLINE_EXCEEDED})
+            for f in futures:
+                f.exception()  # waits for the end
+            for st in streams:
+                st.code()
+            ended = [ended_by_sluice(c) for c in futures + streams]
+            self.assertTrue(all(ended),
+                            [(c.code(), c.details()) for c in futures + streams][:5])
             self.assertLess(time.monotonic() - start, 3.0)
             ch.close()
             self.assertIsNone(sluice.popen.poll())
@@ -300,7 +321,7 @@ class FaultTest(unittest.TestCase):
             after.append(self.assert_all_released(sluice, base, f"1000 streams reset, round "
                                                   f"{round_ + 1}", 1000))
         print(f"RSS after each round of 1000 reset streams: {after} KiB")
-        self.assertLess(after[-1] - after[-2], ROUND_RSS_KIB, f"RSS after each round: {after}")
+        self.assertLess(after[-1] - after[-3], LEAK_RSS_KIB, f"RSS after each round: {after}")
         ch.close()
 
     # KNOWN BUG (reported, not fixed here: server/proxy/proxy_call.cc).
