@@ -23,9 +23,9 @@ namespace sluice {
 class SignalThread {
  public:
   struct Callbacks {
-    std::function<void()> reload;  // SIGHUP
+    std::function<void()> reload;        // SIGHUP
     std::function<void(int sig)> drain;  // the first SIGTERM or SIGINT
-    std::function<void()> abort;   // the second: exit without waiting
+    std::function<void()> abort;         // the second: exit without waiting
   };
 
   // Blocks SIGTERM, SIGINT, SIGHUP and the thread's own stop signal in the

@@ -105,9 +105,9 @@ RouteStats ProxyMetrics::ForRoute(const RouteSettings* settings) {
   } else {
     // header_too_large: the edge check runs on every routed call;
     // upstream_unavailable: every route has an upstream that can be down.
-    for (Reason reason : {Reason::kDeadlineBudget, Reason::kDraining,
-                          Reason::kHeaderTooLarge,
-                          Reason::kUpstreamUnavailable}) {
+    for (Reason reason :
+         {Reason::kDeadlineBudget, Reason::kDraining, Reason::kHeaderTooLarge,
+          Reason::kUpstreamUnavailable}) {
       s.rejected[static_cast<int>(reason)] = reason_series("", reason);
     }
     if (plan.idle_timeout) {

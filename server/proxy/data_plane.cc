@@ -263,8 +263,8 @@ void DataPlane::Drain(absl::Duration timeout) {
       absl::MutexLock lock(&mu_);
       const RedisSettings& redis = current_->config->redis();
       if (redis.enabled) {
-        bound = std::max(bound, redis.connect_timeout + redis.timeout +
-                                    absl::Seconds(1));
+        bound = std::max(
+            bound, redis.connect_timeout + redis.timeout + absl::Seconds(1));
       }
     }
     const absl::Time give_up = absl::Now() + bound;

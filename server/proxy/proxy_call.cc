@@ -323,9 +323,9 @@ void ProxyCall::Admit() {
         if (client != absl::InfiniteFuture()) {
           // Past this, the upstream could not get min_budget of what the
           // offset leaves (deadline_budget.cc): stop waiting there.
-          until = std::min(until, now + (client - route_->deadline.offset -
-                                         route_->deadline.min_budget -
-                                         absl::Now()));
+          until = std::min(until,
+                           now + (client - route_->deadline.offset -
+                                  route_->deadline.min_budget - absl::Now()));
         }
         ++queue_wait_number_;
         ArmQueueAlarm(until);
@@ -421,11 +421,10 @@ void ProxyCall::OnQueueAlarm(bool ok) {
       waiting_limit_ = nullptr;
       limit->rejected.fetch_add(1, std::memory_order_relaxed);
       Abort(grpc::StatusCode::RESOURCE_EXHAUSTED,
-            absl::StrCat("sluice: waited ",
-                         absl::FormatDuration(MonoNow() - queued_at_),
-                         " in the queue of concurrency limit \"",
-                         limit->settings().name, "\" of route \"", route_->name,
-                         "\""),
+            absl::StrCat(
+                "sluice: waited ", absl::FormatDuration(MonoNow() - queued_at_),
+                " in the queue of concurrency limit \"", limit->settings().name,
+                "\" of route \"", route_->name, "\""),
             Reason::kQueueTimeout, static_cast<int>(admit_index_));
     }
     // else: a grant is on its way; OnPermitGranted goes on.
@@ -613,9 +612,9 @@ bool ProxyCall::WaitForUpstream(absl::Time now, absl::Time deadline,
     } else {
       AbortUpstreamUnavailable(
           grpc::StatusCode::UNAVAILABLE,
-          absl::StrCat("not connected within ",
-                       absl::FormatDuration(
-                           absl::Trunc(waited, absl::Milliseconds(1)))),
+          absl::StrCat(
+              "not connected within ",
+              absl::FormatDuration(absl::Trunc(waited, absl::Milliseconds(1)))),
           detail);
     }
     return true;
@@ -640,10 +639,10 @@ void ProxyCall::AbortUpstreamUnavailable(grpc::StatusCode code,
   const UpstreamSettings& u =
       snap_->config->upstreams()[route_->upstream_index];
   LogUpstreamUnavailable(u.name, u.target, detail);
-  Abort(code,
-        absl::StrCat("sluice: upstream \"", u.name, "\" unavailable (", why,
-                     ")"),
-        Reason::kUpstreamUnavailable);
+  Abort(
+      code,
+      absl::StrCat("sluice: upstream \"", u.name, "\" unavailable (", why, ")"),
+      Reason::kUpstreamUnavailable);
 }
 
 void ProxyCall::OnUpstreamHeadersSent() {
@@ -902,8 +901,7 @@ void ProxyCall::Abort(const grpc::Status& status, Reason reason, int limit) {
   if (!finish_posted_ && u2c_.writing && !stuck_armed_) {
     stuck_armed_ = true;
     ++outstanding_;
-    stuck_alarm_.Set(worker_->cq(),
-                     AlarmAt(MonoNow() + kStuckWriteGrace),
+    stuck_alarm_.Set(worker_->cq(), AlarmAt(MonoNow() + kStuckWriteGrace),
                      &stuck_tag_);
   }
 }

@@ -815,8 +815,8 @@ TEST(ConfigErrorTest, ProcessSettingsOutOfRange) {
 
 // An upstream "a" with `target` and `extra` YAML lines in its body.
 std::string UpstreamWith(const std::string& target, const std::string& extra) {
-  return absl::StrCat("upstreams:\n  - name: a\n    target: \"", target,
-                      "\"\n", extra,
+  return absl::StrCat("upstreams:\n  - name: a\n    target: \"", target, "\"\n",
+                      extra,
                       "routes: [{name: r, match: {prefix: /}, upstream: a}]\n");
 }
 

@@ -81,7 +81,7 @@ TEST_F(SignalThreadTest, NoCallbackAfterStop) {
         .abort = [&] { ++calls; },
     });
     thread.Stop();
-    thread.Stop();  // idempotent
+    thread.Stop();           // idempotent
     kill(getpid(), SIGHUP);  // stays pending: nobody takes it
   }
   EXPECT_EQ(calls.load(), 0);

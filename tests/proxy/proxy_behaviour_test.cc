@@ -117,8 +117,8 @@ TEST_P(ProxyBehaviourTest, DeadlineOffsetIsSubtracted) {
   // moves the upstream's deadline later, never earlier. Without the offset
   // it would be 100 ms later than this bound plus that transit.
   const absl::Duration transit = rec->received - sent;
-  EXPECT_LE(rec->deadline, client_deadline - absl::Milliseconds(100) +
-                               transit + absl::Milliseconds(30))
+  EXPECT_LE(rec->deadline, client_deadline - absl::Milliseconds(100) + transit +
+                               absl::Milliseconds(30))
       << "transit " << transit;
   EXPECT_GE(rec->deadline, client_deadline - absl::Milliseconds(100) -
                                absl::Milliseconds(250));
