@@ -13,9 +13,9 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "client/common/flag_check.h"
 #include "server/config/config.h"
 #include "server/config/config_watcher.h"
 #include "server/daemon.h"
@@ -103,13 +103,7 @@ int Main(int argc, char** argv) {
       "  sluice --config=FILE --check");
   // --help lists the flags of this file (absl's default lists only those
   // declared in a file named after the program).
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "server/main.cc");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  usage_config.contains_helppackage_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
+  sluice::SetUsageConfig("server/main.cc");
   absl::ParseCommandLine(argc, argv);
   // Debian's Abseil runs its deadlock detector on every Mutex operation
   // (3x the cost of a lock, and it serialises contended threads); the

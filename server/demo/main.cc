@@ -19,9 +19,9 @@
 #include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "client/common/flag_check.h"
 #include "grpcpp/security/server_credentials.h"
 #include "server/demo/demo_upstream.h"
 
@@ -94,13 +94,7 @@ int main(int argc, char** argv) {
       "  demo_upstream --listen=127.0.0.1:50051 [--ready_file=PATH]");
   // --help lists the flags of this file (absl's default lists only those
   // declared in a file named after the program).
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "server/demo/main.cc");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  usage_config.contains_helppackage_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
+  sluice::SetUsageConfig("server/demo/main.cc");
   absl::ParseCommandLine(argc, argv);
 
   // Block the stop signals before gRPC starts threads, so every thread
