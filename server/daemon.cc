@@ -145,7 +145,7 @@ void Daemon::WatchUpstreams() {
     const UpstreamSettings& u = config->upstreams()[i];
     upstreams.push_back({pool->name(i), u.required, pool->channels(i),
                          u.health_check, u.health_service, u.health_interval,
-                         u.health_timeout});
+                         u.health_timeout, pool->keepalive_failures(i)});
   }
   watched_pool_ = pool;
   upstream_health_ = std::make_unique<UpstreamHealth>(

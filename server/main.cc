@@ -53,46 +53,60 @@ namespace {
 constexpr int kExitBadConfig = 2;
 
 // The configuration: the file (or a quick-start one) plus flag overrides.
-absl::StatusOr<std::shared_ptr<const Config>> LoadWithFlags() {
-  const std::string path = absl::GetFlag(FLAGS_config);
-  sluice::config::v1::Config proto;
-  std::string source = "flags";
-  if (!path.empty()) {
-    auto loaded = LoadConfigFile(path);
-    if (!loaded.ok()) return loaded.status();
-    proto = (*loaded)->proto();
-    source = path;
-  } else {
-    if (absl::GetFlag(FLAGS_upstream).empty()) {
-      return absl::InvalidArgumentError(
-          "either --config=FILE or --upstream=HOST:PORT is required");
-    }
-    auto* up = proto.add_upstreams();
-    up->set_name("default");
-    // Quick start has one upstream and nothing to serve without it:
-    // readiness follows it (docs/reliability.md).
-    up->set_required(true);
-    auto* route = proto.add_routes();
-    route->set_name("default");
-    route->mutable_match()->set_prefix("/");
-    route->set_upstream("default");
-  }
-  if (!absl::GetFlag(FLAGS_upstream).empty()) {
-    proto.mutable_upstreams(0)->set_target(absl::GetFlag(FLAGS_upstream));
+// The command-line overrides, applied to the parsed file (or quick-start)
+// proto before its defaults are filled in.
+void ApplyFlags(sluice::config::v1::Config* proto) {
+  if (!absl::GetFlag(FLAGS_upstream).empty() && proto->upstreams_size() > 0) {
+    proto->mutable_upstreams(0)->set_target(absl::GetFlag(FLAGS_upstream));
   }
   if (!absl::GetFlag(FLAGS_listen).empty()) {
-    proto.mutable_listeners()->set_data(absl::GetFlag(FLAGS_listen));
+    proto->mutable_listeners()->set_data(absl::GetFlag(FLAGS_listen));
   }
   if (!absl::GetFlag(FLAGS_admin).empty()) {
-    proto.mutable_listeners()->set_admin(absl::GetFlag(FLAGS_admin));
+    proto->mutable_listeners()->set_admin(absl::GetFlag(FLAGS_admin));
   }
   if (!absl::GetFlag(FLAGS_metrics).empty()) {
-    proto.mutable_listeners()->set_metrics(absl::GetFlag(FLAGS_metrics));
+    proto->mutable_listeners()->set_metrics(absl::GetFlag(FLAGS_metrics));
   }
   if (absl::GetFlag(FLAGS_workers) >= 0) {
-    proto.set_workers(absl::GetFlag(FLAGS_workers));
+    proto->set_workers(absl::GetFlag(FLAGS_workers));
   }
-  return Config::FromProto(proto, source);
+}
+
+// The configuration: the file (or a quick-start one) plus flag overrides.
+// The overrides go in before defaults are filled, so a default that
+// follows the target (an upstream's reconnect backoff) follows --upstream.
+absl::StatusOr<std::shared_ptr<const Config>> LoadWithFlags() {
+  const std::string path = absl::GetFlag(FLAGS_config);
+  if (!path.empty()) {
+    bool no_upstream = false;
+    auto loaded = LoadConfigFile(path, [&](sluice::config::v1::Config* proto) {
+      no_upstream = proto->upstreams_size() == 0;
+      ApplyFlags(proto);
+    });
+    if (no_upstream && !absl::GetFlag(FLAGS_upstream).empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--upstream: ", path, " defines no upstream to point"
+                       " at it (it overrides the target of the first one)"));
+    }
+    return loaded;
+  }
+  if (absl::GetFlag(FLAGS_upstream).empty()) {
+    return absl::InvalidArgumentError(
+        "either --config=FILE or --upstream=HOST:PORT is required");
+  }
+  sluice::config::v1::Config proto;
+  auto* up = proto.add_upstreams();
+  up->set_name("default");
+  // Quick start has one upstream and nothing to serve without it:
+  // readiness follows it (docs/reliability.md).
+  up->set_required(true);
+  auto* route = proto.add_routes();
+  route->set_name("default");
+  route->mutable_match()->set_prefix("/");
+  route->set_upstream("default");
+  ApplyFlags(&proto);
+  return Config::FromProto(proto, "flags");
 }
 
 int Main(int argc, char** argv) {

@@ -5,6 +5,13 @@
 // answered SERVING); the overall service "" is NOT_SERVING while any
 // upstream marked `required` is not serving.
 //
+// A keepalive timeout (the pool counts those its calls meet) marks the
+// upstream frozen: not serving, whatever its channels say (a stopped
+// process's kernel still accepts connections), until a Check is answered:
+// SERVING with a health_check; without one, any answer but UNAVAILABLE or
+// DEADLINE_EXCEEDED (UNIMPLEMENTED too: the process is running), asked
+// every second while the upstream is marked.
+//
 // Owned by the Daemon. Runs one thread of its own with a completion queue
 // (channel NotifyOnStateChange, re-armed at most every second, so it also
 // nudges idle channels to reconnect; health Checks, one in flight per
@@ -43,6 +50,9 @@ class UpstreamHealth {
     std::string health_service;
     absl::Duration health_interval = absl::Seconds(5);
     absl::Duration health_timeout = absl::Seconds(1);
+    // Keepalive timeouts met by calls to this upstream (UpstreamPool's
+    // count; it outlives this watcher). Null: not counted.
+    const std::atomic<uint64_t>* keepalive_failures = nullptr;
   };
   // (service, serving): "" for the overall status, else an upstream name.
   using Report = std::function<void(const std::string&, bool)>;
@@ -68,6 +78,7 @@ class UpstreamHealth {
   };
   struct Probe {
     int upstream;
+    bool health_check;  // else asked only while the upstream is frozen
     std::unique_ptr<grpc::health::v1::Health::Stub> stub;
     std::unique_ptr<grpc::ClientContext> ctx;
     grpc::health::v1::HealthCheckResponse response;
@@ -80,11 +91,20 @@ class UpstreamHealth {
     ProbeTag next{{Tag::kNextCheck}, this};
     absl::Time due;  // of the next Check
     bool serving = false;
-    bool waiting = false;  // `alarm` is set (else a Check is in flight)
+    bool waiting = false;  // `alarm` is set
+    bool busy = false;     // a Check is in flight or `alarm` is set
   };
   void Run();
   void Arm(Watch* w);
   void StartCheck(Probe* p);
+  // After a Check or a wait: the next Check now, an alarm for it, or
+  // nothing (a probe without health_check whose upstream is not frozen).
+  void Schedule(Probe* p);
+  void OnCheckDone(Probe* p);
+  // Marks `upstream` frozen if its calls met a new keepalive timeout.
+  void ReadKeepaliveFailures(int upstream);
+  // Asks `p` for a Check now (ends its wait; one in flight is left).
+  void CheckSoon(Probe* p);
   // A channel of `upstream` just became READY.
   void OnConnected(int upstream);
   void Publish(bool force);
@@ -94,8 +114,11 @@ class UpstreamHealth {
   grpc::CompletionQueue cq_;
   std::vector<std::unique_ptr<Watch>> watches_;
   std::vector<std::unique_ptr<Probe>> probes_;
-  std::vector<Probe*> probe_of_;  // by upstream; null: no health_check
+  std::vector<Probe*> probe_of_;  // by upstream; null: no channels
   std::vector<int> serving_;      // last reported per upstream: -1 unknown
+  std::vector<bool> frozen_;      // by upstream: a keepalive timeout seen
+  std::vector<uint64_t> failures_seen_;  // keepalive_failures last read
+  int outstanding_ = 0;                  // tags out on cq_
   int overall_ = -1;
   std::atomic<bool> stopping_{false};
   std::thread thread_;

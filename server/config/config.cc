@@ -369,6 +369,14 @@ void CheckUpstream(pb::Upstream* upstream, const std::string& path,
     errors->Add(path + ".keepalive.timeout",
                 "must be greater than 0 (default \"20s\")");
   }
+  // gRPC takes both as int milliseconds.
+  if (out->keepalive_time > absl::Hours(24)) {
+    errors->Add(path + ".keepalive.time",
+                "must be at most \"24h\" (\"0s\" turns keepalive off)");
+  }
+  if (out->keepalive_timeout > absl::Hours(1)) {
+    errors->Add(path + ".keepalive.timeout", "must be at most \"1h\"");
+  }
   out->keepalive_permit_without_calls = keepalive->permit_without_calls();
 
   if (upstream->max_message_bytes() == 0) {
@@ -1306,7 +1314,7 @@ std::string CanonicalDuration(absl::Duration d) {
 
 absl::StatusOr<std::shared_ptr<const Config>> ParseConfigYaml(
     std::string_view yaml, std::string_view source_view,
-    const std::string& base_dir) {
+    const std::string& base_dir, const ConfigEdit& edit) {
   const absl::string_view source(source_view.data(), source_view.size());
   pb::Config proto;
   // Schema errors do not hide the semantic ones: what fits the schema is
@@ -1317,11 +1325,12 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfigYaml(
     return WithSource(status, source);
   }
   if (!base_dir.empty()) ResolveRelativePaths(base_dir, &proto);
+  if (edit) edit(&proto);
   return Config::FromProto(proto, source_view, schema);
 }
 
 absl::StatusOr<std::shared_ptr<const Config>> LoadConfigFile(
-    const std::string& path) {
+    const std::string& path, const ConfigEdit& edit) {
   const FileRead file = ReadFileUpTo(path, kMaxFileBytes);
   if (file.open_errno != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -1338,7 +1347,7 @@ absl::StatusOr<std::shared_ptr<const Config>> LoadConfigFile(
   const size_t slash = path.rfind('/');
   const std::string base_dir =
       slash == std::string::npos ? "" : path.substr(0, slash + 1);
-  return ParseConfigYaml(file.bytes, path, base_dir);
+  return ParseConfigYaml(file.bytes, path, base_dir, edit);
 }
 
 }  // namespace sluice

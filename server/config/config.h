@@ -7,6 +7,7 @@
 #define SLUICE_SERVER_CONFIG_CONFIG_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -241,16 +242,21 @@ std::string CanonicalDuration(absl::Duration d);
 // Parses YAML text (the file's contents) into a validated Config. `source`
 // names the file in error messages. With `base_dir` ("dir/"), relative
 // file paths in the config are taken relative to it.
+// `edit`, if set, changes the parsed proto before it is validated and its
+// unset fields get their defaults (command-line overrides: a default that
+// depends on another field, such as an upstream's reconnect backoff on its
+// target, then follows the overridden value).
+using ConfigEdit = std::function<void(sluice::config::v1::Config*)>;
 absl::StatusOr<std::shared_ptr<const Config>> ParseConfigYaml(
     std::string_view yaml, std::string_view source,
-    const std::string& base_dir = "");
+    const std::string& base_dir = "", const ConfigEdit& edit = nullptr);
 
 // Reads and parses a config file. A missing/unreadable file is an error
 // naming the path. Relative file paths in it (access_log.path, tls.*,
 // upstreams[].tls.*, admin.bearer_token_file, metrics.descriptor_sets) are
 // relative to the file's directory.
 absl::StatusOr<std::shared_ptr<const Config>> LoadConfigFile(
-    const std::string& path);
+    const std::string& path, const ConfigEdit& edit = nullptr);
 
 }  // namespace sluice
 

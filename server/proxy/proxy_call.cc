@@ -32,6 +32,11 @@ constexpr int kMessageFlushBatch = 64;
 // completes in far less, and keeps the status and sluice-reason.
 constexpr absl::Duration kStuckWriteGrace = absl::Milliseconds(250);
 
+// The longest a call waiting for a connecting upstream waits before it
+// looks again (a cancelled or drained call outlives its end by at most
+// this much); a state change ends the wait at once.
+constexpr absl::Duration kConnectWatchSlice = absl::Milliseconds(100);
+
 std::string_view View(const grpc::string_ref& s) {
   return std::string_view(s.data(), s.size());
 }
@@ -619,9 +624,12 @@ bool ProxyCall::WaitForUpstream(absl::Time now, absl::Time deadline,
     }
     return true;
   }
+  // A state watch cannot be cancelled: watch in short slices, so a call
+  // that ends meanwhile (cancelled, drained) is gone within one slice.
   ++outstanding_;
   pick.channel->NotifyOnStateChange(
-      pick.state, AlarmAt(mono_now + std::min(wait_left, budget_left)),
+      pick.state,
+      AlarmAt(mono_now + std::min({wait_left, budget_left, kConnectWatchSlice})),
       worker_->cq(), &connect_tag_);
   return true;
 }
@@ -856,11 +864,22 @@ void ProxyCall::OnUpstreamFinished(bool /*ok*/) {
   u2c_.src_done = true;
   // A status the upstream sent passes untouched; one Sluice's own channel
   // made (no answer from the upstream at all) is Sluice's, with a reason.
+  // Responses already read from the upstream still go to the client
+  // first, like those before an upstream's own error.
   if (upstream_status_.error_code() == grpc::StatusCode::UNAVAILABLE &&
+      !local_status_ && !finish_posted_ &&
       !SentByUpstream(uctx_, upstream_status_)) {
-    AbortUpstreamUnavailable(grpc::StatusCode::UNAVAILABLE,
-                             "its connection failed",
-                             upstream_status_.error_message());
+    const UpstreamSettings& u =
+        snap_->config->upstreams()[route_->upstream_index];
+    LogUpstreamUnavailable(u.name, u.target, upstream_status_.error_message());
+    if (IsKeepaliveTimeout(upstream_status_)) {
+      snap_->pool->NoteKeepaliveFailure(route_->upstream_index);
+    }
+    upstream_status_ = grpc::Status(
+        grpc::StatusCode::UNAVAILABLE,
+        absl::StrCat("sluice: upstream \"", u.name,
+                     "\" unavailable (its connection failed)"));
+    NoteRejected(Reason::kUpstreamUnavailable, /*limit=*/-1);
   }
   MaybeFinishDownstream();
   Release();
@@ -873,6 +892,16 @@ void ProxyCall::Abort(grpc::StatusCode code, const std::string& message,
   Abort(grpc::Status(code, message), reason, limit);
 }
 
+void ProxyCall::NoteRejected(Reason reason, int limit) {
+  reason_ = reason;
+  prometheus::Counter* rejected =
+      limit >= 0 ? stats_->limit_rejected[limit][static_cast<int>(reason)]
+                 : stats_->rejected[static_cast<int>(reason)];
+  if (rejected != nullptr) rejected->Increment();
+  sctx_.AddTrailingMetadata(std::string(kReasonTrailer),
+                            std::string(ReasonName(reason)));
+}
+
 void ProxyCall::Abort(const grpc::Status& status, Reason reason, int limit) {
   if (local_status_ || finish_posted_) return;
   LeaveQueue();
@@ -880,18 +909,12 @@ void ProxyCall::Abort(const grpc::Status& status, Reason reason, int limit) {
   // a write stuck behind a client that does not read.
   permits_.clear();
   local_status_ = status;
-  reason_ = reason;
   // Rate rejections set the x-ratelimit-* trailers themselves.
   if (header_limit_ != nullptr && (reason == Reason::kConcurrencyLimited ||
                                    reason == Reason::kQueueTimeout)) {
     SetRateLimitHeaders(/*trailers=*/true);
   }
-  prometheus::Counter* rejected =
-      limit >= 0 ? stats_->limit_rejected[limit][static_cast<int>(reason)]
-                 : stats_->rejected[static_cast<int>(reason)];
-  if (rejected != nullptr) rejected->Increment();
-  sctx_.AddTrailingMetadata(std::string(kReasonTrailer),
-                            std::string(ReasonName(reason)));
+  NoteRejected(reason, limit);
   if (upstream_started_ && !upstream_finished_) uctx_.TryCancel();
   u2c_.queue.clear();
   c2u_.queue.clear();

@@ -161,6 +161,9 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   void Abort(grpc::StatusCode code, const std::string& message, Reason reason,
              int limit = -1);
   void Abort(const grpc::Status& status, Reason reason, int limit = -1);
+  // Records `reason` as the call's: its counter and the sluice-reason
+  // trailer (Abort does; so does a rewritten upstream status).
+  void NoteRejected(Reason reason, int limit);
   // Tracks whether a pump's reads wait for its window (backpressure).
   void NoteBlocked(Pump& p, bool blocked);
   void MaybeFinishDownstream();

@@ -150,6 +150,12 @@ bool SentByUpstream(const grpc::ClientContext& ctx,
   return true;
 }
 
+bool IsKeepaliveTimeout(const grpc::Status& status) {
+  // chttp2's message for a ping without an answer (gRPC 1.51's
+  // keepalive watchdog).
+  return absl::StrContains(status.error_message(), "keepalive watchdog timeout");
+}
+
 void LogUpstreamUnavailable(const std::string& name, const std::string& target,
                             const std::string& detail) {
   static std::atomic<int64_t> next_log_ns{0};

@@ -51,6 +51,16 @@ class UpstreamPool {
   const std::vector<std::shared_ptr<grpc::Channel>>& channels(int index) const {
     return upstreams_[index]->channels;
   }
+  // A call to upstream `index` lost its connection to a keepalive timeout
+  // (the upstream is frozen, or the link to it): counted here for the
+  // health watcher, which reads the count. Any thread.
+  void NoteKeepaliveFailure(int index) {
+    upstreams_[index]->keepalive_failures.fetch_add(1,
+                                                    std::memory_order_relaxed);
+  }
+  const std::atomic<uint64_t>* keepalive_failures(int index) const {
+    return &upstreams_[index]->keepalive_failures;
+  }
 
  private:
   struct Upstream {
@@ -58,6 +68,7 @@ class UpstreamPool {
     std::vector<std::shared_ptr<grpc::Channel>> channels;
     std::vector<std::unique_ptr<grpc::GenericStub>> stubs;
     std::atomic<uint32_t> next{0};
+    std::atomic<uint64_t> keepalive_failures{0};
   };
   std::vector<std::unique_ptr<Upstream>> upstreams_;
   // (path, contents) of every upstream TLS file, as read by Create.
@@ -68,6 +79,10 @@ class UpstreamPool {
 // `ctx` (its trailers arrived), rather than Sluice's own channel making it
 // up (the upstream could not be reached, or its connection failed first).
 bool SentByUpstream(const grpc::ClientContext& ctx, const grpc::Status& status);
+
+// Whether `status`, one SentByUpstream() says Sluice's channel made, ended
+// the call because the connection's keepalive ping went unanswered.
+bool IsKeepaliveTimeout(const grpc::Status& status);
 
 // Logs that upstream `name` (at `target`, with gRPC's `detail`) could not
 // be reached: at most one line a second per process, so a flood of failing

@@ -896,6 +896,35 @@ TEST(ConfigReconnectTest, OutOfRange) {
             "(must be >= 0)");
 }
 
+TEST(ConfigReconnectTest, DefaultsFollowAnEditedTarget) {
+  // What `sluice --config=F --upstream=T` does: the file's loopback target
+  // replaced by a remote one before defaults are filled in.
+  auto config = ParseConfigYaml(
+      UpstreamWith("127.0.0.1:1", ""), kSource, "",
+      [](sluice::config::v1::Config* proto) {
+        proto->mutable_upstreams(0)->set_target("backend.example:443");
+      });
+  ASSERT_TRUE(config.ok()) << config.status();
+  const UpstreamSettings& u = (*config)->upstreams()[0];
+  EXPECT_EQ(u.target, "backend.example:443");
+  EXPECT_EQ(u.reconnect_max_backoff, absl::Seconds(10));
+  EXPECT_EQ(u.connect_timeout, absl::Seconds(20));
+}
+
+TEST(ConfigErrorTest, KeepaliveOutOfRange) {
+  EXPECT_EQ(ErrorOf(UpstreamWith("127.0.0.1:1",
+                                 "    keepalive: {time: 25h, timeout: 2h}\n")),
+            "test.yaml: upstreams[0].keepalive.time: must be at most \"24h\" "
+            "(\"0s\" turns keepalive off)\n"
+            "test.yaml: upstreams[0].keepalive.timeout: must be at most "
+            "\"1h\"");
+  // The largest values gRPC's int milliseconds hold comfortably are fine.
+  auto config = MustParse(
+      UpstreamWith("127.0.0.1:1", "    keepalive: {time: 24h, timeout: 1h}\n"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->upstreams()[0].keepalive_time, absl::Hours(24));
+}
+
 TEST(ConfigErrorTest, BadForwardedForHeader) {
   EXPECT_EQ(ErrorOf(MinimalWith("proxy: {forwarded_for_header: \"x peer\"}\n")),
             "test.yaml: proxy.forwarded_for_header: invalid header name "

@@ -43,8 +43,8 @@ class SidecarUpstreamTest(unittest.TestCase):
         self.procs.append(proc)
         return proc
 
-    def start_sluice_with_config(self):
-        config = harness.write_config(f"""
+    def start_sluice_with_config(self, extra=""):
+        config = harness.write_config(f"""{extra}
 upstreams:
   - name: app
     target: "{self.address}"
@@ -145,21 +145,59 @@ routes:
         self.assertIsNone(restarted.popen.poll())
         ch.close()
 
-    def start_fast_keepalive_pair(self):
+    def test_connection_lost_delivers_what_was_read(self):
+        """Responses Sluice already read from the upstream still reach the
+        client before the upstream_unavailable status when the upstream's
+        connection fails (as they would before an error the app sent)."""
+        upstream = self.start(harness.start_upstream(self.address))
+        # Sluice may hold up to 64 responses read from the upstream and not
+        # yet written to the client.
+        sluice = self.start_sluice_with_config(extra="proxy: {stream_window: 64}")
+        ch = harness.channel(sluice.data)
+        size = 256 * 1024  # each over the client's 64 KiB stream window
+        request = messages_pb2.StreamingOutputCallRequest(response_parameters=[
+            messages_pb2.ResponseParameters(size=size, interval_us=50_000)
+            for _ in range(400)])
+        stream = test_pb2_grpc.TestServiceStub(ch).StreamingOutputCall(
+            request, timeout=CLIENT_DEADLINE * 3)
+        # The client reads nothing yet: Sluice's first write to it waits on
+        # its window, and Sluice reads and holds each response the upstream
+        # sends (one per 50 ms, ~40 in these 2 s), with a read posted for
+        # the next: when the upstream dies, that read fails at once and the
+        # status comes while Sluice holds them.
+        time.sleep(2.0)
+        upstream.signal(signal.SIGKILL)
+        upstream.wait(timeout=10)
+        time.sleep(0.5)  # Sluice meets the failure before the client reads
+        received = 0
+        with self.assertRaises(grpc.RpcError) as e:
+            for response in stream:
+                self.assertEqual(len(response.payload.body), size)
+                received += 1
+        self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual(harness.trailer(e.exception.trailing_metadata(), "sluice-reason"),
+                         "upstream_unavailable", e.exception.details())
+        # Dropping what Sluice held would leave the write in flight (and
+        # what the client's transport had buffered): a few at most.
+        self.assertGreaterEqual(received, 10)
+        print(f"connection lost: {received} of 400 responses delivered before the status")
+        ch.close()
+
+    def start_fast_keepalive_pair(self, health_check=True):
         """A demo upstream that permits pings every 500 ms, and Sluice
         pinging it every 1 s (keepalive timeout 1 s): scaled down together
-        from gRPC's 5 min and Sluice's default 5m30s. Its health is checked
-        every second."""
+        from gRPC's 5 min and Sluice's default 5m30s. With `health_check`,
+        its health is checked every second."""
         upstream = self.start(harness.start_upstream(
             self.address, extra=["--min_ping_interval=500ms"]))
+        check = "    health_check: {interval: 1s, timeout: 500ms}\n" if health_check else ""
         config = harness.write_config(f"""
 upstreams:
   - name: app
     target: "{self.address}"
     required: true
     keepalive: {{time: 1s, timeout: 1s}}
-    health_check: {{interval: 1s, timeout: 500ms}}
-routes:
+{check}routes:
   - {{name: all, match: {{prefix: "/"}}, upstream: app}}
 """)
         return upstream, self.start(harness.start_sluice(config_path=config))
@@ -198,6 +236,46 @@ routes:
         finally:
             upstream.signal(signal.SIGCONT)
         thawed_at = time.monotonic()
+        stub = test_pb2_grpc.TestServiceStub(ch)
+        self.wait_first_ok(stub, thawed_at)
+        self.assert_no_failures(stub)
+        ch.close()
+
+    def test_frozen_app_without_health_check_drops_readiness(self):
+        """No health_check: the keepalive timeout its stream met marks the
+        app frozen (its channels alone would look READY), and readiness
+        comes back by itself once the app answers again."""
+        upstream, sluice = self.start_fast_keepalive_pair(health_check=False)
+        health = self.readiness(sluice)
+        harness.wait_until(lambda: health() == SERVING, timeout=RECOVERY_BOUND,
+                           interval=0.05, what="readiness SERVING")
+        ch = harness.channel(sluice.data)
+        stream = ticker_pb2_grpc.TickerStub(ch).Subscribe(
+            ticker_pb2.SubscribeRequest(count=0, interval_ms=50), timeout=60)
+        next(stream)
+        upstream.signal(signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        try:
+            with self.assertRaises(grpc.RpcError) as e:
+                for _ in stream:
+                    pass
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertEqual(harness.trailer(e.exception.trailing_metadata(),
+                                             "sluice-reason"), "upstream_unavailable")
+            harness.wait_until(lambda: health() == NOT_SERVING, timeout=RECOVERY_BOUND,
+                               interval=0.05, what="readiness NOT_SERVING while frozen")
+            print(f"frozen app, no health_check: NOT_SERVING "
+                  f"{time.monotonic() - frozen_at:.3f}s after SIGSTOP")
+            # It stays down while the app is frozen (asked every second).
+            watch_until = time.monotonic() + 2.5
+            while time.monotonic() < watch_until:
+                self.assertEqual(health(), NOT_SERVING, "SERVING while frozen")
+                time.sleep(0.1)
+        finally:
+            upstream.signal(signal.SIGCONT)
+        thawed_at = time.monotonic()
+        serving = self.wait_serving(health, thawed_at)
+        print(f"frozen app, no health_check: SERVING {serving:.3f}s after SIGCONT")
         stub = test_pb2_grpc.TestServiceStub(ch)
         self.wait_first_ok(stub, thawed_at)
         self.assert_no_failures(stub)
