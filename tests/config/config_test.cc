@@ -1603,7 +1603,9 @@ TEST(ExamplesTest, SidecarListensForProbes) {
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   const Config& config = **loaded;
   EXPECT_EQ(config.data_address(), "0.0.0.0:8080");
-  EXPECT_EQ(config.admin_address(), "0.0.0.0:9901");
+  // The admin API on loopback; the kubelet's probes on the health-only port.
+  EXPECT_EQ(config.admin_address(), "127.0.0.1:9901");
+  EXPECT_EQ(config.health_address(), "0.0.0.0:9902");
   EXPECT_EQ(config.upstreams()[0].target, "127.0.0.1:50051");
   ASSERT_EQ(config.routes().size(), 1u);
   EXPECT_EQ(config.routes()[0].match, "/");
