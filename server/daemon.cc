@@ -38,7 +38,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
     for (const auto& [field, address] :
          {std::pair{"listeners.data", (*config)->data_address()},
           std::pair{"listeners.admin", (*config)->admin_address()},
-          std::pair{"listeners.metrics", (*config)->metrics_address()}}) {
+          std::pair{"listeners.metrics", (*config)->metrics_address()},
+          std::pair{"listeners.health", (*config)->health_address()}}) {
+      if (address.empty()) continue;  // listeners.health off
       absl::Status can_listen = CheckListener(field, address);
       if (!can_listen.ok()) busy.push_back(std::string(can_listen.message()));
     }
@@ -102,19 +104,24 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
       std::make_shared<LimitCollector>(&d->data_plane_->limits());
   d->exposer_->RegisterCollectable(d->limit_collector_);
 
-  auto admin = AdminServer::Start(c.admin_address(), d.get());
+  auto admin =
+      AdminServer::Start(c.admin_address(), d.get(), c.health_address());
   if (!admin.ok()) return admin.status();
   d->admin_ = std::move(*admin);
   d->admin_address_ = WithPort(c.admin_address(), d->admin_->port());
+  if (!c.health_address().empty()) {
+    d->health_address_ = WithPort(c.health_address(), d->admin_->health_port());
+  }
   {
     absl::MutexLock lock(&d->control_mu_);
     d->WatchUpstreams();
   }
 
   spdlog::info(
-      "sluice {} serving data={} admin={} metrics={} workers={} "
+      "sluice {} serving data={} admin={} metrics={}{} workers={} "
       "config={} ({})",
       kSluiceVersion, d->data_address_, d->admin_address_, d->metrics_address_,
+      d->health_address_.empty() ? "" : " health=" + d->health_address_,
       c.workers(), c.source(), c.hash());
   if (!ready_file.empty()) {
     auto status = d->WriteReadyFile(ready_file);
@@ -173,9 +180,15 @@ absl::Status Daemon::WriteReadyFile(const std::string& path) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
+    // "health" only when listeners.health is set.
     out << absl::StrFormat(
-        "{\"data\":\"%s\",\"admin\":\"%s\",\"metrics\":\"%s\",\"pid\":%d}\n",
-        data_address_, admin_address_, metrics_address_, getpid());
+        "{\"data\":\"%s\",\"admin\":\"%s\",\"metrics\":\"%s\",%s"
+        "\"pid\":%d}\n",
+        data_address_, admin_address_, metrics_address_,
+        health_address_.empty()
+            ? ""
+            : absl::StrFormat("\"health\":\"%s\",", health_address_),
+        getpid());
     if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
@@ -271,6 +284,7 @@ sluice::admin::v1::GetStatusResponse Daemon::Status() {
   r.set_data_address(data_address_);
   r.set_admin_address(admin_address_);
   r.set_metrics_address(metrics_address_);
+  r.set_health_address(health_address_);
   return r;
 }
 

@@ -82,6 +82,7 @@ class Daemon : public AdminBackend {
   std::string data_address_;
   std::string admin_address_;
   std::string metrics_address_;
+  std::string health_address_;  // empty: listeners.health is off
 
   absl::Mutex control_mu_;
   bool drain_requested_ ABSL_GUARDED_BY(control_mu_) = false;

@@ -32,6 +32,8 @@ ABSL_FLAG(std::string, admin, "",
           "Admin port address, overrides listeners.admin.");
 ABSL_FLAG(std::string, metrics, "",
           "Metrics port address, overrides listeners.metrics.");
+ABSL_FLAG(std::string, health, "",
+          "Health-only gRPC port address, overrides listeners.health.");
 ABSL_FLAG(std::string, upstream, "",
           "Quick start without --config: forward every method to this gRPC "
           "target (host:port), required for readiness. With --config: "
@@ -67,6 +69,9 @@ void ApplyFlags(sluice::config::v1::Config* proto) {
   }
   if (!absl::GetFlag(FLAGS_metrics).empty()) {
     proto->mutable_listeners()->set_metrics(absl::GetFlag(FLAGS_metrics));
+  }
+  if (!absl::GetFlag(FLAGS_health).empty()) {
+    proto.mutable_listeners()->set_health(absl::GetFlag(FLAGS_health));
   }
   if (absl::GetFlag(FLAGS_workers) >= 0) {
     proto->set_workers(absl::GetFlag(FLAGS_workers));

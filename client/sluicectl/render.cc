@@ -66,6 +66,9 @@ std::string RenderStatus(const sluice::admin::v1::GetStatusResponse& s) {
   t.AddRow({"data address", s.data_address()});
   t.AddRow({"admin address", s.admin_address()});
   t.AddRow({"metrics address", s.metrics_address()});
+  if (!s.health_address().empty()) {
+    t.AddRow({"health address", s.health_address()});
+  }
   return t.Render();
 }
 

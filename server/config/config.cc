@@ -1047,7 +1047,7 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
     const char* default_address;
     HostPort parsed;
     bool ok;
-  } parsed[3] = {
+  } parsed[4] = {
       {"listeners.data",
        listeners->mutable_data(),
        kDefaultDataAddress,
@@ -1063,16 +1063,21 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
        kDefaultMetricsAddress,
        {},
        false},
+      // Optional: empty (the default) is off.
+      {"listeners.health", listeners->mutable_health(), nullptr, {}, false},
   };
   for (Listener& listener : parsed) {
-    if (listener.address->empty()) *listener.address = listener.default_address;
+    if (listener.address->empty()) {
+      if (listener.default_address == nullptr) continue;
+      *listener.address = listener.default_address;
+    }
     std::string reason;
     listener.ok = ParseAddress(*listener.address, &listener.parsed, &reason);
     if (!listener.ok) errors.Add(listener.path, reason);
     // One that did not fit the schema took the default: no port conflict.
     if (errors.Dropped(listener.path)) listener.ok = false;
   }
-  for (int j = 1; j < 3; ++j) {
+  for (int j = 1; j < 4; ++j) {
     for (int i = 0; i < j; ++i) {
       const HostPort& a = parsed[i].parsed;
       const HostPort& b = parsed[j].parsed;
@@ -1088,6 +1093,7 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
   config->data_address_ = listeners->data();
   config->admin_address_ = listeners->admin();
   config->metrics_address_ = listeners->metrics();
+  config->health_address_ = listeners->health();
 
   // Workers: 0 stays 0 in the proto (so the hash is the same on every
   // machine); workers() resolves it to the core count.
@@ -1297,6 +1303,7 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::WithRestartOnlyOf(
   config->data_address_ = running.data_address_;
   config->admin_address_ = running.admin_address_;
   config->metrics_address_ = running.metrics_address_;
+  config->health_address_ = running.health_address_;
   config->workers_ = running.workers_;
   config->max_receive_message_bytes_ = running.max_receive_message_bytes_;
   config->max_concurrent_streams_ = running.max_concurrent_streams_;

@@ -158,6 +158,8 @@ class Config {
   const std::string& data_address() const { return data_address_; }
   const std::string& admin_address() const { return admin_address_; }
   const std::string& metrics_address() const { return metrics_address_; }
+  // listeners.health: the health-only gRPC port; empty: none.
+  const std::string& health_address() const { return health_address_; }
   int workers() const { return workers_; }  // resolved: never 0
   absl::Duration drain_timeout() const { return drain_timeout_; }
   int stream_window() const { return stream_window_; }
@@ -215,6 +217,7 @@ class Config {
   std::string data_address_;
   std::string admin_address_;
   std::string metrics_address_;
+  std::string health_address_;
   int workers_ = 1;
   absl::Duration drain_timeout_ = absl::Seconds(30);
   int stream_window_ = 2;

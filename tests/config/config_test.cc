@@ -67,6 +67,7 @@ TEST(ConfigTest, MinimalConfigGetsEveryDefault) {
   EXPECT_EQ(config->data_address(), "0.0.0.0:8080");
   EXPECT_EQ(config->admin_address(), "127.0.0.1:9901");
   EXPECT_EQ(config->metrics_address(), "0.0.0.0:9090");
+  EXPECT_EQ(config->health_address(), "");  // no health-only port
   EXPECT_GE(config->workers(), 1);
   EXPECT_LE(config->workers(), 256);
   EXPECT_EQ(config->drain_timeout(), absl::Seconds(30));
@@ -109,6 +110,7 @@ TEST(ConfigTest, DefaultsAreFilledIntoTheProto) {
   EXPECT_EQ(p.listeners().data(), "0.0.0.0:8080");
   EXPECT_EQ(p.listeners().admin(), "127.0.0.1:9901");
   EXPECT_EQ(p.listeners().metrics(), "0.0.0.0:9090");
+  EXPECT_EQ(p.listeners().health(), "");  // off: nothing filled in
   EXPECT_EQ(p.workers(), 0u);  // "one per core" stays 0: same hash anywhere
   EXPECT_EQ(p.drain_timeout(), "30s");
   EXPECT_EQ(p.proxy().stream_window(), 2u);
@@ -746,6 +748,46 @@ TEST(ConfigErrorTest, ListenersSharingAPort) {
             "listeners.data");
 }
 
+TEST(ConfigTest, HealthListener) {
+  auto config = MustParse(MinimalWith(
+      "listeners: {admin: \"127.0.0.1:9901\", health: \"0.0.0.0:9902\"}\n"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->health_address(), "0.0.0.0:9902");
+  EXPECT_EQ(config->proto().listeners().health(), "0.0.0.0:9902");
+  EXPECT_EQ(config->admin_address(), "127.0.0.1:9901");
+  // Port 0 (tests) and an IPv6 host are fine too.
+  config = MustParse(MinimalWith("listeners: {health: \"[::1]:0\"}\n"));
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->health_address(), "[::1]:0");
+}
+
+TEST(ConfigErrorTest, BadHealthAddress) {
+  EXPECT_EQ(ErrorOf(MinimalWith("listeners: {health: 9902}\n")),
+            "test.yaml: listeners.health: invalid address \"9902\" (expected "
+            "host:port, e.g. \"0.0.0.0:8080\")");
+  EXPECT_EQ(ErrorOf(MinimalWith("listeners: {health: \"0.0.0.0:99020\"}\n")),
+            "test.yaml: listeners.health: invalid address \"0.0.0.0:99020\": "
+            "port \"99020\" is not a number in 0..65535");
+}
+
+TEST(ConfigErrorTest, HealthListenerSharingAPort) {
+  // With the admin port (the default 127.0.0.1:9901 against a wildcard).
+  EXPECT_EQ(ErrorOf(MinimalWith("listeners: {health: \"0.0.0.0:9901\"}\n")),
+            "test.yaml: listeners.health: port 9901 is already used by "
+            "listeners.admin");
+  EXPECT_EQ(ErrorOf(MinimalWith("listeners:\n"
+                                "  data: 0.0.0.0:8080\n"
+                                "  health: 0.0.0.0:8080\n")),
+            "test.yaml: listeners.health: port 8080 is already used by "
+            "listeners.data");
+  EXPECT_EQ(ErrorOf(MinimalWith("listeners: {health: \"127.0.0.1:9090\"}\n")),
+            "test.yaml: listeners.health: port 9090 is already used by "
+            "listeners.metrics");
+  // Different hosts, neither a wildcard: no conflict.
+  EXPECT_NE(MustParse(MinimalWith("listeners: {health: \"127.0.0.2:9901\"}\n")),
+            nullptr);
+}
+
 TEST(ConfigErrorTest, BadMethodShape) {
   EXPECT_EQ(ErrorOf(WithRoute("    match: {method: acme.Users/Get}\n"
                               "    upstream: a\n")),
@@ -1378,6 +1420,23 @@ TEST(ConfigRestartOnlyTest, ChangesNameEachField) {
   EXPECT_TRUE(running->RestartOnlyChanges(*running).empty());
 }
 
+TEST(ConfigRestartOnlyTest, HealthListenerIsRestartOnly) {
+  auto running = MustParse(kMinimal);
+  auto next = MustParse(MinimalWith("listeners: {health: \"0.0.0.0:9902\"}\n"));
+  ASSERT_TRUE(running && next);
+  std::vector<std::string> fields;
+  for (const SettingChange& c : next->RestartOnlyChanges(*running)) {
+    fields.push_back(absl::StrCat(c.field, " ", c.from, " -> ", c.to));
+  }
+  EXPECT_EQ(
+      fields,
+      (std::vector<std::string>{"listeners.health \"\" -> \"0.0.0.0:9902\""}));
+  auto effective = next->WithRestartOnlyOf(*running);
+  ASSERT_TRUE(effective.ok()) << effective.status();
+  EXPECT_EQ((*effective)->health_address(), "");
+  EXPECT_EQ((*effective)->hash(), running->hash());
+}
+
 TEST(ConfigRestartOnlyTest, WhatAReloadPutsInEffect) {
   auto running = MustParse(
       MinimalWith("workers: 2\nlisteners: {admin: \"127.0.0.1:9901\"}\n"));
@@ -1573,7 +1632,9 @@ TEST(ExamplesTest, SidecarListensForProbes) {
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   const Config& config = **loaded;
   EXPECT_EQ(config.data_address(), "0.0.0.0:8080");
-  EXPECT_EQ(config.admin_address(), "0.0.0.0:9901");
+  // The admin API on loopback; the kubelet's probes on the health-only port.
+  EXPECT_EQ(config.admin_address(), "127.0.0.1:9901");
+  EXPECT_EQ(config.health_address(), "0.0.0.0:9902");
   EXPECT_EQ(config.upstreams()[0].target, "127.0.0.1:50051");
   ASSERT_EQ(config.routes().size(), 1u);
   EXPECT_EQ(config.routes()[0].match, "/");

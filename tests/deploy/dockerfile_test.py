@@ -170,9 +170,15 @@ class DockerfileTest(unittest.TestCase):
         source = os.path.join(ROOT, copies[config_path])
         self.assertTrue(os.path.exists(source), source)
         listeners = lib.yaml_file(source)["listeners"]
-        ports = sorted(int(a.rsplit(":", 1)[1]) for a in listeners.values())
+        # EXPOSE: the listeners beyond loopback. The admin API is on
+        # loopback (only the pod's own containers reach it) and not exposed.
+        self.assertTrue(listeners["admin"].startswith("127."), listeners)
+        ports = sorted(int(a.rsplit(":", 1)[1]) for a in listeners.values()
+                       if not a.startswith("127."))
         exposed = sorted(int(p) for e in self.df.get(self.runtime, "EXPOSE") for p in e.split())
         self.assertEqual(exposed, ports)
+        self.assertNotIn(int(listeners["admin"].rsplit(":", 1)[1]), exposed)
+        self.assertIn(int(listeners["health"].rsplit(":", 1)[1]), exposed)
         # deploy/k8s: same config path (its ConfigMap mount replaces the
         # default), same image version as the binary, its commands exist.
         version = subprocess.run([BINARIES["sluice"], "--version"], check=True,

@@ -2,7 +2,9 @@
 // tests/deploy/kustomize.js), every object validates against the Kubernetes
 // API schemas (unknown fields included), every YAML file under deploy/k8s
 // is used, and in each rendering the config's ports, the container ports,
-// the probes, the Service and the ServiceMonitor agree; the grace period
+// the probes, the Service and the ServiceMonitor agree; the admin API is on
+// the pod's loopback and nothing exposes it (probes use the health-only
+// port, listeners.health); the grace period
 // outlasts the drain; the containers are locked down.
 // Run by //tests/deploy:manifests_test (through npm_env.sh).
 "use strict";
@@ -33,6 +35,8 @@ const seconds = (d) => {
   return Number(m[1]) * { ms: 0.001, s: 1, m: 60, h: 3600 }[m[2]];
 };
 const portOf = (address) => Number(address.slice(address.lastIndexOf(":") + 1));
+const hostOf = (address) => address.slice(0, address.lastIndexOf(":")).replace(/^\[|\]$/g, "");
+const loopback = (address) => /^(127\.\d+\.\d+\.\d+|localhost|::1)$/.test(hostOf(address));
 const preStopSleep = (c) => {
   const h = c.lifecycle && c.lifecycle.preStop;
   if (!h) return 0;
@@ -70,14 +74,15 @@ function analyse(objs) {
   const config = YAML.parse(cm.data[key]);
   const flag = (name) => ((sluice.args || []).find((a) => a.startsWith(`--${name}=`)) || "").split("=")[1];
   const l = config.listeners || {};
-  const ports = {
-    data: portOf(flag("listen") || l.data || "0.0.0.0:8080"),
-    admin: portOf(flag("admin") || l.admin || "127.0.0.1:9901"),
-    metrics: portOf(flag("metrics") || l.metrics || "0.0.0.0:9090"),
+  // The defaults of proto/sluice/config/v1/config.proto (health: off).
+  const addresses = {
+    data: flag("listen") || l.data || "0.0.0.0:8080",
+    admin: flag("admin") || l.admin || "127.0.0.1:9901",
+    metrics: flag("metrics") || l.metrics || "0.0.0.0:9090",
+    health: flag("health") || l.health || "",
   };
-  assert(!(flag("admin") || l.admin || "127.0.0.1").startsWith("127."),
-         "admin listens beyond loopback, or the kubelet's probes cannot reach it");
-  return { dep, pod, sluice, native, apps, config, ports, objs };
+  const ports = Object.fromEntries(Object.entries(addresses).map(([k, a]) => [k, a && portOf(a)]));
+  return { dep, pod, sluice, native, apps, config, addresses, ports, objs };
 }
 
 // --- the checks ---------------------------------------------------------
@@ -133,18 +138,37 @@ for (const dir of kustomizations) {
     }
   });
 
-  check(`${name}: container ports are the config's listeners`, () => {
+  check(`${name}: container ports are the config's listeners beyond loopback`, () => {
     const { sluice, ports } = get();
     const byName = Object.fromEntries(sluice.ports.map((p) => [p.name, p.containerPort]));
-    assert.deepStrictEqual(byName, { grpc: ports.data, admin: ports.admin, metrics: ports.metrics });
+    assert.deepStrictEqual(byName, { grpc: ports.data, health: ports.health, metrics: ports.metrics });
   });
 
-  check(`${name}: readiness and liveness are gRPC probes of the admin health service`, () => {
+  check(`${name}: the admin API is on the pod's loopback and nothing exposes it`, () => {
+    const { pod, sluice, addresses, ports } = get();
+    // Any pod could otherwise SetLimit or Drain this sidecar.
+    assert(loopback(addresses.admin), `listeners.admin ${addresses.admin} must be a loopback address`);
+    // With the node's network namespace, loopback would be the node's.
+    assert(!pod.hostNetwork, "no hostNetwork");
+    for (const c of [...(pod.initContainers || []), ...pod.containers]) {
+      for (const p of c.ports || []) {
+        assert.notStrictEqual(p.containerPort, ports.admin, `${c.name}: no container port for admin`);
+        assert(!p.hostPort, `${c.name}: no hostPort`);
+      }
+    }
+    // The probes' port serves health only (e2e health_listener_test); it
+    // must be reachable from the kubelet, so not loopback, and its own.
+    assert(addresses.health, "listeners.health is set (the probes' port)");
+    assert(!loopback(addresses.health), `listeners.health ${addresses.health} must be reachable from the kubelet (not loopback)`);
+    assert.notStrictEqual(ports.health, ports.admin, "health and admin are different ports");
+  });
+
+  check(`${name}: readiness and liveness are gRPC probes of the health-only port`, () => {
     const { sluice, ports, native } = get();
     for (const probe of ["readinessProbe", "livenessProbe"]) {
       const p = sluice[probe];
       assert(p && p.grpc, `${probe} is a grpc probe`);
-      assert.strictEqual(p.grpc.port, ports.admin, `${probe} port`);
+      assert.strictEqual(p.grpc.port, ports.health, `${probe} port`);
     }
     assert(!sluice.readinessProbe.grpc.service,
            'readiness checks the overall status (service "")');
@@ -159,7 +183,7 @@ for (const dir of kustomizations) {
            "liveness tolerates a whole drain");
   });
 
-  check(`${name}: the Service targets Sluice's data port (and metrics), never admin or the app`, () => {
+  check(`${name}: the Service targets Sluice's data port (and metrics), never admin, health or the app`, () => {
     const { objs, sluice, ports } = get();
     const services = objs.filter((o) => o.kind === "Service");
     assert(services.length >= 1, "a Service");
@@ -174,6 +198,7 @@ for (const dir of kustomizations) {
       });
       assert(targets.includes(ports.data), "a port targets the data port");
       assert(!targets.includes(ports.admin), "the admin port is not in the Service");
+      assert(!targets.includes(ports.health), "the health port is not in the Service");
     }
   });
 

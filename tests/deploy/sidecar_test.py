@@ -1,12 +1,14 @@
 """Runs the real sluice the way each deploy/k8s rendering would: the sluice
 container's args verbatim (after the image's ENTRYPOINT), its ConfigMap
 laid out as the kubelet mounts one (`..data` symlink), plus only
---listen/--admin/--metrics=127.0.0.1:0 (the pod's fixed ports could be
-taken here), --upstream (demo_upstream on port 0 stands in for the app)
-and --ready_file. Health must be SERVING on the admin port, a call must
-pass the data port, a ConfigMap update (symlink swap) must reload the
-config, and SIGTERM must end it with 0. Also: `sluice --check` accepts
-every config in deploy/. Run by //tests/deploy:sidecar_test."""
+--listen/--admin/--metrics/--health=127.0.0.1:0 (the pod's fixed ports
+could be taken here), --upstream (demo_upstream on port 0 stands in for
+the app) and --ready_file. Health must be SERVING on the health port (the
+probes') and the admin port alike, the admin API must not answer on the
+health port, a call must pass the data port, a ConfigMap update (symlink
+swap) must reload the config, and SIGTERM must end it with 0. Also:
+`sluice --check` accepts every config in deploy/. Run by
+//tests/deploy:sidecar_test."""
 
 import glob
 import os
@@ -15,10 +17,12 @@ import time
 import unittest
 
 import deploy_lib as lib
+import grpc
 import harness
 from deploy_lib import ROOT, Dockerfile
 from grpc.health.v1 import health_pb2, health_pb2_grpc
 from grpc.testing import empty_pb2, test_pb2_grpc
+from sluice.admin.v1 import admin_pb2, admin_pb2_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -94,16 +98,25 @@ def _run_variant(self, directory):
     ready = os.path.join(harness.TMP, f"ready-{time.monotonic_ns()}.json")
     proc = harness.Proc("sluice", argv + [
         "--listen=127.0.0.1:0", "--admin=127.0.0.1:0", "--metrics=127.0.0.1:0",
+        "--health=127.0.0.1:0",
         f"--upstream={self.upstream.address}", f"--ready_file={ready}"], ready)
     try:
+        # The config sets listeners.health (manifests_test: the probes' port).
+        self.assertIn("health", proc.info, "no health listener in the ready file")
         with harness.channel(proc.info["admin"]) as admin_ch, \
+                harness.channel(proc.info["health"]) as health_ch, \
                 harness.channel(proc.info["data"]) as data_ch:
-            health = health_pb2_grpc.HealthStub(admin_ch)
-            for service in ("", "app", "liveness"):  # the probes' services
-                harness.wait_until(
-                    lambda: health.Check(health_pb2.HealthCheckRequest(service=service),
-                                         timeout=5).status == SERVING,
-                    timeout=15, what=f"health {service!r} SERVING")
+            for ch in (health_ch, admin_ch):
+                health = health_pb2_grpc.HealthStub(ch)
+                for service in ("", "app", "liveness"):  # the probes' services
+                    harness.wait_until(
+                        lambda: health.Check(health_pb2.HealthCheckRequest(service=service),
+                                             timeout=5).status == SERVING,
+                        timeout=15, what=f"health {service!r} SERVING")
+            # The port open to the pod network has no admin API.
+            with self.assertRaises(grpc.RpcError) as e:
+                admin_pb2_grpc.AdminStub(health_ch).Drain(admin_pb2.DrainRequest(), timeout=5)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
             stub = test_pb2_grpc.TestServiceStub(data_ch)
             self.assertIsInstance(stub.EmptyCall(empty_pb2.Empty(), timeout=10), empty_pb2.Empty)
 

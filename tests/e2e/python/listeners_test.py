@@ -28,11 +28,12 @@ class HeldPortTest(unittest.TestCase):
         self.addCleanup(s.close)
         return f"127.0.0.1:{s.getsockname()[1]}"
 
-    def run_sluice(self, data="127.0.0.1:0", admin="127.0.0.1:0", metrics="127.0.0.1:0"):
+    def run_sluice(self, data="127.0.0.1:0", admin="127.0.0.1:0", metrics="127.0.0.1:0",
+                   health=None):
         """Runs sluice to its exit (it must not start: a timeout fails)."""
         argv = [harness.SLUICE, f"--upstream=127.0.0.1:{harness.closed_port()}",
                 f"--listen={data}", f"--admin={admin}", f"--metrics={metrics}",
-                "--workers=1"]
+                "--workers=1"] + ([f"--health={health}"] if health else [])
         return subprocess.run(argv, capture_output=True, text=True, timeout=20)
 
     def assert_refused(self, result, *lines):
@@ -56,6 +57,11 @@ class HeldPortTest(unittest.TestCase):
         self.assert_refused(self.run_sluice(metrics=address),
                             f"listeners.metrics: cannot listen on {address}: {IN_USE}")
 
+    def test_health_port_held_by_another_process(self):
+        address = self.hold()
+        self.assert_refused(self.run_sluice(health=address),
+                            f"listeners.health: cannot listen on {address}: {IN_USE}")
+
     def test_every_busy_listener_is_named_at_once(self):
         data, metrics = self.hold(), self.hold()
         self.assert_refused(self.run_sluice(data=data, metrics=metrics),
@@ -67,7 +73,7 @@ class HeldPortTest(unittest.TestCase):
         # share a port silently; Sluice's listeners do not set it.
         upstream = harness.start_upstream()
         self.addCleanup(upstream.stop)
-        for listener in ("data", "admin"):
+        for listener in ("data", "admin", "health"):
             self.assert_refused(
                 self.run_sluice(**{listener: upstream.address}),
                 f"listeners.{listener}: cannot listen on {upstream.address}: {IN_USE}")
