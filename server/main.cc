@@ -71,7 +71,7 @@ void ApplyFlags(sluice::config::v1::Config* proto) {
     proto->mutable_listeners()->set_metrics(absl::GetFlag(FLAGS_metrics));
   }
   if (!absl::GetFlag(FLAGS_health).empty()) {
-    proto.mutable_listeners()->set_health(absl::GetFlag(FLAGS_health));
+    proto->mutable_listeners()->set_health(absl::GetFlag(FLAGS_health));
   }
   if (absl::GetFlag(FLAGS_workers) >= 0) {
     proto->set_workers(absl::GetFlag(FLAGS_workers));
