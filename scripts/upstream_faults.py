@@ -7,13 +7,17 @@ restart: the demo upstream serves under load (4 clients calling EmptyCall
   on the same port DOWN seconds later. Reports when the open streams ended
   (after the kill), the time from the new upstream listening to the first
   OK call, and the calls that failed after that first OK one.
+endpoints: one upstream `ipv4:A,B` over two demo upstreams, LB policy
+  round_robin or pick_first (`--lb`); sequential EmptyCalls for 2 s, one
+  endpoint SIGKILLed, 3 s more. Reports failed calls before and after.
 freeze: 20 server streams (no client deadline) are open when the upstream
   is SIGSTOPped. Reports when each stream ended, with Sluice's default
   keepalive (time 5m30s, timeout 20s) or `--keepalive=TIME` (the upstream
   then permits pings at half that interval), then SIGCONTs it.
 
   /usr/bin/python3 scripts/upstream_faults.py --bin=BAZEL_BIN restart [DOWN...]
-  /usr/bin/python3 scripts/upstream_faults.py --bin=BAZEL_BIN freeze [--keepalive=5s]
+  /usr/bin/python3 scripts/upstream_faults.py --bin=BAZEL_BIN freeze [--keepalive=5]
+  /usr/bin/python3 scripts/upstream_faults.py --bin=BAZEL_BIN endpoints [--lb=pick_first]
 
 BAZEL_BIN holds server/sluice and server/demo/demo_upstream, e.g.
 $(bazel info bazel-bin). Every loop is bounded; stops only the processes it
@@ -153,18 +157,65 @@ def freeze(harness, keepalive, bound):
             p.stop()
 
 
+def endpoints(harness, lb):
+    import grpc
+    from grpc.testing import empty_pb2, test_pb2_grpc
+    addresses = [f"127.0.0.1:{harness.closed_port()}" for _ in range(2)]
+    upstreams = [harness.start_upstream(a) for a in addresses]
+    config = harness.write_config(f"""
+upstreams:
+  - name: app
+    target: "ipv4:{','.join(addresses)}"
+    lb_policy: {lb}
+routes:
+  - {{name: all, match: {{prefix: "/"}}, upstream: app}}
+""")
+    sluice = harness.start_sluice(config_path=config)
+    procs = upstreams + [sluice]
+    try:
+        stub = test_pb2_grpc.TestServiceStub(harness.channel(sluice.data))
+        results = []  # (phase, ok, code)
+
+        def run(phase, seconds):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                try:
+                    stub.EmptyCall(empty_pb2.Empty(), timeout=5)
+                    results.append((phase, True, "OK"))
+                except grpc.RpcError as e:
+                    results.append((phase, False, e.code().name))
+
+        run("before", 2.0)
+        # pick_first uses the first address: kill that one (the interesting
+        # case for it); round_robin uses both.
+        upstreams[0].signal(signal.SIGKILL)
+        upstreams[0].wait(timeout=10)
+        run("after", 3.0)
+        for phase in ("before", "after"):
+            r = [x for x in results if x[0] == phase]
+            failed = [c for _, ok, c in r if not ok]
+            print(f"{lb}: {phase} the kill {len(failed)} of {len(r)} calls failed"
+                  f"{' ' + str(sorted(set(failed))) if failed else ''}", flush=True)
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin", required=True)
     parser.add_argument("--keepalive", type=float, default=None,
                         help="freeze: Sluice's keepalive time and timeout, seconds")
-    parser.add_argument("mode", choices=["restart", "freeze"])
+    parser.add_argument("--lb", default="round_robin")
+    parser.add_argument("mode", choices=["restart", "freeze", "endpoints"])
     parser.add_argument("down", type=float, nargs="*", default=[0.5])
     args = parser.parse_args()
     import harness
     harness.SLUICE = os.path.join(args.bin, "server", "sluice")
     harness.DEMO_UPSTREAM = os.path.join(args.bin, "server", "demo", "demo_upstream")
-    if args.mode == "restart":
+    if args.mode == "endpoints":
+        endpoints(harness, args.lb)
+    elif args.mode == "restart":
         for down in args.down or [0.5]:
             restart(harness, down)
     else:

@@ -11,6 +11,7 @@ call and readiness SERVING follow within a bound only a defect breaks
 the first OK one. A status the app sends itself passes untouched."""
 
 import signal
+import socket
 import time
 import unittest
 
@@ -145,6 +146,34 @@ routes:
         self.assertIsNone(restarted.popen.poll())
         ch.close()
 
+    def test_cancelled_while_waiting_for_the_app_ends_at_once(self):
+        """A call waiting (connect_wait 30 s) for an app that is not there
+        is gone soon after its client cancels, not when the wait ends."""
+        # A port whose kernel accepts connections but nobody speaks HTTP/2
+        # (like a stopped app): the channel stays CONNECTING for the 30 s
+        # connect timeout, so no state change ends the wait early.
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        self.addCleanup(silent.close)
+        config = harness.write_config(f"""
+upstreams:
+  - name: app
+    target: "127.0.0.1:{silent.getsockname()[1]}"
+    connect_wait: 30s
+    reconnect: {{connect_timeout: 30s}}
+routes:
+  - {{name: all, match: {{prefix: "/"}}, upstream: app}}
+""")
+        sluice = self.start(harness.start_sluice(config_path=config))
+        stub = test_pb2_grpc.TestServiceStub(harness.channel(sluice.data))
+        future = stub.EmptyCall.future(empty_pb2.Empty(), timeout=60)
+        harness.wait_for_metric(sluice, "sluice_calls_in_flight", 1.0)
+        future.cancel()
+        # The wait is watched in 100 ms slices; 30 s would mean it waited
+        # out connect_wait.
+        harness.wait_for_metric(sluice, "sluice_calls_in_flight", 0.0, timeout=5.0)
+
     def test_connection_lost_delivers_what_was_read(self):
         """Responses Sluice already read from the upstream still reach the
         client before the upstream_unavailable status when the upstream's
@@ -226,9 +255,9 @@ upstreams:
             self.assertLess(ended, 10.0)
             print(f"frozen app: stream ended {ended:.3f}s after SIGSTOP")
             # Readiness drops while it is frozen: its health Check times out.
-            # (Connectivity alone cannot tell: gRPC 1.51 counts a new TCP
-            # connection READY before the server's HTTP/2 SETTINGS, and the
-            # kernel accepts connections for a stopped process.)
+            # (Connectivity alone cannot tell: a connection without calls
+            # sends no keepalive ping, so the pool's idle channel stays READY
+            # to the stopped process.)
             health = self.readiness(sluice)
             harness.wait_until(lambda: health() == NOT_SERVING, timeout=RECOVERY_BOUND,
                                interval=0.05, what="readiness NOT_SERVING while frozen")
@@ -243,7 +272,8 @@ upstreams:
 
     def test_frozen_app_without_health_check_drops_readiness(self):
         """No health_check: the keepalive timeout its stream met marks the
-        app frozen (its channels alone would look READY), and readiness
+        app frozen (its idle channel, which sends no pings, would still look
+        READY), and readiness
         comes back by itself once the app answers again."""
         upstream, sluice = self.start_fast_keepalive_pair(health_check=False)
         health = self.readiness(sluice)
