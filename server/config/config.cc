@@ -944,6 +944,7 @@ constexpr uint32_t kMinMaxHeaderListBytes = 1024;
 constexpr uint32_t kMaxMaxHeaderListBytes = 1 << 20;
 constexpr uint32_t kDefaultMaxHeaderCount = 100;
 constexpr uint32_t kMaxMaxHeaderCount = 10000;
+constexpr int64_t kMinMaxMemoryBytes = int64_t{16} << 20;
 
 void CheckHeaderLimits(pb::Proxy* proxy, Errors* errors, int* max_bytes,
                        int* max_count) {
@@ -1115,6 +1116,17 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
              &config->max_concurrent_streams_);
   CheckHeaderLimits(p.mutable_proxy(), &errors, &config->max_header_list_bytes_,
                     &config->max_header_count_);
+  config->max_memory_bytes_ = p.proxy().max_memory_bytes();
+  if (config->max_memory_bytes_ < -1 ||
+      (config->max_memory_bytes_ > 0 &&
+       config->max_memory_bytes_ < kMinMaxMemoryBytes)) {
+    errors.Add("proxy.max_memory_bytes",
+               absl::StrCat(config->max_memory_bytes_,
+                            " is not a ceiling: use 0 (90% of the cgroup "
+                            "memory limit, if any), -1 (none) or at least ",
+                            kMinMaxMemoryBytes, " (16 MiB)"));
+    config->max_memory_bytes_ = 0;
+  }
 
   // Access log.
   if (p.has_access_log()) {

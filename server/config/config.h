@@ -171,6 +171,9 @@ class Config {
   // Request header limits at the edge (name + value + 32 per header).
   int max_header_list_bytes() const { return max_header_list_bytes_; }
   int max_header_count() const { return max_header_count_; }
+  // proxy.max_memory_bytes as configured: > 0 bytes, 0 from the cgroup
+  // limit, -1 none (server/proxy/memory_guard.h resolves it).
+  int64_t max_memory_bytes() const { return max_memory_bytes_; }
   bool bdp_probe() const { return proto_.proxy().bdp_probe(); }
   const AccessLogSettings& access_log() const { return access_log_; }
   const ServerTlsSettings& tls() const { return tls_; }
@@ -226,6 +229,7 @@ class Config {
   int max_concurrent_streams_ = 1000;
   int max_header_list_bytes_ = 7168;
   int max_header_count_ = 100;
+  int64_t max_memory_bytes_ = 0;
   AccessLogSettings access_log_;
   ServerTlsSettings tls_;
   RedisSettings redis_;

@@ -76,7 +76,8 @@ ProxyMetrics::ProxyMetrics(std::shared_ptr<prometheus::Registry> registry)
                                     "log's queue was full.")
                               .Register(*registry_)) {}
 
-RouteStats ProxyMetrics::ForRoute(const RouteSettings* settings) {
+RouteStats ProxyMetrics::ForRoute(const RouteSettings* settings,
+                                  bool overload_possible) {
   const std::string route = settings == nullptr ? "none" : settings->name;
   RouteStats s;
   s.hold = std::make_shared<SeriesHold>(leases_);
@@ -113,6 +114,10 @@ RouteStats ProxyMetrics::ForRoute(const RouteSettings* settings) {
     if (plan.idle_timeout) {
       s.rejected[static_cast<int>(Reason::kIdleTimeout)] =
           reason_series("", Reason::kIdleTimeout);
+    }
+    if (overload_possible) {
+      s.rejected[static_cast<int>(Reason::kOverloaded)] =
+          reason_series("", Reason::kOverloaded);
     }
   }
   static const prometheus::Histogram::BucketBoundaries kQueueBuckets = {

@@ -64,8 +64,10 @@ class ProxyMetrics {
   explicit ProxyMetrics(std::shared_ptr<prometheus::Registry> registry);
 
   // Series for a route (null: calls no route matched, route="none"), at 0
-  // if new: those the route's settings make possible (series_plan.h).
-  RouteStats ForRoute(const RouteSettings* route);
+  // if new: those the route's settings make possible (series_plan.h);
+  // `overload_possible`: a memory ceiling is in effect (reason overloaded).
+  RouteStats ForRoute(const RouteSettings* route,
+                      bool overload_possible = false);
   GrpcMetrics& grpc() { return grpc_; }
 
   prometheus::Gauge& calls_in_flight() { return *calls_in_flight_; }

@@ -21,6 +21,9 @@ enum class Reason {
   // The upstream could not be reached: not connected within connect_wait,
   // or its connection failed before it answered.
   kUpstreamUnavailable,
+  // Sluice's resident memory is at proxy.max_memory_bytes: new calls are
+  // refused until it falls.
+  kOverloaded,
   kCount,  // not a reason: the number of reasons
 };
 
@@ -48,6 +51,8 @@ inline std::string_view ReasonName(Reason reason) {
       return "header_too_large";
     case Reason::kUpstreamUnavailable:
       return "upstream_unavailable";
+    case Reason::kOverloaded:
+      return "overloaded";
     case Reason::kCount:
       break;
   }

@@ -12,6 +12,7 @@
 #include "server/proxy/header_limits.h"
 #include "server/proxy/proxy_call.h"
 #include "server/proxy/server_credentials.h"
+#include "spdlog/spdlog.h"
 
 namespace sluice {
 namespace {
@@ -68,6 +69,7 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
   plane->metrics_ = metrics;
   auto snap = plane->BuildSnapshot(config, nullptr);
   if (!snap.ok()) return snap.status();
+  plane->ApplyMemoryLimit((*snap)->memory_limit);
   {
     absl::MutexLock lock(&plane->mu_);
     plane->current_ = std::move(*snap);
@@ -175,6 +177,7 @@ absl::Status DataPlane::SetConfig(std::shared_ptr<const Config> config) {
   }
   auto snap = BuildSnapshot(std::move(config), std::move(previous));
   if (!snap.ok()) return snap.status();
+  ApplyMemoryLimit((*snap)->memory_limit);
   std::shared_ptr<const ProxySnapshot> old;  // freed after the unlock
   {
     absl::MutexLock lock(&mu_);
@@ -182,6 +185,18 @@ absl::Status DataPlane::SetConfig(std::shared_ptr<const Config> config) {
     version_.fetch_add(1, std::memory_order_release);
   }
   return absl::OkStatus();
+}
+
+void DataPlane::ApplyMemoryLimit(int64_t limit) {
+  if (limit == memory_guard_.limit()) return;
+  memory_guard_.SetLimit(limit);
+  if (limit > 0) {
+    spdlog::info("memory ceiling {} MiB (proxy.max_memory_bytes): new calls "
+                 "are refused with overloaded at it",
+                 limit >> 20);
+  } else {
+    spdlog::info("no memory ceiling (proxy.max_memory_bytes)");
+  }
 }
 
 std::shared_ptr<const Config> DataPlane::config() const {

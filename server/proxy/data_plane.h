@@ -22,6 +22,7 @@
 #include "server/limits/limit_registry.h"
 #include "server/metrics/proxy_metrics.h"
 #include "server/proxy/proxy_snapshot.h"
+#include "server/proxy/memory_guard.h"
 #include "server/proxy/worker.h"
 
 namespace sluice {
@@ -55,6 +56,8 @@ class DataPlane {
     return in_flight_.load(std::memory_order_relaxed);
   }
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
+  // The memory ceiling (proxy.max_memory_bytes) and whether it is reached.
+  const MemoryGuard& memory_guard() const { return memory_guard_; }
   // False once the drain closes the port: accepts are not re-posted.
   bool accepting() const { return accepting_.load(std::memory_order_relaxed); }
   std::shared_ptr<const Config> config() const;
@@ -77,12 +80,15 @@ class DataPlane {
   absl::StatusOr<std::shared_ptr<const ProxySnapshot>> BuildSnapshot(
       std::shared_ptr<const Config> config,
       std::shared_ptr<const ProxySnapshot> previous);
+  // Sets the MemoryGuard's ceiling (and logs it when it changes).
+  void ApplyMemoryLimit(int64_t limit);
   struct WorkerCache {
     uint64_t version = 0;
     std::shared_ptr<const ProxySnapshot> snapshot;
   };
 
   ProxyMetrics* metrics_ = nullptr;
+  MemoryGuard memory_guard_;
   LimitRegistry limits_;
   grpc::AsyncGenericService service_;
   std::unique_ptr<grpc::Server> server_;

@@ -172,6 +172,12 @@ void ProxyCall::OnAccepted(bool ok) {
     } else if (plane->draining()) {
       Abort(grpc::StatusCode::UNAVAILABLE, "sluice: draining",
             Reason::kDraining);
+    } else if (plane->memory_guard().overloaded()) {
+      // Before admission and the upstream: a refused call costs little.
+      Abort(grpc::StatusCode::RESOURCE_EXHAUSTED,
+            absl::StrCat("sluice: overloaded (memory at its ceiling, ",
+                         plane->memory_guard().limit() >> 20, " MiB)"),
+            Reason::kOverloaded);
     } else {
       Admit();
     }

@@ -15,6 +15,7 @@
 #include "server/log/access_log.h"
 #include "server/metrics/grpc_metrics.h"
 #include "server/metrics/proxy_metrics.h"
+#include "server/proxy/memory_guard.h"
 #include "server/proxy/router.h"
 #include "server/proxy/upstream_pool.h"
 
@@ -29,9 +30,10 @@ struct ProxySnapshot {
         router(*config),
         pool(std::move(p)),
         limits(std::move(l)),
-        methods(metrics.grpc(), KnownMethods(*config, router), *config) {
+        methods(metrics.grpc(), KnownMethods(*config, router), *config),
+        memory_limit(EffectiveMemoryLimit(config->max_memory_bytes())) {
     for (const RouteSettings& r : config->routes()) {
-      route_stats.push_back(metrics.ForRoute(&r));
+      route_stats.push_back(metrics.ForRoute(&r, memory_limit > 0));
     }
     no_route_stats = metrics.ForRoute(nullptr);
   }
@@ -47,6 +49,9 @@ struct ProxySnapshot {
   RouteStats no_route_stats;
   // go-grpc-prometheus series by method.
   MethodTable methods;
+  // The memory ceiling in effect (proxy.max_memory_bytes resolved; <= 0:
+  // none), for the DataPlane's MemoryGuard.
+  int64_t memory_limit;
 
  private:
   static std::vector<MethodTable::Known> KnownMethods(const Config& c,

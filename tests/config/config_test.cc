@@ -967,6 +967,26 @@ TEST(ConfigErrorTest, KeepaliveOutOfRange) {
   EXPECT_EQ(config->upstreams()[0].keepalive_time, absl::Hours(24));
 }
 
+TEST(ConfigTest, MaxMemoryBytes) {
+  auto config = MustParse(kMinimal);
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->max_memory_bytes(), 0);  // from the cgroup, if any
+  for (int64_t value : {int64_t{-1}, int64_t{16} << 20, int64_t{1} << 40}) {
+    auto c = MustParse(
+        MinimalWith(absl::StrCat("proxy: {max_memory_bytes: ", value, "}\n")));
+    ASSERT_NE(c, nullptr);
+    EXPECT_EQ(c->max_memory_bytes(), value);
+  }
+  EXPECT_EQ(ErrorOf(MinimalWith("proxy: {max_memory_bytes: 1000}\n")),
+            "test.yaml: proxy.max_memory_bytes: 1000 is not a ceiling: use 0 "
+            "(90% of the cgroup memory limit, if any), -1 (none) or at least "
+            "16777216 (16 MiB)");
+  EXPECT_EQ(ErrorOf(MinimalWith("proxy: {max_memory_bytes: -5}\n")),
+            "test.yaml: proxy.max_memory_bytes: -5 is not a ceiling: use 0 "
+            "(90% of the cgroup memory limit, if any), -1 (none) or at least "
+            "16777216 (16 MiB)");
+}
+
 TEST(ConfigErrorTest, BadForwardedForHeader) {
   EXPECT_EQ(ErrorOf(MinimalWith("proxy: {forwarded_for_header: \"x peer\"}\n")),
             "test.yaml: proxy.forwarded_for_header: invalid header name "
