@@ -57,6 +57,18 @@ struct UpstreamSettings {
   absl::Duration connect_wait = absl::Seconds(1);
 };
 
+// proxy.connections: the data port's connection lifetime limits and ping
+// policy (gRPC server arguments; zero durations mean "off" where the field
+// allows it).
+struct ConnectionSettings {
+  absl::Duration max_idle = absl::Minutes(5);         // 0: never
+  absl::Duration max_age = absl::ZeroDuration();      // 0: no limit
+  absl::Duration max_age_grace = absl::ZeroDuration();  // 0: no limit
+  absl::Duration handshake_timeout = absl::Seconds(10);
+  absl::Duration min_ping_interval = absl::Minutes(5);
+  int max_ping_strikes = 2;
+};
+
 // One limit with its defaults applied and durations parsed.
 struct LimitSettings {
   std::string name;
@@ -169,6 +181,7 @@ class Config {
   int max_header_list_bytes() const { return max_header_list_bytes_; }
   int max_header_count() const { return max_header_count_; }
   bool bdp_probe() const { return proto_.proxy().bdp_probe(); }
+  const ConnectionSettings& connections() const { return connections_; }
   const AccessLogSettings& access_log() const { return access_log_; }
   const ServerTlsSettings& tls() const { return tls_; }
   const RedisSettings& redis() const { return redis_; }
@@ -199,7 +212,8 @@ class Config {
   // reload cannot change. `listeners`, `workers`, the `tls` section and
   // the data port's server settings `proxy.max_receive_message_bytes`,
   // `proxy.max_concurrent_streams`, `proxy.bdp_probe` and
-  // `proxy.max_header_list_bytes` (it sets gRPC's transport limit too).
+  // `proxy.max_header_list_bytes` (it sets gRPC's transport limit too),
+  // `proxy.connections`.
   //
   // The restart-only settings of this config that differ from `running`'s.
   std::vector<SettingChange> RestartOnlyChanges(const Config& running) const;
@@ -222,6 +236,7 @@ class Config {
   int max_concurrent_streams_ = 1000;
   int max_header_list_bytes_ = 7168;
   int max_header_count_ = 100;
+  ConnectionSettings connections_;
   AccessLogSettings access_log_;
   ServerTlsSettings tls_;
   RedisSettings redis_;
