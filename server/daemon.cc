@@ -195,13 +195,17 @@ void Daemon::Run() {
   {
     absl::MutexLock lock(&control_mu_);
     // Between checks, give back the heap a burst freed (heap_trim.h).
+    HeapTrimmer trimmer(kHeapTrimThreshold);
     while (!control_mu_.AwaitWithTimeout(absl::Condition(&drain_requested_),
                                          kHeapTrimInterval)) {
       control_mu_.Unlock();
-      const HeapTrim trim = TrimFreeHeap(kHeapTrimThreshold);
+      const HeapTrim trim = trimmer.MaybeTrim();
       if (trim.trimmed) {
-        spdlog::debug("heap trim: {} MiB free in malloc's arenas, trimmed in {}",
-                      trim.free_bytes >> 20, absl::FormatDuration(trim.took));
+        spdlog::debug(
+            "heap trim: RSS {} MiB -> {} MiB ({} MiB free in malloc's "
+            "arenas), took {}",
+            trim.rss_before >> 20, trim.rss_after >> 20, trim.free_bytes >> 20,
+            absl::FormatDuration(trim.took));
       }
       control_mu_.Lock();
     }

@@ -205,10 +205,10 @@ routes:
             # applied) shows as gRPC's 120 s handshake default or forever.
             self.assertLessEqual(settings[-1], 10.0)
             self.assertLessEqual(silent[-1], 10.0)
-            # Not before the setting either (gRPC's idle timer has no jitter;
-            # 0.9 leaves room for the clocks of two processes).
-            self.assertGreaterEqual(settings[0], 0.9)
-            self.assertGreaterEqual(silent[0], 0.9)
+            # Not at once either (a limit read in the wrong unit): gRPC's
+            # timers fire up to ~0.1 s early (measured 0.91 s for 1 s).
+            self.assertGreaterEqual(settings[0], 0.5)
+            self.assertGreaterEqual(silent[0], 0.5)
             # gRPC 1.51 closes both with a GOAWAY (INTERNAL_ERROR), then the
             # socket (debug data in docs/security.md).
             codes = {}
@@ -292,7 +292,7 @@ routes:
                 print(f"{what}: {len(times)} closed after {times[0]:.2f}..{times[-1]:.2f}s")
                 self.assertEqual(len(times), self.N)
                 self.assertLessEqual(times[-1], 10.0, what)
-                self.assertGreaterEqual(times[0], 0.9, what)
+                self.assertGreaterEqual(times[0], 0.5, what)
             print(f"GOAWAY: {set(handshaken.goaway.values())}")
             self.assertIsNone(self.sluice.popen.poll(), "sluice exited")
         finally:
@@ -389,7 +389,7 @@ def measure(sluice_binary=None):
         harness.SLUICE = sluice_binary
     raise_fd_limit(WITH_SETTINGS + SILENT + 1000)
     upstream = harness.start_upstream()
-    sluice = harness.start_sluice(upstream=upstream.address)
+    sluice = harness.start_sluice(upstream=upstream.address, extra=["--log_level=debug"])
     try:
         warm_up(sluice.data)
         time.sleep(1)
@@ -400,26 +400,33 @@ def measure(sluice_binary=None):
         t0 = time.monotonic()
         fleet = Fleet(sluice.data, WITH_SETTINGS, SILENT)
         opened = time.monotonic() - t0
-        end = time.monotonic() + 20
+        # All 2,000 are open until the silent ones' 10 s handshake timeout.
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            fleet.poll(0.1)
+        open_all, held_all = fleet.open_count(), harness.rss_kib(sluice.pid)
+        end = time.monotonic() + 17
         while time.monotonic() < end:
             fleet.poll(0.1)
         held = harness.rss_kib(sluice.pid)
         fds = harness.fd_count(sluice.pid)
         open_now = fleet.open_count()
         fleet.close_all()
-        time.sleep(5)
+        time.sleep(12)  # two heap trim periods
         after = harness.rss_kib(sluice.pid)
         time.sleep(1)
         bystander.stop()
         n = len(quiet)
         print(f"opened {WITH_SETTINGS}+{SILENT} in {opened:.2f}s; still open after 20 s: "
               f"{open_now}; sluice fds {fds}")
-        print(f"RSS KiB: baseline {baseline}, with {open_now} idle {held} "
-              f"(+{(held - baseline) / max(open_now, 1):.1f} KiB each), after {after}")
+        print(f"RSS KiB: baseline {baseline}; with {open_all} idle {held_all} "
+              f"(+{(held_all - baseline) / max(open_all, 1):.1f} KiB each); with {open_now} "
+              f"idle {held}; 12 s after closing them {after} (+{after - baseline})")
         print(f"bystander: {len(bystander.latencies)} calls, {len(bystander.errors)} errors, "
               f"p50 {bystander.p(0.5) * 1000:.2f} ms, p99 {bystander.p(0.99) * 1000:.2f} ms, "
               f"max {max(bystander.latencies) * 1000:.1f} ms; before the fleet p99 "
               f"{quiet[int(0.99 * n)] * 1000:.2f} ms")
+        print("\n".join(line for line in sluice.output().splitlines() if "heap trim" in line))
     finally:
         sluice.stop()
         upstream.stop()
