@@ -4,22 +4,30 @@
    the HTTP/2 preface + SETTINGS and 400 sending nothing at all, against a
    Sluice with `proxy.connections: {max_idle: 1s, handshake_timeout: 1s}`.
    Sluice closes every one of them (the preface+SETTINGS ones by max_idle,
-   with a GOAWAY; the silent ones by the handshake timeout) within 10x the
-   setting, stays up, its RSS stays under a generous ceiling and comes back
-   near its baseline, and a bystander on another loopback address making
-   unary calls all along sees no error.
+   the silent ones by the handshake timeout; both with a GOAWAY) within 10x
+   the setting, stays up, its RSS stays under 128 MiB and comes back within
+   16 MiB of its baseline, and a bystander on 127.0.0.1 making unary calls
+   all along sees no error. A gRPC client whose connection max_idle closed
+   reconnects by itself (no call fails), and a quiet stream is not idle.
 
-2. Ping policy: one Sluice in front of another. The back Sluice's data
+2. The same on a TLS data port: connections that never send a
+   ClientHello, that finish TLS and send nothing, and that send the
+   preface + SETTINGS over TLS.
+
+3. Ping policy: one Sluice in front of another. The back Sluice's data
    port has `min_ping_interval: 2s`; the front Sluice's upstream keepalive
    pings it every 2.2 s (1.1x, the ratio of Sluice's own defaults, 5m30s
    against 5m) through a quiet stream, and the stream ends OK with no
    GOAWAY too_many_pings. A front pinging every 1 s (half the interval)
    does get one, so the check can fail.
 
-`python3 connection_limits_test.py --measure [SLUICE_BINARY]` runs the
-measurement of docs/security.md instead: the defaults (nothing set), the
-2,000 connections held for 20 s, RSS before / with / after and the
-bystander's latency.
+4. `sluice --check` names a bad proxy.connections field.
+
+`python3 connection_limits_test.py --measure [SLUICE_BINARY]` (with
+TEST_SRCDIR pointing at this test's runfiles) runs the measurement of
+docs/security.md instead: the defaults (nothing set), 2,000 connections
+(the silent 400 close at the 10 s handshake timeout), then 1,600 held to
+20 s, RSS before / with / 12 s after, and the bystander's latency.
 """
 
 import os
@@ -239,6 +247,30 @@ routes:
         # Generous: a bystander stalled behind the fleet (a blocked worker)
         # takes seconds; the measured p99 is in docs/security.md.
         self.assertLess(bystander.p(0.99), 1.0)
+
+
+    def test_max_idle_spares_clients(self):
+        """A gRPC client whose connection max_idle closed reconnects by
+        itself: calls spaced around the 1 s limit (some land as the close
+        happens) all succeed; a stream quiet for 3 s is not idle (a call is
+        open) and completes."""
+        ch = harness.channel(self.sluice.data)
+        try:
+            stub = test_pb2_grpc.TestServiceStub(ch)
+            errors = []
+            for gap in [1.5, 0.99, 1.0, 1.01, 1.02, 0.98, 1.0, 1.0, 1.01, 0.995]:
+                time.sleep(gap)  # the client's pause, the subject of the test
+                try:
+                    stub.UnaryCall(messages_pb2.SimpleRequest(response_size=1), timeout=5)
+                except grpc.RpcError as e:
+                    errors.append((gap, e.code(), e.details()))
+            self.assertEqual(errors, [])
+            ticker = ticker_pb2_grpc.TickerStub(ch)
+            ticks = ticker.Subscribe(ticker_pb2.SubscribeRequest(count=2, interval_ms=3000),
+                                     timeout=20)
+            self.assertEqual([t.seq for t in ticks], [1, 2])
+        finally:
+            ch.close()
 
 
 class TlsHandshakeTimeoutTest(unittest.TestCase):
