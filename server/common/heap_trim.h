@@ -19,20 +19,20 @@
 namespace sluice {
 
 struct HeapTrim {
-  bool trimmed = false;      // malloc_trim(0) ran
-  size_t free_bytes = 0;     // free bytes malloc held (mallinfo2 fordblks)
-  size_t rss_before = 0;     // resident bytes before and after
+  bool trimmed = false;   // malloc_trim(0) ran
+  size_t free_bytes = 0;  // free bytes malloc held (mallinfo2 fordblks)
+  size_t rss_before = 0;  // resident bytes before and after
   size_t rss_after = 0;
-  absl::Duration took;       // how long the trim took
+  absl::Duration took;  // how long the trim took
 };
 
 class HeapTrimmer {
  public:
   // Trims when the bytes malloc holds free have grown by more than
   // `threshold` above their lowest value since the last trim (or the
-  // trimmer's creation): a burst has just ended. A steady process is not trimmed
-  // again and again (malloc's count of free bytes stays high after a trim,
-  // which only drops their pages); a new burst uses those free bytes (the
+  // trimmer's creation): a burst has just ended. A steady process is not
+  // trimmed again and again (malloc's count of free bytes stays high after a
+  // trim, which only drops their pages); a new burst uses those free bytes (the
   // count falls) and, once it ends, earns a new trim.
   // The free bytes now are the first low.
   explicit HeapTrimmer(size_t threshold);

@@ -978,16 +978,15 @@ void CheckConnections(pb::Connections* c, Errors* errors,
                      const char* field, bool off_allowed, absl::Duration min,
                      absl::Duration max) {
     const size_t before = errors->size();
-    const absl::Duration d =
-        Duration(text, default_text, path + field, errors);
+    const absl::Duration d = Duration(text, default_text, path + field, errors);
     if (errors->size() != before) return d;
     if (off_allowed && d == absl::ZeroDuration()) return d;
     if (d < min || d > max) {
       errors->Add(path + field,
                   absl::StrCat("must be between \"", CanonicalDuration(min),
                                "\" and \"", CanonicalDuration(max), "\"",
-                               off_allowed ? ", or \"0s\" (off)" : "",
-                               "; got ", Quote(*text)));
+                               off_allowed ? ", or \"0s\" (off)" : "", "; got ",
+                               Quote(*text)));
     }
     return d;
   };
@@ -998,14 +997,14 @@ void CheckConnections(pb::Connections* c, Errors* errors,
   out->max_age_grace =
       bounded(c->mutable_max_age_grace(), kNoDuration, "max_age_grace", true,
               absl::Seconds(1), absl::Hours(24));
-  out->handshake_timeout =
-      bounded(c->mutable_handshake_timeout(), kDefaultHandshakeTimeout,
-              "handshake_timeout", false, absl::Milliseconds(100),
-              absl::Minutes(5));
+  out->handshake_timeout = bounded(
+      c->mutable_handshake_timeout(), kDefaultHandshakeTimeout,
+      "handshake_timeout", false, absl::Milliseconds(100), absl::Minutes(5));
   out->min_ping_interval =
       bounded(c->mutable_min_ping_interval(), kDefaultMinPingInterval,
               "min_ping_interval", false, absl::Seconds(1), absl::Hours(24));
-  if (c->max_ping_strikes() == 0) c->set_max_ping_strikes(kDefaultMaxPingStrikes);
+  if (c->max_ping_strikes() == 0)
+    c->set_max_ping_strikes(kDefaultMaxPingStrikes);
   if (c->max_ping_strikes() > kMaxMaxPingStrikes) {
     errors->Add(path + "max_ping_strikes",
                 OutOfRange(c->max_ping_strikes(), 1, kMaxMaxPingStrikes));

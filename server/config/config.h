@@ -61,8 +61,8 @@ struct UpstreamSettings {
 // policy (gRPC server arguments; zero durations mean "off" where the field
 // allows it).
 struct ConnectionSettings {
-  absl::Duration max_idle = absl::Minutes(5);         // 0: never
-  absl::Duration max_age = absl::ZeroDuration();      // 0: no limit
+  absl::Duration max_idle = absl::Minutes(5);           // 0: never
+  absl::Duration max_age = absl::ZeroDuration();        // 0: no limit
   absl::Duration max_age_grace = absl::ZeroDuration();  // 0: no limit
   absl::Duration handshake_timeout = absl::Seconds(10);
   absl::Duration min_ping_interval = absl::Minutes(5);

@@ -1468,15 +1468,15 @@ TEST(ConfigConnectionsTest, DefaultsAreSafeForASidecar) {
 }
 
 TEST(ConfigConnectionsTest, SetValues) {
-  auto config = MustParse(MinimalWith(
-      "proxy:\n"
-      "  connections:\n"
-      "    max_idle: 1s\n"
-      "    max_age: 30m\n"
-      "    max_age_grace: 1m\n"
-      "    handshake_timeout: 100ms\n"
-      "    min_ping_interval: 10s\n"
-      "    max_ping_strikes: 100\n"));
+  auto config =
+      MustParse(MinimalWith("proxy:\n"
+                            "  connections:\n"
+                            "    max_idle: 1s\n"
+                            "    max_age: 30m\n"
+                            "    max_age_grace: 1m\n"
+                            "    handshake_timeout: 100ms\n"
+                            "    min_ping_interval: 10s\n"
+                            "    max_ping_strikes: 100\n"));
   ASSERT_NE(config, nullptr);
   const ConnectionSettings& c = config->connections();
   EXPECT_EQ(c.max_idle, absl::Seconds(1));
@@ -1516,10 +1516,9 @@ TEST(ConfigConnectionsTest, ErrorsNameTheField) {
             "\"1s\" and \"24h\"; got \"999ms\"\n"
             "test.yaml: proxy.connections.max_ping_strikes: 101 is out of "
             "range (1..100)");
-  EXPECT_EQ(
-      ErrorOf(MinimalWith("proxy: {connections: {max_idle: -1s}}\n")),
-      "test.yaml: proxy.connections.max_idle: negative duration \"-1s\" "
-      "(must be >= 0)");
+  EXPECT_EQ(ErrorOf(MinimalWith("proxy: {connections: {max_idle: -1s}}\n")),
+            "test.yaml: proxy.connections.max_idle: negative duration \"-1s\" "
+            "(must be >= 0)");
   EXPECT_FALSE(
       ErrorOf(MinimalWith("proxy: {connections: {max_idel: 1s}}\n")).empty());
 }
