@@ -326,7 +326,8 @@ routes:
                 self.assertEqual(len(times), self.N)
                 self.assertLessEqual(times[-1], 10.0, what)
                 self.assertGreaterEqual(times[0], 0.5, what)
-            print(f"GOAWAY: {set(handshaken.goaway.values())}")
+            print(f"GOAWAY: {set(handshaken.goaway.values())}; to no ClientHello: "
+                  f"{len(no_hello.goaway)}, bytes {sum(map(len, no_hello.buf.values()))}")
             self.assertIsNone(self.sluice.popen.poll(), "sluice exited")
         finally:
             no_hello.close_all()
