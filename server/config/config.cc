@@ -971,6 +971,57 @@ void CheckHeaderLimits(pb::Proxy* proxy, Errors* errors, int* max_bytes,
       static_cast<int>(std::min(proxy->max_header_count(), kMaxMaxHeaderCount));
 }
 
+// proxy.connections (config.proto, Connections).
+constexpr char kDefaultMaxIdle[] = "5m";
+constexpr char kDefaultHandshakeTimeout[] = "10s";
+constexpr char kDefaultMinPingInterval[] = "5m";
+constexpr uint32_t kDefaultMaxPingStrikes = 2;
+constexpr uint32_t kMaxMaxPingStrikes = 100;
+
+void CheckConnections(pb::Connections* c, Errors* errors,
+                      ConnectionSettings* out) {
+  const std::string path = "proxy.connections.";
+  // Each duration: its default, "0s" only where `off_allowed`, else within
+  // [min, max].
+  auto bounded = [&](std::string* text, const char* default_text,
+                     const char* field, bool off_allowed, absl::Duration min,
+                     absl::Duration max) {
+    const size_t before = errors->size();
+    const absl::Duration d = Duration(text, default_text, path + field, errors);
+    if (errors->size() != before) return d;
+    if (off_allowed && d == absl::ZeroDuration()) return d;
+    if (d < min || d > max) {
+      errors->Add(path + field,
+                  absl::StrCat("must be between \"", CanonicalDuration(min),
+                               "\" and \"", CanonicalDuration(max), "\"",
+                               off_allowed ? ", or \"0s\" (off)" : "", "; got ",
+                               Quote(*text)));
+    }
+    return d;
+  };
+  out->max_idle = bounded(c->mutable_max_idle(), kDefaultMaxIdle, "max_idle",
+                          true, absl::Seconds(1), absl::Hours(24));
+  out->max_age = bounded(c->mutable_max_age(), kNoDuration, "max_age", true,
+                         absl::Seconds(1), absl::Hours(24));
+  out->max_age_grace =
+      bounded(c->mutable_max_age_grace(), kNoDuration, "max_age_grace", true,
+              absl::Seconds(1), absl::Hours(24));
+  out->handshake_timeout = bounded(
+      c->mutable_handshake_timeout(), kDefaultHandshakeTimeout,
+      "handshake_timeout", false, absl::Milliseconds(100), absl::Minutes(5));
+  out->min_ping_interval =
+      bounded(c->mutable_min_ping_interval(), kDefaultMinPingInterval,
+              "min_ping_interval", false, absl::Seconds(1), absl::Hours(24));
+  if (c->max_ping_strikes() == 0)
+    c->set_max_ping_strikes(kDefaultMaxPingStrikes);
+  if (c->max_ping_strikes() > kMaxMaxPingStrikes) {
+    errors->Add(path + "max_ping_strikes",
+                OutOfRange(c->max_ping_strikes(), 1, kMaxMaxPingStrikes));
+  }
+  out->max_ping_strikes =
+      static_cast<int>(std::min(c->max_ping_strikes(), kMaxMaxPingStrikes));
+}
+
 // Hex prefix of the SHA-256 of the canonical JSON of `p`.
 absl::StatusOr<std::string> HashOf(const pb::Config& p,
                                    absl::string_view source) {
@@ -1127,6 +1178,8 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
                             kMinMaxMemoryBytes, " (16 MiB)"));
     config->max_memory_bytes_ = 0;
   }
+  CheckConnections(p.mutable_proxy()->mutable_connections(), &errors,
+                   &config->connections_);
 
   // Access log.
   if (p.has_access_log()) {
@@ -1286,6 +1339,8 @@ std::vector<SettingChange> Config::RestartOnlyChanges(
                                                           &to);
     if (from != to) changes.push_back({absl::StrCat("proxy.", name), from, to});
   }
+  DiffScalars(a.proxy().connections(), b.proxy().connections(),
+              "proxy.connections.", &changes);
   if (a.has_tls() != b.has_tls()) {
     changes.push_back({"tls", a.has_tls() ? "set" : "absent",
                        b.has_tls() ? "set" : "absent"});
@@ -1307,6 +1362,7 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::WithRestartOnlyOf(
   proxy->set_max_concurrent_streams(r.proxy().max_concurrent_streams());
   proxy->set_bdp_probe(r.proxy().bdp_probe());
   proxy->set_max_header_list_bytes(r.proxy().max_header_list_bytes());
+  *proxy->mutable_connections() = r.proxy().connections();
   if (r.has_tls()) {
     *p.mutable_tls() = r.tls();
   } else {
@@ -1320,6 +1376,7 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::WithRestartOnlyOf(
   config->max_receive_message_bytes_ = running.max_receive_message_bytes_;
   config->max_concurrent_streams_ = running.max_concurrent_streams_;
   config->max_header_list_bytes_ = running.max_header_list_bytes_;
+  config->connections_ = running.connections_;
   config->tls_ = running.tls_;
   auto hash = HashOf(p, source_);
   if (!hash.ok()) return hash.status();

@@ -58,6 +58,18 @@ struct UpstreamSettings {
   absl::Duration connect_wait = absl::Seconds(1);
 };
 
+// proxy.connections: the data port's connection lifetime limits and ping
+// policy (gRPC server arguments; zero durations mean "off" where the field
+// allows it).
+struct ConnectionSettings {
+  absl::Duration max_idle = absl::Minutes(5);           // 0: never
+  absl::Duration max_age = absl::ZeroDuration();        // 0: no limit
+  absl::Duration max_age_grace = absl::ZeroDuration();  // 0: no limit
+  absl::Duration handshake_timeout = absl::Seconds(10);
+  absl::Duration min_ping_interval = absl::Minutes(5);
+  int max_ping_strikes = 2;
+};
+
 // One limit with its defaults applied and durations parsed.
 struct LimitSettings {
   std::string name;
@@ -175,6 +187,7 @@ class Config {
   // limit, -1 none (server/proxy/memory_guard.h resolves it).
   int64_t max_memory_bytes() const { return max_memory_bytes_; }
   bool bdp_probe() const { return proto_.proxy().bdp_probe(); }
+  const ConnectionSettings& connections() const { return connections_; }
   const AccessLogSettings& access_log() const { return access_log_; }
   const ServerTlsSettings& tls() const { return tls_; }
   const RedisSettings& redis() const { return redis_; }
@@ -205,7 +218,8 @@ class Config {
   // reload cannot change. `listeners`, `workers`, the `tls` section and
   // the data port's server settings `proxy.max_receive_message_bytes`,
   // `proxy.max_concurrent_streams`, `proxy.bdp_probe` and
-  // `proxy.max_header_list_bytes` (it sets gRPC's transport limit too).
+  // `proxy.max_header_list_bytes` (it sets gRPC's transport limit too),
+  // `proxy.connections`.
   //
   // The restart-only settings of this config that differ from `running`'s.
   std::vector<SettingChange> RestartOnlyChanges(const Config& running) const;
@@ -230,6 +244,7 @@ class Config {
   int max_header_list_bytes_ = 7168;
   int max_header_count_ = 100;
   int64_t max_memory_bytes_ = 0;
+  ConnectionSettings connections_;
   AccessLogSettings access_log_;
   ServerTlsSettings tls_;
   RedisSettings redis_;

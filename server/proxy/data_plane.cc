@@ -1,6 +1,8 @@
 #include "server/proxy/data_plane.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -61,6 +63,33 @@ class NoPluginsOption : public grpc::ServerBuilderOption {
   }
 };
 
+// gRPC takes milliseconds as an int; "off" is INT_MAX (its own default for
+// idle, age and grace).
+int Millis(absl::Duration d) {
+  if (d == absl::ZeroDuration()) return std::numeric_limits<int>::max();
+  return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(d),
+                                            std::numeric_limits<int>::max()));
+}
+
+// proxy.connections as the data port's server arguments (docs/security.md,
+// "Connections": what each one does, measured with gRPC 1.51).
+void AddConnectionArguments(const ConnectionSettings& c,
+                            grpc::ServerBuilder* builder) {
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                              Millis(c.max_idle));
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                              Millis(c.max_age));
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                              Millis(c.max_age_grace));
+  builder->AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                              Millis(c.handshake_timeout));
+  builder->AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      Millis(c.min_ping_interval));
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES,
+                              c.max_ping_strikes);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
@@ -101,6 +130,7 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE,
                              config->bdp_probe() ? 1 : 0);
+  AddConnectionArguments(config->connections(), &builder);
   // The data port answers every method through the generic service: no
   // built-in health service and no reflection here.
   builder.SetOption(

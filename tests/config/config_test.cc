@@ -1551,6 +1551,111 @@ TEST(ConfigHeaderLimitsTest, ByteLimitIsRestartOnlyCountIsReloadable) {
 }
 
 // ---------------------------------------------------------------------------
+// Client connections on the data port (proxy.connections).
+
+TEST(ConfigConnectionsTest, DefaultsAreSafeForASidecar) {
+  auto config = MustParse(kMinimal);
+  ASSERT_NE(config, nullptr);
+  const ConnectionSettings& c = config->connections();
+  EXPECT_EQ(c.max_idle, absl::Minutes(5));
+  EXPECT_EQ(c.max_age, absl::ZeroDuration());        // off
+  EXPECT_EQ(c.max_age_grace, absl::ZeroDuration());  // off
+  EXPECT_EQ(c.handshake_timeout, absl::Seconds(10));
+  EXPECT_EQ(c.min_ping_interval, absl::Minutes(5));
+  EXPECT_EQ(c.max_ping_strikes, 2);
+  const config::v1::Connections& p = config->proto().proxy().connections();
+  EXPECT_EQ(p.max_idle(), "5m");
+  EXPECT_EQ(p.max_age(), "0s");
+  EXPECT_EQ(p.max_age_grace(), "0s");
+  EXPECT_EQ(p.handshake_timeout(), "10s");
+  EXPECT_EQ(p.min_ping_interval(), "5m");
+  EXPECT_EQ(p.max_ping_strikes(), 2u);
+  // The data port accepts Sluice's own upstream keepalive default (one
+  // Sluice in front of another).
+  EXPECT_GE(config->upstreams()[0].keepalive_time, c.min_ping_interval);
+}
+
+TEST(ConfigConnectionsTest, SetValues) {
+  auto config =
+      MustParse(MinimalWith("proxy:\n"
+                            "  connections:\n"
+                            "    max_idle: 1s\n"
+                            "    max_age: 30m\n"
+                            "    max_age_grace: 1m\n"
+                            "    handshake_timeout: 100ms\n"
+                            "    min_ping_interval: 10s\n"
+                            "    max_ping_strikes: 100\n"));
+  ASSERT_NE(config, nullptr);
+  const ConnectionSettings& c = config->connections();
+  EXPECT_EQ(c.max_idle, absl::Seconds(1));
+  EXPECT_EQ(c.max_age, absl::Minutes(30));
+  EXPECT_EQ(c.max_age_grace, absl::Minutes(1));
+  EXPECT_EQ(c.handshake_timeout, absl::Milliseconds(100));
+  EXPECT_EQ(c.min_ping_interval, absl::Seconds(10));
+  EXPECT_EQ(c.max_ping_strikes, 100);
+  auto off = MustParse(MinimalWith("proxy: {connections: {max_idle: 0s}}\n"));
+  ASSERT_NE(off, nullptr);
+  EXPECT_EQ(off->connections().max_idle, absl::ZeroDuration());
+  auto top = MustParse(MinimalWith(
+      "proxy: {connections: {max_idle: 24h, max_age: 24h, "
+      "max_age_grace: 24h, handshake_timeout: 5m, min_ping_interval: 24h}}\n"));
+  ASSERT_NE(top, nullptr);
+  EXPECT_EQ(top->connections().handshake_timeout, absl::Minutes(5));
+}
+
+TEST(ConfigConnectionsTest, ErrorsNameTheField) {
+  EXPECT_EQ(ErrorOf(MinimalWith("proxy:\n"
+                                "  connections:\n"
+                                "    max_idle: 500ms\n"
+                                "    max_age: 25h\n"
+                                "    max_age_grace: 5\n"
+                                "    handshake_timeout: 0s\n"
+                                "    min_ping_interval: 999ms\n"
+                                "    max_ping_strikes: 101\n")),
+            "test.yaml: proxy.connections.max_idle: must be between \"1s\" "
+            "and \"24h\", or \"0s\" (off); got \"500ms\"\n"
+            "test.yaml: proxy.connections.max_age: must be between \"1s\" "
+            "and \"24h\", or \"0s\" (off); got \"25h\"\n"
+            "test.yaml: proxy.connections.max_age_grace: invalid duration "
+            "\"5\" (use e.g. \"250ms\", \"1.5s\", \"2m\")\n"
+            "test.yaml: proxy.connections.handshake_timeout: must be between "
+            "\"100ms\" and \"5m\"; got \"0s\"\n"
+            "test.yaml: proxy.connections.min_ping_interval: must be between "
+            "\"1s\" and \"24h\"; got \"999ms\"\n"
+            "test.yaml: proxy.connections.max_ping_strikes: 101 is out of "
+            "range (1..100)");
+  EXPECT_EQ(ErrorOf(MinimalWith("proxy: {connections: {max_idle: -1s}}\n")),
+            "test.yaml: proxy.connections.max_idle: negative duration \"-1s\" "
+            "(must be >= 0)");
+  EXPECT_FALSE(
+      ErrorOf(MinimalWith("proxy: {connections: {max_idel: 1s}}\n")).empty());
+}
+
+// The data port's server is built with them: restart only.
+TEST(ConfigConnectionsTest, RestartOnly) {
+  auto running = MustParse(kMinimal);
+  auto next = MustParse(MinimalWith(
+      "proxy: {connections: {max_idle: 1m, handshake_timeout: 5s}}\n"
+      "drain_timeout: 5s\n"));
+  ASSERT_TRUE(running && next);
+  std::vector<std::string> fields;
+  for (const SettingChange& c : next->RestartOnlyChanges(*running)) {
+    fields.push_back(absl::StrCat(c.field, " ", c.from, " -> ", c.to));
+  }
+  EXPECT_EQ(fields, (std::vector<std::string>{
+                        "proxy.connections.max_idle \"5m\" -> \"1m\"",
+                        "proxy.connections.handshake_timeout \"10s\" -> "
+                        "\"5s\""}));
+  auto effective = next->WithRestartOnlyOf(*running);
+  ASSERT_TRUE(effective.ok()) << effective.status();
+  EXPECT_EQ((*effective)->connections().max_idle, absl::Minutes(5));
+  EXPECT_EQ((*effective)->connections().handshake_timeout, absl::Seconds(10));
+  EXPECT_EQ((*effective)->proto().proxy().connections().max_idle(), "5m");
+  EXPECT_EQ((*effective)->drain_timeout(), absl::Seconds(5));
+  EXPECT_TRUE((*effective)->RestartOnlyChanges(*running).empty());
+}
+
+// ---------------------------------------------------------------------------
 // YamlToJson on its own.
 
 TEST(YamlToJsonTest, TypesFollowTheSchema) {

@@ -1,0 +1,56 @@
+#include "server/common/heap_trim.h"
+
+#include <malloc.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "absl/time/clock.h"
+
+namespace sluice {
+
+size_t ResidentBytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  unsigned long size = 0;
+  unsigned long resident = 0;
+  const int n = std::fscanf(f, "%lu %lu", &size, &resident);
+  std::fclose(f);
+  if (n != 2) return 0;
+  return static_cast<size_t>(resident) *
+         static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+namespace {
+
+size_t FreeHeapBytes() {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+  return mallinfo2().fordblks;  // free bytes in every arena
+#else
+  return 0;
+#endif
+}
+
+}  // namespace
+
+HeapTrimmer::HeapTrimmer(size_t threshold)
+    : threshold_(threshold), low_free_(FreeHeapBytes()) {}
+
+HeapTrim HeapTrimmer::MaybeTrim() {
+  HeapTrim result;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+  result.free_bytes = FreeHeapBytes();
+  if (result.free_bytes < low_free_) low_free_ = result.free_bytes;
+  if (result.free_bytes <= low_free_ + threshold_) return result;
+  result.rss_before = ResidentBytes();
+  const absl::Time start = absl::Now();
+  malloc_trim(0);
+  result.took = absl::Now() - start;
+  result.trimmed = true;
+  result.rss_after = ResidentBytes();
+  low_free_ = result.free_bytes;
+#endif
+  return result;
+}
+
+}  // namespace sluice
