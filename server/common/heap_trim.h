@@ -15,6 +15,7 @@
 #include <cstddef>
 
 #include "absl/time/time.h"
+#include "server/common/resident_bytes.h"
 
 namespace sluice {
 
@@ -42,9 +43,6 @@ class HeapTrimmer {
   const size_t threshold_;
   size_t low_free_;  // least free bytes seen since the last trim
 };
-
-// Resident bytes of this process (/proc/self/statm); 0 if unknown.
-size_t ResidentBytes();
 
 }  // namespace sluice
 

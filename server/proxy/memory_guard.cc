@@ -1,8 +1,6 @@
 #include "server/proxy/memory_guard.h"
 
-#include <unistd.h>
 
-#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -13,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "server/common/resident_bytes.h"
 #include "spdlog/spdlog.h"
 
 namespace sluice {
@@ -44,6 +43,12 @@ std::optional<int64_t> ParseLimit(const std::optional<std::string>& text) {
     return std::nullopt;
   }
   return bytes;
+}
+
+// ResidentBytes() as OverloadState takes it: -1 when unknown.
+int64_t Resident() {
+  const size_t rss = ResidentBytes();
+  return rss == 0 ? -1 : static_cast<int64_t>(rss);
 }
 
 }  // namespace
@@ -110,16 +115,6 @@ int64_t EffectiveMemoryLimit(int64_t configured, const std::string& cgroup_root,
   return cgroup ? *cgroup / 100 * kCgroupPercent : 0;
 }
 
-int64_t ResidentBytes() {
-  std::FILE* f = std::fopen("/proc/self/statm", "r");
-  if (f == nullptr) return -1;
-  long long size = 0, resident = 0;
-  const int n = std::fscanf(f, "%lld %lld", &size, &resident);
-  std::fclose(f);
-  if (n != 2) return -1;
-  return static_cast<int64_t>(resident) * sysconf(_SC_PAGESIZE);
-}
-
 MemoryGuard::MemoryGuard() : thread_([this] { Run(); }) {}
 
 MemoryGuard::~MemoryGuard() { Stop(); }
@@ -133,12 +128,12 @@ void MemoryGuard::SetLimit(int64_t limit) {
   absl::MutexLock lock(&mu_);
   state_.SetLimit(limit);
   limit_.store(limit, std::memory_order_relaxed);
-  overloaded_.store(state_.Update(ResidentBytes()), std::memory_order_relaxed);
+  overloaded_.store(state_.Update(Resident()), std::memory_order_relaxed);
 }
 
 void MemoryGuard::Run() {
   do {
-    const int64_t rss = ResidentBytes();
+    const int64_t rss = Resident();
     resident_.store(rss, std::memory_order_relaxed);
     absl::MutexLock lock(&mu_);
     const bool was = state_.overloaded();

@@ -50,10 +50,6 @@ int64_t EffectiveMemoryLimit(int64_t configured,
 std::optional<int64_t> CgroupMemoryLimit(const std::string& cgroup_root,
                                          const std::string& proc_self_cgroup);
 
-// This process's resident set size in bytes (/proc/self/statm); -1 if it
-// cannot be read.
-int64_t ResidentBytes();
-
 class MemoryGuard {
  public:
   MemoryGuard();
