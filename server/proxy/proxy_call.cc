@@ -734,7 +734,13 @@ void ProxyCall::AdvanceClientToUpstream() {
       PaceAllowsRead(p, c2u_pace_alarm_, c2u_pace_tag_)) {
     p.reading = true;
     ++outstanding_;
-    sstream_.Read(&p.read_buf, &cread_tag_);
+    if (!client_read_.Start(sctx_.c_call())) {
+      // gRPC refused the read (the call is over): as a failed read.
+      p.reading = false;
+      --outstanding_;
+      OnClientGone();
+      return;
+    }
   }
   NoteBlocked(
       p, !p.reading && !p.src_done && !p.dst_failed && p.held() >= window_);
@@ -750,7 +756,9 @@ void ProxyCall::AdvanceClientToUpstream() {
 void ProxyCall::OnClientRead(bool ok) {
   Pump& p = c2u_;
   p.reading = false;
-  if (ok) {
+  const ClientRead::Result read = client_read_.Outcome(ok);
+  if (read == ClientRead::Result::kMessage) {
+    client_read_.TakeMessage(&p.read_buf);
     if (idle_armed_) last_activity_ = MonoNow();
     ++msgs_in_;
     if (++unflushed_msgs_ >= kMessageFlushBatch) FlushMessageCounts();
@@ -763,9 +771,11 @@ void ProxyCall::OnClientRead(bool ok) {
       return;
     }
     AdvanceClientToUpstream();
-  } else if (grpc_call_failed_before_recv_message(sctx_.c_call())) {
-    // The client cancelled or vanished (not a graceful half-close): never
-    // half-close upstream, which would commit a cancelled upload; cancel it.
+  } else if (read == ClientRead::Result::kFailed) {
+    // Not a graceful half-close: the client cancelled or vanished, or gRPC
+    // refused a message over max_receive_message_bytes and cancelled the
+    // call. Never half-close upstream, which would commit a cut upload;
+    // cancel it.
     OnClientGone();
   } else {
     p.src_done = true;  // a graceful half-close: forward it

@@ -32,6 +32,7 @@
 #include "server/metrics/reason.h"
 #include "server/proxy/cq_tag.h"
 #include "server/proxy/proxy_snapshot.h"
+#include "server/proxy/client_read.h"
 #include "server/proxy/upstream_pool.h"
 
 namespace sluice {
@@ -267,6 +268,7 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   MemberTag<ProxyCall> sinit_tag_{this,
                                   &ProxyCall::OnDownstreamInitialMetadataSent};
   MemberTag<ProxyCall> cread_tag_{this, &ProxyCall::OnClientRead};
+  ClientRead client_read_{&cread_tag_};  // client reads, by core batch
   MemberTag<ProxyCall> uwrite_tag_{this, &ProxyCall::OnUpstreamWritten};
   MemberTag<ProxyCall> uwritesdone_tag_{this, &ProxyCall::OnUpstreamWritesDone};
   MemberTag<ProxyCall> uread_tag_{this, &ProxyCall::OnUpstreamRead};

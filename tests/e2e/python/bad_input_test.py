@@ -455,23 +455,19 @@ class OversizedTest(Fixture):
             ch.close()
         harness.wait_for_metric(self.sluice, "sluice_calls_in_flight", 0.0)
 
-    # KNOWN BUG (reported, not fixed here: server/proxy/proxy_call.cc).
-    # When a client message over max_receive_message_bytes arrives in the
-    # middle of a stream, gRPC's message-size filter fails the read but
-    # grpc_call_failed_before_recv_message() is false (only the transport
-    # sets it), so OnClientRead forwards a graceful half-close: the upstream
-    # sees the upload end normally and commits it (StreamingInputCall
-    # answers OK with the sum of the first messages), and Sluice counts the
-    # call OK while the client got RESOURCE_EXHAUSTED. Whether it happens
-    # depends on the order in which the failed read and the call's
-    # cancellation reach the worker's queue, so the test passes sometimes:
-    # skipped (a known limitation, docs/reliability.md) rather than flaky.
-    @unittest.skip("known limitation: a race in gRPC's completion order")
+    # A client message over max_receive_message_bytes mid-stream: gRPC
+    # refuses it inside the call, which the C++ API reports like a graceful
+    # half-close. Sluice reads client messages with core's batch API
+    # (server/proxy/client_read.h), which tells them apart, and cancels the
+    # upstream call instead of half-closing it: the upload is never
+    # committed cut (StreamingInputCall would answer OK with the sum of the
+    # first messages). Before, it was, depending on the order in which the
+    # failed read and the cancellation reached the worker.
     def test_oversized_message_never_half_closes_the_upload(self):
         ch = self.big_channel()
         try:
             stub = test_pb2_grpc.TestServiceStub(ch)
-            for _ in range(3):
+            for _ in range(20):  # the old race lost some of these
                 ok_before = harness.metric(self.sluice, "grpc_client_handled_total",
                                            {"grpc_code": "OK"}) or 0
                 requests = [messages_pb2.StreamingInputCallRequest(
