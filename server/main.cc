@@ -91,7 +91,8 @@ absl::StatusOr<std::shared_ptr<const Config>> LoadWithFlags() {
     });
     if (no_upstream && !absl::GetFlag(FLAGS_upstream).empty()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("--upstream: ", path, " defines no upstream to point"
+          absl::StrCat("--upstream: ", path,
+                       " defines no upstream to point"
                        " at it (it overrides the target of the first one)"));
     }
     return loaded;

@@ -117,8 +117,8 @@ void UpstreamHealth::OnCheckDone(Probe* p) {
   bool answered;
   if (p->health_check) {
     p->serving =
-        p->status.ok() && p->response.status() ==
-                              grpc::health::v1::HealthCheckResponse::SERVING;
+        p->status.ok() &&
+        p->response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
     answered = p->serving;
   } else {
     // Any answer from the process; these two are the channel's own (no

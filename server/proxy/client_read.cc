@@ -22,10 +22,10 @@ bool ClientRead::Start(grpc_call* call) {
   op.op = GRPC_OP_RECV_MESSAGE;
   op.data.recv_message.recv_message = &message_;
   TsanHandOff(done_);
-  return grpc_call_start_batch(call, &op, 1,
-                               static_cast<grpc::internal::CompletionQueueTag*>(
-                                   this),
-                               nullptr) == GRPC_CALL_OK;
+  return grpc_call_start_batch(
+             call, &op, 1,
+             static_cast<grpc::internal::CompletionQueueTag*>(this),
+             nullptr) == GRPC_CALL_OK;
 }
 
 ClientRead::Result ClientRead::Outcome(bool ok) const {

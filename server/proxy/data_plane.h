@@ -21,8 +21,8 @@
 #include "grpcpp/server.h"
 #include "server/limits/limit_registry.h"
 #include "server/metrics/proxy_metrics.h"
-#include "server/proxy/proxy_snapshot.h"
 #include "server/proxy/memory_guard.h"
+#include "server/proxy/proxy_snapshot.h"
 #include "server/proxy/worker.h"
 
 namespace sluice {

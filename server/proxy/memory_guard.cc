@@ -1,6 +1,5 @@
 #include "server/proxy/memory_guard.h"
 
-
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -90,13 +89,14 @@ std::optional<int64_t> CgroupMemoryLimit(const std::string& cgroup_root,
   }
   const auto under = [&](const std::string& dir, const std::string& path,
                          const char* file) {
-    return ParseLimit(ReadTrimmed(
-        path.empty() || path == "/" ? absl::StrCat(dir, "/", file)
-                                    : absl::StrCat(dir, path, "/", file)));
+    return ParseLimit(ReadTrimmed(path.empty() || path == "/"
+                                      ? absl::StrCat(dir, "/", file)
+                                      : absl::StrCat(dir, path, "/", file)));
   };
   if (v1_path) {
     const std::string dir = cgroup_root + "/memory";
-    if (auto limit = under(dir, *v1_path, "memory.limit_in_bytes")) return limit;
+    if (auto limit = under(dir, *v1_path, "memory.limit_in_bytes"))
+      return limit;
     if (auto limit = under(dir, "", "memory.limit_in_bytes")) return limit;
     return std::nullopt;
   }

@@ -41,10 +41,9 @@ class OverloadState {
 // when > 0; none (0) when -1; when 0, 90% of the cgroup memory limit read
 // under `cgroup_root` (cgroup v2 memory.max of the process's own cgroup,
 // else v1 memory/memory.limit_in_bytes), none if there is no limit.
-int64_t EffectiveMemoryLimit(int64_t configured,
-                             const std::string& cgroup_root = "/sys/fs/cgroup",
-                             const std::string& proc_self_cgroup =
-                                 "/proc/self/cgroup");
+int64_t EffectiveMemoryLimit(
+    int64_t configured, const std::string& cgroup_root = "/sys/fs/cgroup",
+    const std::string& proc_self_cgroup = "/proc/self/cgroup");
 
 // The cgroup memory limit in bytes, if the process has one.
 std::optional<int64_t> CgroupMemoryLimit(const std::string& cgroup_root,

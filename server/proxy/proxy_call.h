@@ -30,9 +30,9 @@
 #include "server/limits/global_rate_limiter.h"
 #include "server/limits/token_bucket.h"
 #include "server/metrics/reason.h"
+#include "server/proxy/client_read.h"
 #include "server/proxy/cq_tag.h"
 #include "server/proxy/proxy_snapshot.h"
-#include "server/proxy/client_read.h"
 #include "server/proxy/upstream_pool.h"
 
 namespace sluice {

@@ -153,7 +153,8 @@ bool SentByUpstream(const grpc::ClientContext& ctx,
 bool IsKeepaliveTimeout(const grpc::Status& status) {
   // chttp2's message for a ping without an answer (gRPC 1.51's
   // keepalive watchdog).
-  return absl::StrContains(status.error_message(), "keepalive watchdog timeout");
+  return absl::StrContains(status.error_message(),
+                           "keepalive watchdog timeout");
 }
 
 void LogUpstreamUnavailable(const std::string& name, const std::string& target,
