@@ -5,15 +5,16 @@ the shipped durations are covered by //tests/ops:rules_test). Through
 Prometheus's HTTP API the test checks that:
 - every rule loads and evaluates without error on real series;
 - the alerts of the faults it scripts fire: a rate limit tripped
-  (SluiceLimitRejecting), a failed reload (SluiceConfigReloadFailed),
+  (SluiceLimitRejecting), Redis killed under a global limit
+  (SluiceGlobalLimitFallback), a failed reload (SluiceConfigReloadFailed),
   Sluice killed (SluiceDown);
 - every query of the Grafana dashboard (deploy/grafana/sluice-dashboard.json)
-  executes, every panel but the Redis row returns data, and the panels the
-  scenario exercises show it (values > 0); the Redis row's series exist
-  only with a `scope: global` limit, which this scenario does not have, so
-  its queries must run and return nothing. The memory-ceiling panel returns
-  data (the config sets proxy.max_memory_bytes, far above what Sluice uses)
-  but stays at 0: nothing here reaches the ceiling.
+  and of its variables executes and returns data, and the panels the
+  scenario exercises show it (a value > 0). The memory-ceiling panel
+  returns data (the config sets proxy.max_memory_bytes, far above what
+  Sluice uses) but stays at 0: nothing here reaches the ceiling; so do
+  "Upstream unavailable" (the upstream stays up) and the gauges, which read
+  whatever is open at the moment of the query.
 Outside Kubernetes the scrape config adds the `namespace` and `pod` labels
 that the rules and the dashboard's variables use."""
 
@@ -22,6 +23,7 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -40,10 +42,11 @@ sys.path.insert(0, os.path.join(_ROOT, "tests", "e2e", "python"))
 
 import harness  # noqa: E402
 import grpc  # noqa: E402
-from grpc.testing import messages_pb2, test_pb2_grpc  # noqa: E402
+from grpc.testing import empty_pb2, messages_pb2, test_pb2_grpc  # noqa: E402
 from sluice.demo.v1 import ticker_pb2, ticker_pb2_grpc  # noqa: E402
 
 PROMETHEUS = "/usr/bin/prometheus"
+REDIS_SERVER = "/usr/bin/redis-server"
 RULES = os.path.join(harness.ROOT, "deploy", "prometheus", "sluice-rules.yaml")
 DASHBOARD = os.path.join(harness.ROOT, "deploy", "grafana", "sluice-dashboard.json")
 DESCRIPTORS = os.path.join(harness.ROOT, "deploy", "examples", "demo-descriptors.pb")
@@ -63,13 +66,16 @@ EXERCISED = {
     "Paced time", "Keys per keyed limit", "Messages", "Backpressure time",
     "Upstream calls by status",
     "Upstream calls started", "Targets up", "Config reloads",
+    "Redis request p99", "Redis errors", "Global limits on fallback",
 }
-# Panels whose series exist only with a global (Redis) limit.
-NO_DATA = {"Redis request p99", "Redis errors", "Global limits on fallback"}
 
 
-def config_text(upstream, rate="20"):
+def config_text(upstream, redis_port, rate="20"):
     return f"""
+redis:
+  address: 127.0.0.1:{redis_port}
+  timeout: 200ms
+  connect_timeout: 200ms
 upstreams:
   - name: demo
     target: {upstream}
@@ -79,6 +85,13 @@ routes:
   - name: streams
     match: {{method: /grpc.testing.TestService/StreamingOutputCall}}
     upstream: demo
+  - name: global
+    match: {{method: /grpc.testing.TestService/EmptyCall}}
+    upstream: demo
+    limits:
+      - name: fleet
+        scope: global
+        rate: {{per_second: 1000, burst: 100}}
   - name: testing
     match: {{prefix: /grpc.testing.TestService/}}
     upstream: demo
@@ -109,6 +122,33 @@ def test_rules():
     with open(path, "w") as f:
         f.write(text)
     return path
+
+
+class Redis:
+    """A redis-server this test started; stopped by its PID only."""
+
+    def __init__(self):
+        self.port = harness.closed_port()
+        self.log = open(os.path.join(harness.TMP, "redis.log"), "wb")
+        self.popen = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", harness.TMP],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        harness.wait_until(self.ping, timeout=10, what=f"redis on port {self.port}")
+
+    def ping(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=10)
+        self.log.close()
 
 
 class Prometheus:
@@ -205,7 +245,8 @@ def dashboard_queries():
 def run_load(sluice, seconds):
     """The scripted load, bounded by `seconds` (plus the calls' deadlines):
     three unary calls that the upstream fails (INTERNAL), then unary calls
-    far above the per-client rate (most rejected), paced Ticker streams
+    far above the per-client rate (most rejected), calls through a global
+    (Redis) limit at about 50/s (all admitted), paced Ticker streams
     three at a time against a concurrency of 1 and a queue of 2 (queued,
     some time out, some refused at once), and server streams left unread
     (backpressure) until their client cancels them.
@@ -232,6 +273,15 @@ def run_load(sluice, seconds):
     def flood():
         while time.monotonic() < end:
             unary(messages_pb2.SimpleRequest(response_size=8))
+
+    def global_calls():
+        while time.monotonic() < end:
+            try:
+                test.EmptyCall(empty_pb2.Empty(), timeout=5)
+                count("global OK")
+            except grpc.RpcError as e:
+                count("global " + e.code().name)
+            time.sleep(0.02)  # the client's pace, real time
 
     def stream():
         while time.monotonic() < end:
@@ -261,7 +311,8 @@ def run_load(sluice, seconds):
         unary(failing)
     threads = [threading.Thread(target=f, args=a, daemon=True)
                for f, a in [(flood, ()), (flood, ()), (stream, ()), (stream, ()),
-                            (stream, ()), (held, (1.5,)), (held, (0.3,))]]
+                            (stream, ()), (held, (1.5,)), (held, (0.3,)),
+                            (global_calls, ())]]
     for t in threads:
         t.start()
     for t in threads:
@@ -275,7 +326,9 @@ class PrometheusE2ETest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.upstream = harness.start_upstream()
-        cls.config_path = harness.write_config(config_text(cls.upstream.address))
+        cls.redis = Redis()
+        cls.config_path = harness.write_config(config_text(cls.upstream.address,
+                                                           cls.redis.port))
         cls.sluice = harness.start_sluice(cls.config_path, extra=["--watch_config=false"])
         cls.prom = Prometheus([cls.sluice.metrics])
 
@@ -283,6 +336,7 @@ class PrometheusE2ETest(unittest.TestCase):
     def tearDownClass(cls):
         cls.prom.stop()
         cls.sluice.stop()
+        cls.redis.stop()
         cls.upstream.stop()
 
     def test_scenario(self):
@@ -295,6 +349,7 @@ class PrometheusE2ETest(unittest.TestCase):
         print(f"\nload: {outcomes}")
         self.assertGreater(outcomes.get("RESOURCE_EXHAUSTED", 0), 0)
         self.assertEqual(outcomes.get("INTERNAL", 0), 3)
+        self.assertGreater(outcomes.get("global OK", 0), 0)
 
         # 1. A limit tripped.
         alerts = prom.wait_firing("SluiceLimitRejecting")
@@ -319,7 +374,20 @@ class PrometheusE2ETest(unittest.TestCase):
         for r in rules:
             self.assertNotEqual(r.get("health"), "err", f"{r['name']}: {r.get('lastError')}")
 
-        # 2. The dashboard: variables, then every panel query.
+        # 2. Redis killed: the global limit goes to its fallback (at once:
+        # with no connection up each request fails immediately).
+        self.redis.stop()
+        test = test_pb2_grpc.TestServiceStub(harness.channel(sluice.data))
+
+        def fallback_firing():
+            test.EmptyCall(empty_pb2.Empty(), timeout=5)  # fallback: local, admitted
+            return prom.firing("SluiceGlobalLimitFallback")
+        alerts = harness.wait_until(fallback_firing, timeout=30, interval=0.1,
+                                    what="SluiceGlobalLimitFallback firing")
+        self.assertEqual({(a["metric"]["route"], a["metric"]["limit"]) for a in alerts},
+                         {("global", "fleet")})
+
+        # 3. The dashboard: variables, then every panel query.
         harness.wait_until(lambda: prom.query("pod_route:sluice_calls:rate5m"),
                            timeout=10, what="recording rules evaluated")
         dash, queries = dashboard_queries()
@@ -337,9 +405,6 @@ class PrometheusE2ETest(unittest.TestCase):
         shown = {}
         for title, expr in queries:
             result = prom.query(expr)
-            if title in NO_DATA:
-                self.assertEqual(result, [], f"{title}: {expr}")
-                continue
             self.assertTrue(result, f"panel {title!r} returns no data: {expr}")
             # NaN: 0/0, a route with no calls (route "none").
             values = [v for v in (float(s["value"][1]) for s in result) if not math.isnan(v)]
@@ -350,14 +415,14 @@ class PrometheusE2ETest(unittest.TestCase):
         for title in EXERCISED:  # a value > 0 in some series of the panel
             self.assertGreater(max(shown[title]), 0, f"panel {title!r} shows nothing")
 
-        # 3. A failed reload.
+        # 4. A failed reload.
         with open(self.config_path, "w") as f:
-            f.write(config_text(self.upstream.address, rate="-5"))
+            f.write(config_text(self.upstream.address, self.redis.port, rate="-5"))
         sluice.signal(signal.SIGHUP)
         alerts = prom.wait_firing("SluiceConfigReloadFailed")
         self.assertEqual(alerts[0]["metric"]["pod"], POD)
 
-        # 4. Sluice killed.
+        # 5. Sluice killed.
         self.assertEqual(prom.firing("SluiceDown"), [])
         sluice.signal(signal.SIGKILL)
         sluice.wait(10)
