@@ -325,19 +325,30 @@ def run_load(sluice, seconds):
 class PrometheusE2ETest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.upstream = harness.start_upstream()
-        cls.redis = Redis()
-        cls.config_path = harness.write_config(config_text(cls.upstream.address,
-                                                           cls.redis.port))
-        cls.sluice = harness.start_sluice(cls.config_path, extra=["--watch_config=false"])
-        cls.prom = Prometheus([cls.sluice.metrics])
+        cls.started = []
+        try:
+            cls.upstream = cls._start(harness.start_upstream)
+            cls.redis = cls._start(Redis)
+            cls.config_path = harness.write_config(config_text(cls.upstream.address,
+                                                               cls.redis.port))
+            cls.sluice = cls._start(harness.start_sluice, cls.config_path,
+                                    extra=["--watch_config=false"])
+            cls.prom = cls._start(Prometheus, [cls.sluice.metrics])
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def _start(cls, fn, *args, **kwargs):
+        proc = fn(*args, **kwargs)
+        cls.started.append(proc)
+        return proc
 
     @classmethod
     def tearDownClass(cls):
-        cls.prom.stop()
-        cls.sluice.stop()
-        cls.redis.stop()
-        cls.upstream.stop()
+        for proc in reversed(cls.started):  # each stops only its own PID
+            proc.stop()
+        cls.started = []
 
     def test_scenario(self):
         prom, sluice = self.prom, self.sluice
