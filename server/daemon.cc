@@ -15,6 +15,7 @@
 #include "server/common/heap_trim.h"
 #include "server/config/listen_probe.h"
 #include "server/version.h"
+#include "server/common/resident_bytes.h"
 #include "spdlog/spdlog.h"
 
 namespace sluice {
@@ -115,6 +116,25 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
       AdminServer::Start(c.admin_address(), d.get(), c.health_address());
   if (!admin.ok()) return admin.status();
   d->admin_ = std::move(*admin);
+  Daemon* self = d.get();
+  d->state_collector_ = std::make_shared<StateCollector>(StateCollector::Sources{
+      [self] {
+        // Readiness and the upstreams of the config in effect (not the
+        // "liveness" service, nor upstreams a reload removed).
+        std::shared_ptr<const Config> config = self->data_plane_->config();
+        std::vector<std::pair<std::string, bool>> out;
+        for (auto& [service, serving] : self->admin_->Serving()) {
+          bool keep = service.empty();
+          for (const UpstreamSettings& u : config->upstreams()) {
+            keep = keep || u.name == service;
+          }
+          if (keep) out.emplace_back(service, serving);
+        }
+        return out;
+      },
+      [] { return static_cast<int64_t>(ResidentBytes()); },
+      [self] { return self->data_plane_->memory_guard().limit(); }});
+  d->exposer_->RegisterCollectable(d->state_collector_);
   d->admin_address_ = WithPort(c.admin_address(), d->admin_->port());
   if (!c.health_address().empty()) {
     d->health_address_ = WithPort(c.health_address(), d->admin_->health_port());
@@ -178,6 +198,9 @@ Daemon::~Daemon() {
   // The exposer may be mid-scrape of the limits: stop it first.
   if (exposer_ != nullptr && limit_collector_ != nullptr) {
     exposer_->RemoveCollectable(limit_collector_);
+  }
+  if (exposer_ != nullptr && state_collector_ != nullptr) {
+    exposer_->RemoveCollectable(state_collector_);
   }
   if (data_plane_ != nullptr) data_plane_->Drain(absl::ZeroDuration());
   if (admin_ != nullptr) admin_->Shutdown();

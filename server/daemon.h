@@ -27,6 +27,7 @@
 #include "server/admin/upstream_health.h"
 #include "server/config/config.h"
 #include "server/metrics/limit_collector.h"
+#include "server/metrics/state_collector.h"
 #include "server/metrics/proxy_metrics.h"
 #include "server/proxy/data_plane.h"
 
@@ -74,6 +75,7 @@ class Daemon : public AdminBackend {
   prometheus::Gauge* last_reload_ = nullptr;
   std::unique_ptr<DataPlane> data_plane_;
   std::shared_ptr<LimitCollector> limit_collector_;
+  std::shared_ptr<StateCollector> state_collector_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<UpstreamHealth> upstream_health_;
   std::shared_ptr<UpstreamPool> watched_pool_;

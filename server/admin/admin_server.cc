@@ -104,8 +104,14 @@ AdminServer::~AdminServer() { Shutdown(); }
 
 void AdminServer::SetServing(const std::string& service, bool serving) {
   absl::MutexLock lock(&mu_);
+  serving_[service] = serving;
   SetStatus(server_.get(), service, serving);
   SetStatus(health_server_.get(), service, serving);
+}
+
+std::vector<std::pair<std::string, bool>> AdminServer::Serving() const {
+  absl::MutexLock lock(&mu_);
+  return {serving_.begin(), serving_.end()};
 }
 
 void AdminServer::Shutdown() {

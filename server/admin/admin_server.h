@@ -11,9 +11,11 @@
 #ifndef SLUICE_SERVER_ADMIN_ADMIN_SERVER_H_
 #define SLUICE_SERVER_ADMIN_ADMIN_SERVER_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -40,6 +42,9 @@ class AdminServer {
   // Sets the overall ("") status and that of each named service, on the
   // admin port and the health-only port alike.
   void SetServing(const std::string& service, bool serving);
+  // Every status set so far, ("", ready) first if it was set, then the
+  // services by name. Any thread.
+  std::vector<std::pair<std::string, bool>> Serving() const;
   void Shutdown();
   int port() const { return port_; }
   // The health-only port's bound port; 0 when there is none.
@@ -53,7 +58,9 @@ class AdminServer {
   // only other service is gRPC's callback-based default health service, the
   // callback queue gRPC requires before it starts.
   grpc::CallbackGenericService unimplemented_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
+  // What SetServing set, by service (ordered: "" first).
+  std::map<std::string, bool> serving_ ABSL_GUARDED_BY(mu_);
   // Null once shut down.
   std::unique_ptr<grpc::Server> server_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<grpc::Server> health_server_ ABSL_GUARDED_BY(mu_);

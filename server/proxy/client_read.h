@@ -10,7 +10,9 @@
 // upstream. Core tells them apart: a batch whose message step failed
 // completes with success = 0 (call.cc: ReceivingStreamReady records the
 // error in the batch), a read at the end of the stream with success = 1 and
-// no message.
+// no message. A stream the client reset ends a pending read with
+// success = 1 and no message too: the transport marks that case in
+// grpc_call_failed_before_recv_message(), which the caller checks as well.
 //
 // Owned by its call, one read at a time, on the call's worker thread.
 // Its completion comes off the worker's queue as `done` (CqTag), with `ok`

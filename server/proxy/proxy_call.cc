@@ -771,11 +771,13 @@ void ProxyCall::OnClientRead(bool ok) {
       return;
     }
     AdvanceClientToUpstream();
-  } else if (read == ClientRead::Result::kFailed) {
-    // Not a graceful half-close: the client cancelled or vanished, or gRPC
-    // refused a message over max_receive_message_bytes and cancelled the
-    // call. Never half-close upstream, which would commit a cut upload;
-    // cancel it.
+  } else if (read == ClientRead::Result::kFailed ||
+             grpc_call_failed_before_recv_message(sctx_.c_call())) {
+    // Not a graceful half-close: gRPC refused a message over
+    // max_receive_message_bytes and cancelled the call (the read failed),
+    // or the client cancelled or vanished (the transport ends a pending
+    // read without a message and says so here). Never half-close
+    // upstream, which would commit a cut upload; cancel it.
     OnClientGone();
   } else {
     p.src_done = true;  // a graceful half-close: forward it

@@ -38,16 +38,29 @@ routes: [{{name: all, match: {{prefix: /}}, upstream: main}}]
         try:
             status = admin_health(sluice)
 
+            def gauges():
+                text = harness.scrape(sluice.metrics)
+                return (harness.metric_value(text, "sluice_ready"),
+                        harness.metric_value(text, "sluice_upstream_serving",
+                                             {"upstream": "main"}),
+                        harness.metric_value(text, "sluice_upstream_serving",
+                                             {"upstream": "optional"}),
+                        harness.metric_value(text, "sluice_upstream_serving",
+                                             {"upstream": "liveness"}))
+
             harness.wait_until(lambda: status("") == SERVING, timeout=15, what="SERVING")
             self.assertEqual(status("main"), SERVING)
             # Nothing listens for "optional": its entry is NOT_SERVING, but it
             # is not required, so the overall status stays SERVING.
             self.assertEqual(status("optional"), NOT_SERVING)
+            # The same as gauges, for alerts (no series for "liveness").
+            self.assertEqual(gauges(), (1.0, 1.0, 0.0, None))
 
             upstream.stop()
             harness.wait_until(lambda: status("") == NOT_SERVING, timeout=15,
                                what="NOT_SERVING after the upstream stopped")
             self.assertEqual(status("main"), NOT_SERVING)
+            self.assertEqual(gauges(), (0.0, 0.0, 0.0, None))
             # The liveness service only says the process runs.
             self.assertEqual(status("liveness"), SERVING)
 

@@ -284,9 +284,12 @@ GO_CODES = ["OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", 
             "Aborted", "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss",
             "Unauthenticated"]
 # Families the daemon (not server/metrics) exports; their values are not 0.
+# (The state gauges' series are checked in health_test and overload_test.)
 DAEMON_FAMILIES = {"sluice_config_info", "sluice_build_info",
                    "sluice_config_last_reload_success_timestamp_seconds",
-                   "sluice_config_reloads_total"}
+                   "sluice_config_reloads_total", "sluice_ready",
+                   "sluice_upstream_serving", "sluice_resident_memory_bytes",
+                   "sluice_memory_ceiling_bytes"}
 
 
 def startup_config(upstream, extra_route=""):
@@ -539,10 +542,13 @@ class StartupSeriesTest(unittest.TestCase):
                      "sluice_limit_fallback_active", "sluice_access_log_dropped_total"):
             self.assertNotIn(name, names)
         # An upstream only exact routes use never gets "other" methods, and
-        # one no route uses gets nothing.
+        # one no route uses gets no call series (only its serving status,
+        # which the admin health reports for every upstream).
         absent(sid("grpc_client_started_total", grpc_service="other", grpc_method="other",
                    grpc_type="unknown", upstream="spare"))
-        self.assertEqual([k for k in self.startup if ("upstream", "unused") in k[1]], [])
+        self.assertEqual([k for k in self.startup if ("upstream", "unused") in k[1]
+                          and k[0] != "sluice_upstream_serving"], [])
+        self.assertIn(sid("sluice_upstream_serving", upstream="unused"), self.startup)
 
     def test_a_reload_adds_its_route_and_limit_at_zero(self):
         with open(self.config_path, "w") as f:

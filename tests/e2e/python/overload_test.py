@@ -51,6 +51,11 @@ class OverloadTest(unittest.TestCase):
     def test_at_the_ceiling_new_calls_are_refused_then_admitted_after_a_reload(self):
         self.assertGreater(harness.rss_kib(self.sluice.pid) * 1024, 16 << 20,
                            "Sluice's RSS is under the test's ceiling")
+        # The ceiling and the memory it is compared with, as gauges.
+        self.assertEqual(harness.metric(self.sluice, "sluice_memory_ceiling_bytes"),
+                         16 << 20)
+        self.assertGreater(harness.metric(self.sluice, "sluice_resident_memory_bytes"),
+                           16 << 20)
         unary_before = harness.metric(self.sluice, "sluice_rejections_total",
                                       {"reason": "overloaded"})
         for call in (lambda: self.stub.EmptyCall(empty_pb2.Empty(), timeout=10),
@@ -71,6 +76,7 @@ class OverloadTest(unittest.TestCase):
 
         self.reload_with(-1)  # no ceiling
         self.stub.EmptyCall(empty_pb2.Empty(), timeout=10)
+        self.assertEqual(harness.metric(self.sluice, "sluice_memory_ceiling_bytes"), 0)
         self.reload_with(1 << 40)  # far above
         self.stub.EmptyCall(empty_pb2.Empty(), timeout=10)
 
