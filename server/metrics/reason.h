@@ -21,6 +21,10 @@ enum class Reason {
   // The upstream could not be reached: not connected within connect_wait,
   // or its connection failed before it answered.
   kUpstreamUnavailable,
+  // The client's address cancelled more calls before their response than
+  // its early-cancel budget allows (a rapid-reset flood): its new calls are
+  // refused at once, without an upstream call.
+  kEarlyCancels,
   kCount,  // not a reason: the number of reasons
 };
 
@@ -48,6 +52,8 @@ inline std::string_view ReasonName(Reason reason) {
       return "header_too_large";
     case Reason::kUpstreamUnavailable:
       return "upstream_unavailable";
+    case Reason::kEarlyCancels:
+      return "early_cancels";
     case Reason::kCount:
       break;
   }

@@ -1,5 +1,7 @@
 #include "server/proxy/data_plane.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -222,7 +224,28 @@ void DataPlane::CallFreed() {
 }
 
 void DataPlane::CallObjectCreated() {
-  alive_.fetch_add(1, std::memory_order_relaxed);
+  const int64_t alive = alive_.fetch_add(1, std::memory_order_relaxed) + 1;
+  // A high-water mark for MaybeReturnMemory; a lost race only lowers it.
+  if (alive > alive_peak_.load(std::memory_order_relaxed)) {
+    alive_peak_.store(alive, std::memory_order_relaxed);
+  }
+}
+
+void DataPlane::ChargeEarlyCancel(absl::string_view address,
+                                  int64_t now_nanos) {
+  last_early_cancel_.store(now_nanos, std::memory_order_relaxed);
+  early_cancels_.TryTake(address, now_nanos);
+}
+
+int64_t DataPlane::MaybeReturnMemory() {
+  const int64_t alive = alive_.load(std::memory_order_relaxed);
+  const int64_t peak = alive_peak_.load(std::memory_order_relaxed);
+  if (peak - alive < kTrimAfterCalls) return 0;
+  // The mark starts again from here (a create racing with this store only
+  // lowers it).
+  alive_peak_.store(alive, std::memory_order_relaxed);
+  malloc_trim(0);
+  return peak - alive;
 }
 
 void DataPlane::CallObjectDestroyed() {
