@@ -158,6 +158,8 @@ class FloodTest(unittest.TestCase):
             for t in threads:
                 t.join(timeout=15)
 
+        print(f"flood: peak RSS {peak[0]} KiB (baseline {base}), second round "
+              f"{second_round:.0f} upstream calls, {len(calls)} bystander calls", flush=True)
         self.assertIsNone(self.sluice.popen.poll(), "sluice exited")
         self.assertEqual(errors, [])
         self.assertGreater(n_before, 0)
