@@ -201,7 +201,9 @@ class Bystander:
         self.thread.join(timeout=10)
 
     def report(self, since, until):
-        window = [c for c in self.calls if since <= c[0] <= until]
+        # Every call that overlapped the window (one that started before
+        # it and was stuck through it counts too).
+        window = [c for c in self.calls if c[0] <= until and c[0] + c[1] >= since]
         lat = sorted(c[1] for c in window)
         errors = [c[2] for c in window if c[2] != "OK"]
 
@@ -283,11 +285,20 @@ routes:
         by.start()
         time.sleep(0.5)
         t0 = time.monotonic()
+        # The attacker runs in its own process: in this one it would take
+        # the GIL from the bystander and starve it.
+        import json
+        import subprocess
+        out = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--bin=" + args.bin,
+             f"--resets={args.resets}", f"--seconds={args.seconds}",
+             f"--rounds={args.rounds}", f"--megabytes={args.megabytes}",
+             f"--field-bytes={args.field_bytes}", f"--target={sluice.data}",
+             "attack-" + args.mode], capture_output=True, text=True, timeout=300)
+        a = argparse.Namespace(**json.loads(out.stdout.strip().splitlines()[-1]))
         if args.mode == "reset":
-            a = rapid_reset(sluice.data, args.resets, args.seconds, args.rounds)
             what = f"{args.rounds} x {args.resets} resets in {args.seconds}s"
         else:
-            a = continuation_flood(sluice.data, args.megabytes, args.field_bytes)
             what = (f"{a.sent_bytes / 1e6:.0f} MB of CONTINUATION "
                     f"({args.field_bytes}-byte header values)")
         t1 = time.monotonic()
@@ -342,8 +353,22 @@ def main():
     parser.add_argument("--hold", type=float, default=0)
     parser.add_argument("--trim", action="store_true",
                         help="then call malloc_trim(0) in Sluice (gdb) and measure again")
-    parser.add_argument("mode", choices=["reset", "continuation"])
+    parser.add_argument("--target", default=None, help="attack-*: Sluice's data address")
+    parser.add_argument("mode", choices=["reset", "continuation",
+                                         "attack-reset", "attack-continuation"])
     args = parser.parse_args()
+    if args.mode.startswith("attack-"):
+        # The attacker's own process (see run); prints what it saw as JSON.
+        import json
+        if args.mode == "attack-reset":
+            a = rapid_reset(args.target, args.resets, args.seconds, args.rounds)
+            a.sent_bytes = 0
+        else:
+            a = continuation_flood(args.target, args.megabytes, args.field_bytes)
+        goaway = list(a.goaway[:2]) if a.goaway else None
+        print(json.dumps({"goaway": goaway, "rsts": a.rsts, "closed": a.closed,
+                          "send_failed": a.send_failed, "sent_bytes": a.sent_bytes}))
+        return
     import harness
     harness.SLUICE = os.path.join(args.bin, "server", "sluice")
     harness.DEMO_UPSTREAM = os.path.join(args.bin, "server", "demo", "demo_upstream")

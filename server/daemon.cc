@@ -3,6 +3,7 @@
 #include <malloc.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <fstream>
@@ -26,7 +27,7 @@ std::string WithPort(const std::string& address, int port) {
   return absl::StrCat(address.substr(0, colon), ":", port);
 }
 
-// Resident set size of this process in bytes (0 if unknown).
+// Resident set size of this process in bytes (0 if unknown), for the log.
 int64_t ResidentBytes() {
   std::ifstream statm("/proc/self/statm");
   int64_t size = 0, resident = 0;
@@ -45,12 +46,12 @@ class MemoryTrimmer {
       // A burst of calls ended; once more 2 s later for what their
       // connection held until it closed.
       trim_again_at_ = start + absl::Seconds(2);
-      last_trim_rss_ = ResidentBytes();
+      low_free_ = FreeHeapBytes();
       spdlog::info(
           "{} calls ended since their peak: freed memory returned to the "
           "system (malloc_trim, {}; RSS now {} MiB)",
           ended, absl::FormatDuration(absl::Now() - start),
-          last_trim_rss_ >> 20);
+          ResidentBytes() >> 20);
       return;
     }
     if (start >= trim_again_at_) {
@@ -58,28 +59,40 @@ class MemoryTrimmer {
       Trim();
       return;
     }
-    // Without a burst of calls (one connection's header flood), every 2 s
-    // while RSS is kGrowth above what the last trim left.
-    if (start >= next_rss_check_) {
-      next_rss_check_ = start + absl::Seconds(2);
-      const int64_t rss = ResidentBytes();
-      if (rss >= last_trim_rss_ + kGrowth) {
+    // Otherwise every 2 s: when glibc holds kGrowth more free heap than
+    // the lowest it held since the last trim (memory freed without a burst
+    // of calls ending: a header flood's connection closed, calls gRPC
+    // dropped before Sluice saw them, a trim that ran while a flood still
+    // held its memory).
+    if (start >= next_free_check_) {
+      next_free_check_ = start + absl::Seconds(2);
+      const int64_t free_bytes = FreeHeapBytes();
+      if (free_bytes >= low_free_ + kGrowth) {
         Trim();
-        spdlog::info("RSS {} MiB: freed memory returned to the system, {} MiB",
-                     rss >> 20, last_trim_rss_ >> 20);
+        spdlog::info(
+            "{} MiB of freed heap returned to the system (malloc_trim); RSS "
+            "now {} MiB",
+            free_bytes >> 20, ResidentBytes() >> 20);
+      } else {
+        low_free_ = std::min(low_free_, free_bytes);
       }
     }
   }
 
  private:
   static constexpr int64_t kGrowth = int64_t{64} << 20;
+  // Bytes in free chunks of every arena (glibc's own accounting: a trim
+  // gives their pages back but does not change it).
+  static int64_t FreeHeapBytes() {
+    return static_cast<int64_t>(mallinfo2().fordblks);
+  }
   void Trim() {
     malloc_trim(0);
-    last_trim_rss_ = ResidentBytes();
+    low_free_ = FreeHeapBytes();
   }
   absl::Time trim_again_at_ = absl::InfiniteFuture();
-  absl::Time next_rss_check_ = absl::InfinitePast();
-  int64_t last_trim_rss_ = ResidentBytes();
+  absl::Time next_free_check_ = absl::InfinitePast();
+  int64_t low_free_ = FreeHeapBytes();
 };
 
 }  // namespace
