@@ -2,6 +2,9 @@
 """Measures HTTP/2 floods against the real binaries on loopback
 (docs/security.md, docs/reliability.md "Hostile clients").
 
+The attacker runs in a child process (the same script, mode attack-*), so
+it does not take the bystander's GIL.
+
 reset: rapid reset (CVE-2023-44487). One raw HTTP/2 connection from
   127.0.0.2 sends HEADERS (a TestService/EmptyCall without END_STREAM) +
   RST_STREAM(CANCEL) pairs, `--resets` of them spread evenly over
