@@ -105,10 +105,11 @@ RouteStats ProxyMetrics::ForRoute(const RouteSettings* settings,
         reason_series("", Reason::kNoRoute);
   } else {
     // header_too_large: the edge check runs on every routed call;
-    // upstream_unavailable: every route has an upstream that can be down.
+    // upstream_unavailable: every route has an upstream that can be down;
+    // early_cancels: any client may flood.
     for (Reason reason :
          {Reason::kDeadlineBudget, Reason::kDraining, Reason::kHeaderTooLarge,
-          Reason::kUpstreamUnavailable}) {
+          Reason::kUpstreamUnavailable, Reason::kEarlyCancels}) {
       s.rejected[static_cast<int>(reason)] = reason_series("", reason);
     }
     if (plan.idle_timeout) {

@@ -24,6 +24,10 @@ enum class Reason {
   // Sluice's resident memory is at proxy.max_memory_bytes: new calls are
   // refused until it falls.
   kOverloaded,
+  // The client's address cancelled more calls before their response than
+  // its early-cancel budget allows (a rapid-reset flood): its new calls are
+  // refused at once, without an upstream call.
+  kEarlyCancels,
   kCount,  // not a reason: the number of reasons
 };
 
@@ -53,6 +57,8 @@ inline std::string_view ReasonName(Reason reason) {
       return "upstream_unavailable";
     case Reason::kOverloaded:
       return "overloaded";
+    case Reason::kEarlyCancels:
+      return "early_cancels";
     case Reason::kCount:
       break;
   }

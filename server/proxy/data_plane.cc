@@ -1,5 +1,6 @@
 #include "server/proxy/data_plane.h"
 
+
 #include <algorithm>
 #include <cstdint>
 #include <limits>
@@ -268,6 +269,12 @@ void DataPlane::CallFreed() {
 
 void DataPlane::CallObjectCreated() {
   alive_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void DataPlane::ChargeEarlyCancel(absl::string_view address,
+                                  int64_t now_nanos) {
+  last_early_cancel_.store(now_nanos, std::memory_order_relaxed);
+  early_cancels_.TryTake(address, now_nanos);
 }
 
 void DataPlane::CallObjectDestroyed() {

@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/generic/async_generic_service.h"
 #include "grpcpp/server.h"
+#include "server/limits/keyed_buckets.h"
 #include "server/limits/limit_registry.h"
 #include "server/metrics/proxy_metrics.h"
 #include "server/proxy/memory_guard.h"
@@ -63,6 +64,27 @@ class DataPlane {
   std::shared_ptr<const Config> config() const;
   std::shared_ptr<UpstreamPool> pool() const;
   LimitRegistry& limits() { return limits_; }
+  // Early cancels (a client cancelled a call before any response reached
+  // it) per client address: kEarlyCancelRate per second, kEarlyCancelBurst
+  // at once. A rapid-reset flood empties its bucket; while it is empty, the
+  // address's new calls are refused at once (sluice-reason early_cancels)
+  // without an upstream call. Any thread.
+  static constexpr double kEarlyCancelRate = 100;
+  static constexpr int64_t kEarlyCancelBurst = 500;
+  static constexpr size_t kEarlyCancelPeers = 4096;
+  static constexpr int64_t kEarlyCancelRefillNanos =
+      static_cast<int64_t>(kEarlyCancelBurst / kEarlyCancelRate * 1e9) + 1;
+  KeyedTokenBuckets& early_cancels() { return early_cancels_; }
+  // Takes an early cancel of `address`, noting when (see
+  // MaybeEarlyCancels). Any thread.
+  void ChargeEarlyCancel(absl::string_view address, int64_t now_nanos);
+  // False if no address was charged within kEarlyCancelBurst /
+  // kEarlyCancelRate: every budget is full, no lookup needed (the common
+  // case costs one atomic load).
+  bool MaybeEarlyCancels(int64_t now_nanos) const {
+    return now_nanos - last_early_cancel_.load(std::memory_order_relaxed) <
+           kEarlyCancelRefillNanos;
+  }
 
   // Used by calls, on their worker's thread.
   grpc::AsyncGenericService* service() { return &service_; }
@@ -90,6 +112,9 @@ class DataPlane {
   ProxyMetrics* metrics_ = nullptr;
   MemoryGuard memory_guard_;
   LimitRegistry limits_;
+  KeyedTokenBuckets early_cancels_{
+      TokenBucket::Config::PerSecond(kEarlyCancelRate, kEarlyCancelBurst),
+      kEarlyCancelPeers};
   grpc::AsyncGenericService service_;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::unique_ptr<Worker>> workers_;
@@ -102,6 +127,7 @@ class DataPlane {
 
   std::atomic<int64_t> in_flight_{0};
   std::atomic<int64_t> alive_{0};
+  std::atomic<int64_t> last_early_cancel_{INT64_MIN / 2};  // nanos
   std::atomic<bool> draining_{false};
   std::atomic<bool> accepting_{true};
   absl::Mutex freed_mu_;

@@ -178,6 +178,14 @@ void ProxyCall::OnAccepted(bool ok) {
             absl::StrCat("sluice: overloaded (memory at its ceiling, ",
                          plane->memory_guard().limit() >> 20, " MiB)"),
             Reason::kOverloaded);
+    } else if (EarlyCancelBudgetSpent()) {
+      // Flood defence (rapid reset): this address cancelled too many calls
+      // before their response; refused before admission and upstream.
+      Abort(MakeRejection(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "sluice: too many calls from this address were "
+                          "cancelled before their response",
+                          absl::Seconds(1)),
+            Reason::kEarlyCancels);
     } else {
       Admit();
     }
@@ -1027,9 +1035,43 @@ void ProxyCall::OnDone(bool /*ok*/) {
   Release();
 }
 
+bool ProxyCall::EarlyCancelBudgetSpent() {
+  DataPlane* plane = worker_->plane();
+  const int64_t now = RealClock::Get().NowNanos();
+  if (!plane->MaybeEarlyCancels(now)) return false;
+  std::string peer = sctx_.peer();
+  const std::string_view a = PeerAddressOnly(peer);
+  const absl::string_view address(a.data(), a.size());
+  const std::optional<double> tokens =
+      plane->early_cancels().Tokens(address, now);
+  if (!tokens) return false;  // a full budget
+  if (*tokens < 1) return true;
+  // Under a flood gRPC delivers a reset's done tag many accepts late, so
+  // charging only then would let a whole wave through: an address that
+  // spent half its budget pays for each new call up front.
+  if (*tokens < DataPlane::kEarlyCancelBurst / 2) {
+    plane->ChargeEarlyCancel(address, now);
+    early_cancel_charged_ = true;
+  }
+  return false;
+}
+
 void ProxyCall::OnClientGone() {
   if (!counted_cancel_) {
     counted_cancel_ = true;
+    // An early cancel: nothing of the response reached the client and its
+    // deadline (if any) was still ahead; charged to its address. A call
+    // refused for early cancels and reset anyway counts too, so a flood
+    // keeps its budget spent for as long as it goes on.
+    if (accepted_ && !sinit_sent_ && !early_cancel_charged_ &&
+        (!reason_ || *reason_ == Reason::kEarlyCancels) &&
+        ClientDeadline(sctx_) > absl::Now()) {
+      std::string peer = sctx_.peer();
+      const std::string_view address = PeerAddressOnly(peer);
+      worker_->plane()->ChargeEarlyCancel(
+          absl::string_view(address.data(), address.size()),
+          RealClock::Get().NowNanos());
+    }
     LeaveQueue();
     if (stats_ != nullptr && !finish_posted_)
       stats_->client_cancels->Increment();

@@ -170,6 +170,9 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   void MaybeFinishDownstream();
   // The client cancelled or disconnected: cancel upstream, count it once.
   void OnClientGone();
+  // The client's address has no early cancel left (DataPlane::early_cancels);
+  // may charge this call's early cancel up front (early_cancel_charged_).
+  bool EarlyCancelBudgetSpent();
   void ArmIdleAlarm(absl::Time at);
   // Drops one outstanding count; deletes the call when it may.
   void Release();
@@ -242,6 +245,7 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   bool reply_in_finish_ = false;  // unary: the response rides with Finish
   bool idle_armed_ = false;
   bool counted_cancel_ = false;
+  bool early_cancel_charged_ = false;  // see EarlyCancelBudgetSpent
   // When the wait for a connecting upstream began (set by its first wait;
   // wall clock for the budget, monotonic for the wait).
   std::optional<absl::Time> connect_wait_started_;

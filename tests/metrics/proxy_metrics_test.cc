@@ -40,6 +40,9 @@ std::vector<std::string> EveryRoute(const std::string& route) {
       absl::StrCat("sluice_rejections_total{limit=\"\",reason=\"draining\",", r,
                    "}"),
       absl::StrCat(
+          "sluice_rejections_total{limit=\"\",reason=\"early_cancels\",", r,
+          "}"),
+      absl::StrCat(
           "sluice_rejections_total{limit=\"\",reason=\"header_too_large\",", r,
           "}"),
       absl::StrCat("sluice_rejections_total{limit=\"\",reason=\"upstream_"

@@ -195,9 +195,11 @@ class Result:
 
 
 class H2Conn:
-    def __init__(self, address, settings=(), timeout=10.0, handshake=True):
+    def __init__(self, address, settings=(), timeout=10.0, handshake=True, source=None):
+        """`source`: the local address to connect from (e.g. "127.0.0.2")."""
         host, port = address.rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.timeout = timeout
         self.buf = b""
         self.decoder = HpackDecoder()

@@ -428,7 +428,8 @@ def route_series(route, idle=False, paced=(), limits=()):
     out += [sid("sluice_stream_backpressure_seconds_total", route=route, direction=d)
             for d in ("to_upstream", "to_client")]
     out += [sid("sluice_stream_paced_seconds_total", route=route, direction=d) for d in paced]
-    reasons = ["deadline_budget", "draining", "header_too_large", "upstream_unavailable"] + \
+    reasons = ["deadline_budget", "draining", "early_cancels", "header_too_large",
+               "upstream_unavailable"] + \
         (["idle_timeout"] if idle else [])
     out += [sid("sluice_rejections_total", route=route, limit="", reason=r) for r in reasons]
     for limit, limit_reasons, queue_wait in limits:
