@@ -308,9 +308,11 @@ void RedisClient::SetLinkState(RedisLinkState state, const std::string& error) {
 void RedisClient::OnConnect(const redisAsyncContext* ac, int status) {
   auto* conn = static_cast<Conn*>(ac->data);
   if (status != REDIS_OK) {
-    conn->client->SetLinkState(
-        RedisLinkState::kUnreachable,
-        ac->errstr[0] != '\0' ? std::string(ac->errstr) : "connect failed");
+    if (conn->client->connected_count_.load() == 0) {
+      conn->client->SetLinkState(
+          RedisLinkState::kUnreachable,
+          ac->errstr[0] != '\0' ? std::string(ac->errstr) : "connect failed");
+    }
     // hiredis frees the context after this callback.
     conn->ac = nullptr;
     conn->want_read = conn->want_write = false;
@@ -357,7 +359,7 @@ void RedisClient::OnHandshake(redisAsyncContext* ac, void* r,
     if (!client->options_.password.empty() || IsAuthError(message)) {
       RedisStats::Get().CountError(RedisStats::kAuth);
       client->SetLinkState(RedisLinkState::kAuthFailed, message);
-    } else {
+    } else if (client->connected_count_.load() == 0) {
       client->SetLinkState(RedisLinkState::kUnreachable, message);
     }
     if (!(ac->c.flags & REDIS_DISCONNECTING)) redisAsyncDisconnect(ac);
@@ -444,7 +446,7 @@ void RedisClient::Loop() {
           // Pending callbacks (the AUTH) run with a null reply; the
           // disconnect callback, if any, sees conn->ac != ac.
           redisAsyncFree(ac);
-          if (link_state() != RedisLinkState::kUp) {
+          if (connected_count_.load() == 0) {
             SetLinkState(RedisLinkState::kUnreachable,
                          "connect or AUTH timed out");
           }

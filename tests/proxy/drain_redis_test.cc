@@ -108,6 +108,21 @@ routes:
 TEST_F(DrainRedisTest, DrainWaitsForTheCallWaitingOnRedis) {
   // Far below the Redis timeout (2 s): the old fixed give-up, scaled down.
   plane_->set_drain_give_up(absl::Milliseconds(200));
+  // The Redis client is up (its PING answered): the call below waits for
+  // Redis instead of getting the fallback at once.
+  auto connected = [&] {
+    for (const auto& s : plane_->limits().All()) {
+      if (s->global() != nullptr && s->global()->redis().connected()) {
+        return true;
+      }
+    }
+    return false;
+  };
+  const absl::Time up_by = absl::Now() + absl::Seconds(10);
+  while (!connected() && absl::Now() < up_by) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_TRUE(connected());
   grpc::Status status;
   std::thread client([&] {
     grpc::ClientContext ctx;
