@@ -148,6 +148,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
     absl::MutexLock lock(&d->control_mu_);
     d->WatchUpstreams();
   }
+  d->readiness_thread_ = std::thread([dp = d.get()] { dp->WatchRedisReadiness(); });
 
   spdlog::info(
       "sluice {} serving data={} admin={} metrics={}{} workers={} "
@@ -190,6 +191,10 @@ void Daemon::WatchUpstreams() {
   upstream_health_ = std::make_unique<UpstreamHealth>(
       std::move(upstreams), [this](const std::string& service, bool serving) {
         if (health_frozen_.load()) return;
+        if (service.empty()) {
+          SetReadiness(serving, std::nullopt);
+          return;
+        }
         admin_->SetServing(service, serving);
         if (!service.empty()) {
           spdlog::info("upstream \"{}\" is {}", service,
@@ -198,7 +203,54 @@ void Daemon::WatchUpstreams() {
       });
 }
 
+void Daemon::SetReadiness(std::optional<bool> upstreams_ready,
+                          std::optional<bool> redis_blocks) {
+  absl::MutexLock lock(&ready_mu_);
+  bool redis_changed = false;
+  if (upstreams_ready.has_value()) upstreams_ready_ = *upstreams_ready;
+  if (redis_blocks.has_value() && *redis_blocks != redis_blocks_) {
+    redis_blocks_ = *redis_blocks;
+    redis_changed = true;
+  }
+  if (health_frozen_.load()) return;
+  if (!upstreams_ready.has_value() && !redis_changed) return;
+  if (redis_changed) {
+    if (redis_blocks_) {
+      spdlog::warn(
+          "readiness NOT_SERVING: a global limit is in its fallback or Redis "
+          "is not connected (redis.not_ready_in_fallback)");
+    } else {
+      spdlog::info("readiness: every global limit reaches Redis again");
+    }
+  }
+  admin_->SetServing("", upstreams_ready_ && !redis_blocks_);
+}
+
+bool Daemon::RedisBlocksReadiness() {
+  std::shared_ptr<const Config> config = data_plane_->config();
+  if (!config->redis().enabled || !config->redis().not_ready_in_fallback) {
+    return false;
+  }
+  for (const auto& state : data_plane_->limits().All()) {
+    const GlobalRateLimiter* g = state->global();
+    if (g == nullptr) continue;
+    if (g->fallback_active() || !g->redis().connected()) return true;
+  }
+  return false;
+}
+
+void Daemon::WatchRedisReadiness() {
+  do {
+    SetReadiness(std::nullopt, RedisBlocksReadiness());
+  } while (!stop_readiness_.WaitForNotificationWithTimeout(
+      absl::Milliseconds(100)));
+}
+
 Daemon::~Daemon() {
+  if (readiness_thread_.joinable()) {
+    stop_readiness_.Notify();
+    readiness_thread_.join();
+  }
   if (upstream_health_ != nullptr) upstream_health_->Stop();
   // The exposer may be mid-scrape of the limits: stop it first.
   if (exposer_ != nullptr && limit_collector_ != nullptr) {
@@ -257,7 +309,10 @@ void Daemon::Run() {
       "flight, drain_timeout {}",
       data_plane_->calls_in_flight(),
       absl::FormatDuration(config->drain_timeout()));
-  health_frozen_.store(true);
+  {
+    absl::MutexLock lock(&ready_mu_);  // no readiness update in between
+    health_frozen_.store(true);
+  }
   admin_->SetServing("", false);
   for (const UpstreamSettings& u : config->upstreams()) {
     admin_->SetServing(u.name, false);

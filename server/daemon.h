@@ -11,11 +11,14 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
@@ -62,6 +65,17 @@ class Daemon : public AdminBackend {
   absl::Status WriteReadyFile(const std::string& path);
   // (Re)starts the upstream health watcher on the current channels.
   void WatchUpstreams() ABSL_EXCLUSIVE_LOCKS_REQUIRED(control_mu_);
+  // Readiness (health service "") = every required upstream serving (the
+  // UpstreamHealth report) and, with redis.not_ready_in_fallback, no global
+  // limit in fallback and a Redis connection up. Either part may change;
+  // the other keeps its last value.
+  void SetReadiness(std::optional<bool> upstreams_ready,
+                    std::optional<bool> redis_blocks);
+  // With redis.not_ready_in_fallback: true while a global limit is in its
+  // fallback or its Redis client has no connection up.
+  bool RedisBlocksReadiness();
+  // Polls RedisBlocksReadiness every 100 ms until stop_readiness_.
+  void WatchRedisReadiness();
 
   Loader loader_;
   absl::Time started_at_;
@@ -81,6 +95,11 @@ class Daemon : public AdminBackend {
   std::shared_ptr<UpstreamPool> watched_pool_;
   std::string watched_settings_;            // upstream health settings watched
   std::atomic<bool> health_frozen_{false};  // draining: stays NOT_SERVING
+  absl::Mutex ready_mu_;
+  bool upstreams_ready_ ABSL_GUARDED_BY(ready_mu_) = true;
+  bool redis_blocks_ ABSL_GUARDED_BY(ready_mu_) = false;
+  absl::Notification stop_readiness_;
+  std::thread readiness_thread_;
   std::string data_address_;
   std::string admin_address_;
   std::string metrics_address_;

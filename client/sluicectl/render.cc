@@ -89,7 +89,23 @@ std::string RenderLimits(const std::vector<const LimitStatus*>& limits) {
                   "QUEUE/MAX", "MSG/S", "ADMITTED", "REJECTED", "DRY-RUN",
                   "QUEUED", "OVERRIDDEN"});
   TextTable keys({"ROUTE", "LIMIT", "KEY", "TOKENS"});
+  TextTable global({"ROUTE", "LIMIT", "REDIS", "LINK", "STATE", "FALLBACK",
+                    "LEASE", "LEASED", "ERROR"});
   for (const LimitStatus* l : limits) {
+    if (l->has_global()) {
+      const auto& g = l->global();
+      global.AddRow({
+          l->route(),
+          l->name(),
+          g.redis(),
+          g.link(),
+          g.redis_state(),
+          absl::StrCat(g.fallback(), g.fallback_active() ? " (in force)" : ""),
+          absl::StrCat(g.lease()),
+          absl::StrCat(g.leased_tokens()),
+          g.redis_error().empty() ? kNone : g.redis_error(),
+      });
+    }
     const bool conc = l->concurrency_max() > 0;
     main.AddRow({
         l->route(),
@@ -115,6 +131,10 @@ std::string RenderLimits(const std::vector<const LimitStatus*>& limits) {
   if (!keys.empty()) {
     out += "\ntop keys (fewest tokens left first):\n";
     out += keys.Render();
+  }
+  if (!global.empty()) {
+    out += "\nglobal limits (Redis):\n";
+    out += global.Render();
   }
   return out;
 }

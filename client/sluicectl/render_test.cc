@@ -86,6 +86,32 @@ TEST(RenderTest, LimitsTable) {
       "api    per-key  alice  0.0\n");
 }
 
+TEST(RenderTest, GlobalLimitsGetTheirRedisTable) {
+  ListLimitsResponse list;
+  auto* g = list.add_limits();
+  g->set_route("api");
+  g->set_name("shared");
+  g->set_rate_per_second(100);
+  g->set_burst(20);
+  auto* gs = g->mutable_global();
+  gs->set_redis("10.0.0.7:6379");
+  gs->set_link("auth_failed");
+  gs->set_redis_state("auth");
+  gs->set_redis_error("WRONGPASS invalid username-password pair");
+  gs->set_fallback("fail_open");
+  gs->set_fallback_active(true);
+  gs->set_lease(1);
+  const std::string out = RenderLimits(list);
+  const std::string table = out.substr(out.find("\nglobal limits (Redis):\n"));
+  EXPECT_EQ(table,
+            "\nglobal limits (Redis):\n"
+            "ROUTE  LIMIT   REDIS          LINK         STATE  FALLBACK              "
+            "LEASE  LEASED  ERROR\n"
+            "api    shared  10.0.0.7:6379  auth_failed  auth   fail_open (in force)  "
+            "1      0       WRONGPASS invalid username-password pair\n")
+      << out;
+}
+
 TEST(RenderTest, NoLimits) {
   EXPECT_EQ(RenderLimits(ListLimitsResponse()), "no limits configured\n");
 }

@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 
+#include <algorithm>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -112,6 +113,20 @@ void Describe(const LimitState& s, size_t top,
   out->set_rejected(s.rejected.load());
   out->set_dry_run_rejected(s.dry_run_rejected.load());
   out->set_queued(s.queued.load());
+  if (const GlobalRateLimiter* g = s.global()) {
+    auto* gs = out->mutable_global();
+    gs->set_redis(g->redis().address());
+    gs->set_link(RedisLinkStateName(g->redis().link_state()));
+    gs->set_redis_state(g->redis_state());
+    gs->set_redis_error(g->redis_error());
+    gs->set_fallback_active(g->fallback_active());
+    gs->set_fallback(ls.global_fallback);
+    gs->set_lease(std::max<int64_t>(1, ls.lease));
+    const LeaseStock::Totals t = g->leases(now);
+    gs->set_leased_tokens(t.tokens);
+    gs->set_leased_keys(t.keys);
+    gs->set_blocked_keys(t.blocked_keys);
+  }
 }
 
 grpc::Status ToGrpc(const absl::Status& s) {

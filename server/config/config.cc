@@ -809,6 +809,14 @@ void CheckRedis(pb::Config* p, const std::vector<RouteSettings>& routes,
   out->enabled = true;
   if (redis->address().empty()) {
     errors->Add("redis.address", "required (host:port)");
+  } else if (absl::StrContains(redis->address(), "://") ||
+             absl::StrContains(redis->address(), '@')) {
+    // Not echoed: it may hold a password.
+    errors->Add("redis.address",
+                "must be host:port, not a URL, and must not hold "
+                "credentials: put the password in a file named by "
+                "redis.password_file (and an ACL user in "
+                "redis.username_file)");
   } else {
     HostPort parsed;
     std::string reason;
@@ -844,6 +852,7 @@ void CheckRedis(pb::Config* p, const std::vector<RouteSettings>& routes,
   if (redis->key_prefix().empty())
     redis->set_key_prefix(kDefaultRedisKeyPrefix);
   out->key_prefix = redis->key_prefix();
+  out->not_ready_in_fallback = redis->not_ready_in_fallback();
   out->fingerprint = absl::StrCat(
       redis->address(), "|", redis->pool_size(), "|", redis->timeout(), "|",
       redis->connect_timeout(), "|", redis->key_prefix());
@@ -1304,6 +1313,9 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
   for (int i = 0; i < p.upstreams_size(); ++i) {
     CheckUpstreamTls(p.upstreams(i).tls(),
                      absl::StrCat("upstreams[", i, "].tls"), sink);
+  }
+  if (config->redis_.enabled) {
+    ReadRedisSecrets(p.redis(), sink, &config->redis_);
   }
   config->admin_token_ = ReadAdminToken(p.admin(), sink);
   config->methods_ = KnownMethods(p.metrics(), config->routes_, sink);

@@ -139,7 +139,14 @@ struct RedisSettings {
   absl::Duration timeout = absl::Milliseconds(50);
   absl::Duration connect_timeout = absl::Seconds(1);
   std::string key_prefix = "sluice:";
-  // Canonical text: equal strings mean the same connection settings.
+  // AUTH secrets read from redis.username_file / redis.password_file
+  // (empty: unset). Never logged, never shown by the admin API.
+  std::string username;
+  std::string password;
+  bool not_ready_in_fallback = false;
+  // Canonical text: equal strings mean the same connection settings
+  // (the secrets enter as a SHA-256 of their contents, so a rotated file
+  // behind the same path counts as a change).
   std::string fingerprint;
 };
 
@@ -275,7 +282,8 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfigYaml(
 
 // Reads and parses a config file. A missing/unreadable file is an error
 // naming the path. Relative file paths in it (access_log.path, tls.*,
-// upstreams[].tls.*, admin.bearer_token_file, metrics.descriptor_sets) are
+// upstreams[].tls.*, admin.bearer_token_file, metrics.descriptor_sets,
+// redis.password_file, redis.username_file) are
 // relative to the file's directory.
 absl::StatusOr<std::shared_ptr<const Config>> LoadConfigFile(
     const std::string& path, const ConfigEdit& edit = nullptr);

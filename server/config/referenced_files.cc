@@ -2,6 +2,7 @@
 
 #include <openssl/bio.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <optional>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "server/common/read_file.h"
@@ -116,6 +118,10 @@ void ResolveRelativePaths(const std::string& base_dir, pb::Config* c) {
   if (c->has_admin()) {
     Resolve(base_dir, c->mutable_admin()->mutable_bearer_token_file());
   }
+  if (c->has_redis()) {
+    Resolve(base_dir, c->mutable_redis()->mutable_password_file());
+    Resolve(base_dir, c->mutable_redis()->mutable_username_file());
+  }
   for (std::string& file : *c->mutable_metrics()->mutable_descriptor_sets()) {
     Resolve(base_dir, &file);
   }
@@ -185,6 +191,67 @@ std::string ReadAdminToken(const pb::AdminAuth& admin,
     return "";
   }
   return token;
+}
+
+namespace {
+
+// One AUTH secret of `file` for `field`, trimmed; nullopt (reported) if it
+// cannot be read, is empty or holds a space or a control character.
+std::optional<std::string> ReadSecret(const std::string& file,
+                                      const std::string& field,
+                                      const ConfigErrorSink& error) {
+  const auto text = Read(file, field, error);
+  if (!text.has_value()) return std::nullopt;
+  std::string secret = *text;
+  absl::StripAsciiWhitespace(&secret);
+  if (secret.empty()) {
+    error(field, absl::StrCat("\"", file, "\" is empty"));
+    return std::nullopt;
+  }
+  if (!std::all_of(secret.begin(), secret.end(), [](char c) {
+        return static_cast<unsigned char>(c) > 0x20 && c != 0x7f;
+      })) {
+    error(field, absl::StrCat("\"", file,
+                              "\" must hold one line without spaces or "
+                              "control characters"));
+    return std::nullopt;
+  }
+  return secret;
+}
+
+std::string Sha256Hex(const std::string& text) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(),
+         digest);
+  return absl::BytesToHexString(absl::string_view(
+      reinterpret_cast<const char*>(digest), SHA256_DIGEST_LENGTH));
+}
+
+}  // namespace
+
+void ReadRedisSecrets(const pb::Redis& redis, const ConfigErrorSink& error,
+                      RedisSettings* out) {
+  if (!redis.username_file().empty() && redis.password_file().empty()) {
+    error("redis.username_file",
+          "needs redis.password_file (AUTH <user> <password>)");
+  }
+  if (!redis.password_file().empty()) {
+    if (auto p = ReadSecret(redis.password_file(), "redis.password_file",
+                            error)) {
+      out->password = *std::move(p);
+    }
+  }
+  if (!redis.username_file().empty()) {
+    if (auto u = ReadSecret(redis.username_file(), "redis.username_file",
+                            error)) {
+      out->username = *std::move(u);
+    }
+  }
+  if (!out->password.empty()) {
+    absl::StrAppend(&out->fingerprint, "|auth:",
+                    Sha256Hex(absl::StrCat(out->username.size(), ":",
+                                           out->username, out->password)));
+  }
 }
 
 std::vector<MethodInfo> KnownMethods(const pb::Metrics& metrics,

@@ -38,6 +38,12 @@ void CheckUpstreamTls(const sluice::config::v1::UpstreamTls& tls,
 std::string ReadAdminToken(const sluice::config::v1::AdminAuth& admin,
                            const ConfigErrorSink& error);
 
+// redis.password_file and redis.username_file: the secrets, trimmed, into
+// `out` (and their SHA-256 into out->fingerprint). Errors name the field
+// and the file, never the contents.
+void ReadRedisSecrets(const sluice::config::v1::Redis& redis,
+                      const ConfigErrorSink& error, RedisSettings* out);
+
 // Every method of metrics.descriptor_sets, plus the exact-match routes'
 // methods, sorted by path and unique.
 std::vector<MethodInfo> KnownMethods(const sluice::config::v1::Metrics& metrics,

@@ -148,6 +148,20 @@ int64_t LeaseStock::BlockedFor(const std::string& key, int64_t now) const {
   return it->second - now;
 }
 
+LeaseStock::Totals LeaseStock::Count(int64_t now) const {
+  absl::MutexLock lock(&mu_);
+  Totals t;
+  for (const auto& [key, e] : stock_) {
+    if (e.expires <= now || e.tokens <= 0) continue;
+    ++t.keys;
+    t.tokens += e.tokens;
+  }
+  for (const auto& [key, until] : blocked_) {
+    if (until > now) ++t.blocked_keys;
+  }
+  return t;
+}
+
 // ---- GlobalRateLimiter ----
 
 namespace {
@@ -218,6 +232,40 @@ void GlobalRateLimiter::Note(FallbackState::Change change,
   }
 }
 
+const char* GlobalRateLimiter::redis_state() const {
+  switch (redis_->link_state()) {
+    case RedisLinkState::kConnecting:
+      return "connecting";
+    case RedisLinkState::kAuthFailed:
+      return "auth";
+    case RedisLinkState::kUnreachable:
+      if (!redis_->connected()) return "unreachable";
+      break;
+    default:
+      break;
+  }
+  if (!fallback_active()) return "ok";
+  switch (last_status_.load(std::memory_order_relaxed)) {
+    case RedisClient::Reply::kTimeout:
+      return "slow";
+    case RedisClient::Reply::kConnection:
+      return "unreachable";
+    case RedisClient::Reply::kAuth:
+      return "auth";
+    case RedisClient::Reply::kError:
+      return "error";
+    default:
+      return "ok";
+  }
+}
+
+std::string GlobalRateLimiter::redis_error() const {
+  std::string client = redis_->last_error();
+  if (!client.empty()) return client;
+  absl::MutexLock lock(&error_mu_);
+  return last_error_;
+}
+
 bool GlobalRateLimiter::Take(const std::string& key, int64_t now,
                              Result* result, Done done) {
   if (settings_.lease > 1 && stock_.TakeOne(key, now)) {
@@ -248,6 +296,8 @@ bool GlobalRateLimiter::Take(const std::string& key, int64_t now,
         GcraReply g;
         if (reply.status == RedisClient::Reply::kOk &&
             ParseGcraReply(reply.ints, &g)) {
+          last_status_.store(RedisClient::Reply::kOk,
+                             std::memory_order_relaxed);
           Note(fallback_.OnSuccess(), "");
           Result r;
           if (g.granted > 0) {
@@ -265,6 +315,14 @@ bool GlobalRateLimiter::Take(const std::string& key, int64_t now,
         const std::string why = reply.status == RedisClient::Reply::kOk
                                     ? "unexpected reply"
                                     : reply.error;
+        last_status_.store(reply.status == RedisClient::Reply::kOk
+                               ? RedisClient::Reply::kError
+                               : reply.status,
+                           std::memory_order_relaxed);
+        {
+          absl::MutexLock lock(&error_mu_);
+          last_error_ = why;
+        }
         Note(fallback_.OnFailure(now), why);
         done(Fallback(key, now));
       });

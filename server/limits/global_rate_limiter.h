@@ -87,6 +87,13 @@ class LeaseStock {
   void Block(const std::string& key, int64_t until, int64_t now);
   // Nanoseconds `key` stays blocked at `now` (0: not blocked).
   int64_t BlockedFor(const std::string& key, int64_t now) const;
+  // At `now`: keys holding leased tokens, those tokens, keys blocked.
+  struct Totals {
+    int64_t keys = 0;
+    int64_t tokens = 0;
+    int64_t blocked_keys = 0;
+  };
+  Totals Count(int64_t now) const;
 
  private:
   struct Entry {
@@ -122,6 +129,17 @@ class GlobalRateLimiter {
   bool Take(const std::string& key, int64_t now, Result* result, Done done);
 
   bool fallback_active() const { return fallback_.active(); }
+  // Why Redis does not answer this limit, for metrics and the admin API:
+  // "ok", "connecting" (no connect attempt finished yet), "auth" (AUTH
+  // refused or missing), "unreachable" (no connection), "slow" (requests
+  // time out), "error" (other error replies).
+  static constexpr const char* kRedisStates[] = {
+      "ok", "connecting", "auth", "unreachable", "slow", "error"};
+  const char* redis_state() const;
+  // Redis' or the client's last error message ("" if none); no secret.
+  std::string redis_error() const;
+  const RedisClient& redis() const { return *redis_; }
+  LeaseStock::Totals leases(int64_t now) const { return stock_.Count(now); }
 
  private:
   Result Fallback(const std::string& key, int64_t now);
@@ -135,6 +153,10 @@ class GlobalRateLimiter {
   FallbackState fallback_;
   LeaseStock stock_;
   std::unique_ptr<KeyedTokenBuckets> local_;  // fallback "local"
+  // RedisClient::Reply::Status of the last request (kOk: it succeeded).
+  std::atomic<int> last_status_{0};
+  mutable absl::Mutex error_mu_;
+  std::string last_error_ ABSL_GUARDED_BY(error_mu_);
 };
 
 }  // namespace sluice

@@ -1,5 +1,9 @@
 #include "server/limits/limit_registry.h"
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "spdlog/spdlog.h"
+
 namespace sluice {
 
 std::vector<std::vector<std::shared_ptr<LimitState>>> LimitRegistry::Bind(
@@ -19,6 +23,8 @@ std::vector<std::vector<std::shared_ptr<LimitState>>> LimitRegistry::Bind(
       options.pool_size = redis.pool_size;
       options.timeout = redis.timeout;
       options.connect_timeout = redis.connect_timeout;
+      options.username = redis.username;
+      options.password = redis.password;
       redis_ = std::make_shared<RedisClient>(options, kGcraScript);
       redis_fingerprint_ = redis.fingerprint;
     }
@@ -51,6 +57,24 @@ std::vector<std::vector<std::shared_ptr<LimitState>>> LimitRegistry::Bind(
     }
   }
   states_ = std::move(next);
+  if (redis_ != nullptr) {
+    // Named in the client's log lines.
+    std::vector<std::string> users;
+    for (const auto& [id, state] : states_) {
+      if (state->settings().global) {
+        users.push_back(absl::StrCat("\"", id.first, "/", id.second, "\""));
+      }
+    }
+    redis_->SetUsers(absl::StrJoin(users, ", "));
+    if (!redis_changed &&
+        redis_->link_state() == RedisLinkState::kAuthFailed) {
+      // The client (and its error) is kept: say it again on this reload.
+      spdlog::error(
+          "redis {} (global limits {}): authentication still fails: {}",
+          redis_->address(), absl::StrJoin(users, ", "),
+          redis_->last_error());
+    }
+  }
   return bound;
 }
 

@@ -13,6 +13,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "server/limits/clock.h"
+#include "spdlog/spdlog.h"
 
 namespace sluice {
 namespace {
@@ -30,7 +31,30 @@ std::string Sha1Hex(const std::string& text) {
 
 int64_t Now() { return RealClock::Get().NowNanos(); }
 
+// Redis' answers meaning "AUTH is wrong or missing" (NOAUTH; WRONGPASS from
+// Redis 6; "ERR invalid password" before it).
+bool IsAuthError(const std::string& message) {
+  return absl::StartsWith(message, "NOAUTH") ||
+         absl::StartsWith(message, "WRONGPASS") ||
+         absl::StartsWith(message, "ERR invalid password") ||
+         absl::StartsWith(message, "ERR invalid username-password");
+}
+
 }  // namespace
+
+const char* RedisLinkStateName(RedisLinkState state) {
+  switch (state) {
+    case RedisLinkState::kConnecting:
+      return "connecting";
+    case RedisLinkState::kUp:
+      return "up";
+    case RedisLinkState::kAuthFailed:
+      return "auth_failed";
+    case RedisLinkState::kUnreachable:
+      return "unreachable";
+  }
+  return "unknown";
+}
 
 const char* RedisStats::KindName(int kind) {
   switch (kind) {
@@ -38,6 +62,8 @@ const char* RedisStats::KindName(int kind) {
       return "timeout";
     case kConnection:
       return "connection";
+    case kAuth:
+      return "auth";
     default:
       return "reply";
   }
@@ -82,7 +108,10 @@ struct RedisClient::Conn {
 RedisClient::RedisClient(RedisClientOptions options, std::string script)
     : options_(std::move(options)),
       script_(std::move(script)),
-      sha_(Sha1Hex(script_)) {
+      sha_(Sha1Hex(script_)),
+      address_(absl::StrContains(options_.host, ':')
+                   ? absl::StrCat("[", options_.host, "]:", options_.port)
+                   : absl::StrCat(options_.host, ":", options_.port)) {
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   for (int i = 0; i < std::max(1, options_.pool_size); ++i) {
     auto conn = std::make_unique<Conn>();
@@ -129,6 +158,9 @@ void RedisClient::Finish(Request* req, int status, std::string error) {
     case Reply::kConnection:
       stats.CountError(RedisStats::kConnection);
       break;
+    case Reply::kAuth:
+      stats.CountError(RedisStats::kAuth);
+      break;
     case Reply::kError:
       stats.CountError(RedisStats::kReply);
       stats.ObserveLatency(Now() - req->started);
@@ -157,6 +189,16 @@ void RedisClient::OnReply(redisAsyncContext* ac, void* r, void* privdata) {
       auto* conn = static_cast<Conn*>(ac->data);
       if (conn->client->Send(conn, req, /*full_eval=*/true)) return;
       Finish(req.get(), Reply::kConnection, "redis connection lost");
+      return;
+    }
+    if (IsAuthError(message)) {
+      // Redis wants AUTH again (restarted with a password, ACL changed):
+      // drop the connection; the reconnect authenticates first.
+      auto* conn = static_cast<Conn*>(ac->data);
+      conn->client->SetLinkState(RedisLinkState::kAuthFailed, message);
+      if (!(ac->c.flags & REDIS_DISCONNECTING)) redisAsyncDisconnect(ac);
+      Finish(req.get(), Reply::kAuth,
+             absl::StrCat("redis authentication failed: ", message));
       return;
     }
     Finish(req.get(), Reply::kError, message);
@@ -214,30 +256,129 @@ void RedisClient::Dispatch(std::shared_ptr<Request> req) {
       return;
     }
   }
+  if (link_state() == RedisLinkState::kAuthFailed) {
+    Finish(req.get(), Reply::kAuth,
+           absl::StrCat("redis authentication failed: ", last_error()));
+    return;
+  }
   Finish(req.get(), Reply::kConnection, "redis not connected");
+}
+
+std::string RedisClient::last_error() const {
+  absl::MutexLock lock(&state_mu_);
+  return last_error_;
+}
+
+void RedisClient::SetUsers(std::string users) {
+  absl::MutexLock lock(&state_mu_);
+  users_ = std::move(users);
+}
+
+void RedisClient::SetLinkState(RedisLinkState state, const std::string& error) {
+  std::string users;
+  {
+    absl::MutexLock lock(&state_mu_);
+    last_error_ = error;
+    users = users_;
+  }
+  const int before = link_state_.exchange(static_cast<int>(state));
+  if (before == static_cast<int>(state)) return;
+  const std::string who =
+      users.empty() ? "" : absl::StrCat(" (global limits ", users, ")");
+  switch (state) {
+    case RedisLinkState::kAuthFailed:
+      spdlog::error(
+          "redis {}{}: authentication failed: {}; global limits apply their "
+          "fallback until AUTH succeeds (check redis.password_file and "
+          "redis.username_file, then reload)",
+          address_, who, error);
+      break;
+    case RedisLinkState::kUnreachable:
+      spdlog::warn("redis {}{}: unreachable: {}", address_, who, error);
+      break;
+    case RedisLinkState::kUp:
+      spdlog::info("redis {}{}: connected{}", address_, who,
+                   options_.password.empty() ? "" : " and authenticated");
+      break;
+    case RedisLinkState::kConnecting:
+      break;
+  }
 }
 
 void RedisClient::OnConnect(const redisAsyncContext* ac, int status) {
   auto* conn = static_cast<Conn*>(ac->data);
   if (status != REDIS_OK) {
+    if (conn->client->connected_count_.load() == 0) {
+      conn->client->SetLinkState(
+          RedisLinkState::kUnreachable,
+          ac->errstr[0] != '\0' ? std::string(ac->errstr) : "connect failed");
+    }
     // hiredis frees the context after this callback.
     conn->ac = nullptr;
     conn->want_read = conn->want_write = false;
     conn->client->Dropped(conn, Now());
     return;
   }
+  // Before anything else: AUTH (or a PING, which tells whether Redis wants
+  // AUTH). The connection counts as up only once it is answered.
+  RedisClient* client = conn->client;
+  const RedisClientOptions& o = client->options_;
+  std::vector<const char*> argv;
+  std::vector<size_t> lens;
+  auto add = [&](const std::string& s) {
+    argv.push_back(s.data());
+    lens.push_back(s.size());
+  };
+  static const std::string kAuthCmd = "AUTH";
+  static const std::string kPingCmd = "PING";
+  if (o.password.empty()) {
+    add(kPingCmd);
+  } else {
+    add(kAuthCmd);
+    if (!o.username.empty()) add(o.username);
+    add(o.password);
+  }
+  auto* mutable_ac = const_cast<redisAsyncContext*>(ac);
+  if (redisAsyncCommandArgv(mutable_ac, &RedisClient::OnHandshake, nullptr,
+                            static_cast<int>(argv.size()), argv.data(),
+                            lens.data()) != REDIS_OK) {
+    redisAsyncDisconnect(mutable_ac);
+  }
+}
+
+void RedisClient::OnHandshake(redisAsyncContext* ac, void* r,
+                              void* /*privdata*/) {
+  auto* conn = static_cast<Conn*>(ac->data);
+  auto* reply = static_cast<redisReply*>(r);
+  if (reply == nullptr || conn == nullptr || conn->ac != ac) return;
+  RedisClient* client = conn->client;
+  if (reply->type == REDIS_REPLY_ERROR) {
+    const std::string message(reply->str, reply->len);
+    // Any refusal of our AUTH (wrong password or user, or AUTH sent to a
+    // Redis without one), or NOAUTH to the PING: an authentication failure.
+    if (!client->options_.password.empty() || IsAuthError(message)) {
+      RedisStats::Get().CountError(RedisStats::kAuth);
+      client->SetLinkState(RedisLinkState::kAuthFailed, message);
+    } else if (client->connected_count_.load() == 0) {
+      client->SetLinkState(RedisLinkState::kUnreachable, message);
+    }
+    if (!(ac->c.flags & REDIS_DISCONNECTING)) redisAsyncDisconnect(ac);
+    return;
+  }
   conn->connected = true;
   conn->backoff = kMinBackoffNanos;
-  conn->client->connected_count_.fetch_add(1);
+  client->connected_count_.fetch_add(1);
+  client->SetLinkState(RedisLinkState::kUp, "");
   // Load the script once per connection; EVALSHA finds it from then on.
-  const char* argv[] = {"SCRIPT", "LOAD", conn->client->script_.c_str()};
-  const size_t lens[] = {6, 4, conn->client->script_.size()};
-  redisAsyncCommandArgv(const_cast<redisAsyncContext*>(ac), nullptr, nullptr, 3,
-                        argv, lens);
+  const char* argv[] = {"SCRIPT", "LOAD", client->script_.c_str()};
+  const size_t lens[] = {6, 4, client->script_.size()};
+  redisAsyncCommandArgv(ac, nullptr, nullptr, 3, argv, lens);
 }
 
 void RedisClient::OnDisconnect(const redisAsyncContext* ac, int /*status*/) {
   auto* conn = static_cast<Conn*>(ac->data);
+  // Freed by us on a connect (or AUTH) timeout: already handled.
+  if (conn->ac != ac) return;
   conn->ac = nullptr;
   conn->want_read = conn->want_write = false;
   conn->client->Dropped(conn, Now());
@@ -246,7 +387,10 @@ void RedisClient::OnDisconnect(const redisAsyncContext* ac, int /*status*/) {
 void RedisClient::Dropped(Conn* conn, int64_t now) {
   if (conn->connected) {
     conn->connected = false;
-    connected_count_.fetch_sub(1);
+    if (connected_count_.fetch_sub(1) == 1 &&
+        link_state() == RedisLinkState::kUp && !stop_.load()) {
+      SetLinkState(RedisLinkState::kUnreachable, "connection lost");
+    }
   }
   conn->next_attempt = now + conn->backoff;
   conn->backoff = std::min(conn->backoff * 2, kMaxBackoffNanos);
@@ -299,7 +443,13 @@ void RedisClient::Loop() {
         if (now >= conn->connect_deadline) {
           redisAsyncContext* ac = conn->ac;
           conn->ac = nullptr;
-          redisAsyncFree(ac);  // not connected: no disconnect callback
+          // Pending callbacks (the AUTH) run with a null reply; the
+          // disconnect callback, if any, sees conn->ac != ac.
+          redisAsyncFree(ac);
+          if (connected_count_.load() == 0) {
+            SetLinkState(RedisLinkState::kUnreachable,
+                         "connect or AUTH timed out");
+          }
           Dropped(conn, now);
           wake_at = std::min(wake_at, conn->next_attempt);
         } else {

@@ -33,7 +33,15 @@ namespace sluice {
 // the LimitCollector. Lock-free atomics; any thread.
 class RedisStats {
  public:
-  enum ErrorKind { kTimeout = 0, kConnection = 1, kReply = 2, kNumKinds = 3 };
+  // kAuth: Redis refused AUTH (WRONGPASS, invalid password) or asked for
+  // it (NOAUTH): on a (re)connect, or a request failed because of it.
+  enum ErrorKind {
+    kTimeout = 0,
+    kConnection = 1,
+    kReply = 2,
+    kAuth = 3,
+    kNumKinds = 4
+  };
   static constexpr std::array<double, 12> kBounds = {
       0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
       0.01,   0.025,   0.05,   0.1,   0.25,   1.0};
@@ -56,12 +64,27 @@ struct RedisClientOptions {
   int pool_size = 2;
   absl::Duration timeout = absl::Milliseconds(50);
   absl::Duration connect_timeout = absl::Seconds(1);
+  // AUTH on every (re)connect before anything else: `AUTH username
+  // password` (ACL user, Redis 6+) or `AUTH password`; no AUTH when
+  // `password` is empty (a PING then checks that Redis needs none).
+  std::string username;
+  std::string password;
 };
+
+// What the client's connections last saw, for logs, metrics and the admin
+// API.
+enum class RedisLinkState {
+  kConnecting = 0,   // no attempt has finished yet
+  kUp = 1,           // at least one connection is up and authenticated
+  kAuthFailed = 2,   // AUTH refused, or Redis wants AUTH and none is set
+  kUnreachable = 3,  // no connection: refused, timed out, lost
+};
+const char* RedisLinkStateName(RedisLinkState state);
 
 class RedisClient {
  public:
   struct Reply {
-    enum Status { kOk, kTimeout, kConnection, kError };
+    enum Status { kOk, kTimeout, kConnection, kError, kAuth };
     Status status = kOk;
     std::vector<int64_t> ints;  // an integer array reply, in order
     std::string error;          // kError: Redis' message; others: ours
@@ -81,8 +104,19 @@ class RedisClient {
   void EvalScript(std::string key, std::vector<std::string> args,
                   Callback done);
 
-  // True while at least one connection is up.
+  // True while at least one connection is up (and authenticated).
   bool connected() const { return connected_count_.load() > 0; }
+  RedisLinkState link_state() const {
+    return static_cast<RedisLinkState>(link_state_.load());
+  }
+  // Redis' last AUTH/NOAUTH error, or why the last connect failed ("" while
+  // up). Never holds a secret.
+  std::string last_error() const;
+  // "host:port", for logs and the admin API.
+  const std::string& address() const { return address_; }
+  // Who uses the client, named in its log lines (e.g. the global limits:
+  // "route/limit, ..."). Any thread.
+  void SetUsers(std::string users);
   const std::string& script_sha() const { return sha_; }
 
  private:
@@ -96,17 +130,25 @@ class RedisClient {
   static void Finish(Request* req, int status, std::string error);
   static void OnReply(redisAsyncContext* ac, void* reply, void* privdata);
   static void OnConnect(const redisAsyncContext* ac, int status);
+  static void OnHandshake(redisAsyncContext* ac, void* reply, void* privdata);
+  // I/O thread: records (and logs on a change) what the link last saw.
+  void SetLinkState(RedisLinkState state, const std::string& error);
   static void OnDisconnect(const redisAsyncContext* ac, int status);
 
   const RedisClientOptions options_;
   const std::string script_;
   const std::string sha_;
+  const std::string address_;
   int wake_fd_ = -1;
   std::atomic<bool> stop_{false};
   std::atomic<int> connected_count_{0};
+  std::atomic<int> link_state_{0};
 
   absl::Mutex mu_;
   std::vector<std::shared_ptr<Request>> submitted_ ABSL_GUARDED_BY(mu_);
+  mutable absl::Mutex state_mu_;
+  std::string last_error_ ABSL_GUARDED_BY(state_mu_);
+  std::string users_ ABSL_GUARDED_BY(state_mu_);
 
   // I/O thread only.
   std::vector<std::unique_ptr<Conn>> conns_;

@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "server/limits/clock.h"
 #include "server/limits/redis_client.h"
 #include "server/metrics/series_plan.h"
 
@@ -63,6 +64,19 @@ std::vector<prometheus::MetricFamily> LimitCollector::Collect() const {
       Family("sluice_limit_fallback_active",
              "1 while a global limit applies its fallback because Redis fails.",
              MetricType::Gauge);
+  auto redis_state = Family(
+      "sluice_limit_redis_state",
+      "Whether Redis answers a global limit: 1 for the current state, 0 for "
+      "the others: ok, connecting, auth (AUTH refused or missing), "
+      "unreachable, slow "
+      "(timeouts), error (other error replies).",
+      MetricType::Gauge);
+  auto lease_tokens = Family(
+      "sluice_limit_lease_tokens",
+      "Tokens a global limit with lease > 1 holds locally (leased from "
+      "Redis, not spent yet).",
+      MetricType::Gauge);
+  const int64_t now = RealClock::Get().NowNanos();
   // Only the series each limit's settings make possible (series_plan.h),
   // all of them from the moment the limit is bound: at 0 for a new limit.
   bool global = false;
@@ -73,6 +87,18 @@ std::vector<prometheus::MetricFamily> LimitCollector::Collect() const {
       const GlobalRateLimiter* g = s->global();
       fallback.metric.push_back(Sample(
           *s, g != nullptr && g->fallback_active() ? 1 : 0, MetricType::Gauge));
+      const std::string state = g != nullptr ? g->redis_state() : "ok";
+      for (const char* name : GlobalRateLimiter::kRedisStates) {
+        prometheus::ClientMetric m =
+            Sample(*s, state == name ? 1 : 0, MetricType::Gauge);
+        m.label.push_back({"state", name});
+        redis_state.metric.push_back(std::move(m));
+      }
+      if (s->settings().lease > 1) {
+        lease_tokens.metric.push_back(Sample(
+            *s, g != nullptr ? static_cast<double>(g->leases(now).tokens) : 0,
+            MetricType::Gauge));
+      }
     }
     const std::pair<const char*, const std::atomic<int64_t>*> decided[] = {
         {plan.admitted ? "admitted" : nullptr, &s->admitted},
@@ -102,7 +128,8 @@ std::vector<prometheus::MetricFamily> LimitCollector::Collect() const {
   }
   std::vector<prometheus::MetricFamily> out;
   for (auto* f :
-       {&decisions, &in_flight, &queue, &keys, &key_overflow, &fallback}) {
+       {&decisions, &in_flight, &queue, &keys, &key_overflow, &fallback,
+        &redis_state, &lease_tokens}) {
     if (!f->metric.empty()) out.push_back(std::move(*f));
   }
   // Only global limits send requests to Redis: without one, no Redis series

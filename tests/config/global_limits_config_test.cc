@@ -1,5 +1,8 @@
 // Config of global limits (scope: global) and the top-level redis section:
 // defaults, and the exact text of every error.
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <string>
 
@@ -179,6 +182,101 @@ TEST(GlobalLimitsConfigTest, RedisTimeoutInvalid) {
                               "redis: {address: \"h:1\", timeout: soon}\n")),
             "test.yaml: redis.timeout: invalid duration \"soon\" (use e.g. "
             "\"250ms\", \"1.5s\", \"2m\")");
+}
+
+TEST(GlobalLimitsConfigTest, RedisAddressWithCredentialsPointsAtTheFile) {
+  // The message must not echo the address (it holds the password).
+  for (const char* address :
+       {"redis://:s3cret@h:6379", "redis://user:s3cret@h:6379", "user:s3cret@h:6379"}) {
+    const std::string error =
+        ErrorOf(WithLimit("name: g, rate: {per_second: 1}",
+                          absl::StrCat("redis: {address: \"", address, "\"}\n")));
+    EXPECT_EQ(error,
+              "test.yaml: redis.address: must be host:port, not a URL, and "
+              "must not hold credentials: put the password in a file named "
+              "by redis.password_file (and an ACL user in "
+              "redis.username_file)")
+        << address;
+    EXPECT_EQ(error.find("s3cret"), std::string::npos);
+  }
+}
+
+class RedisSecretsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    dir_ = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/");
+  }
+  std::string Write(const std::string& name, const std::string& text) {
+    const std::string path = dir_ + name;
+    std::ofstream(path) << text;
+    return path;
+  }
+  std::string Redis(const std::string& fields) {
+    return absl::StrCat("redis: {address: \"127.0.0.1:6379\"", fields, "}\n");
+  }
+  absl::StatusOr<std::shared_ptr<const Config>> Parse(const std::string& top) {
+    return ParseConfigYaml(WithLimit("name: g, scope: global, rate: {per_second: 1}", top),
+                           kSource, dir_);
+  }
+  std::string dir_;
+};
+
+TEST_F(RedisSecretsTest, ReadTrimmedRelativeToTheConfigAndNotShown) {
+  Write("pw", "  s3cret-pw\n");
+  Write("user", "sluice\n");
+  auto config = Parse(Redis(", password_file: pw, username_file: user, "
+                            "not_ready_in_fallback: true"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  const RedisSettings& redis = (*config)->redis();
+  EXPECT_EQ(redis.password, "s3cret-pw");
+  EXPECT_EQ(redis.username, "sluice");
+  EXPECT_TRUE(redis.not_ready_in_fallback);
+  EXPECT_EQ(redis.fingerprint.find("s3cret"), std::string::npos);
+  // The proto (GetConfig's view) holds the resolved paths, not the secret.
+  EXPECT_EQ((*config)->proto().redis().password_file(), dir_ + "pw");
+  EXPECT_EQ((*config)->proto().DebugString().find("s3cret"), std::string::npos);
+}
+
+TEST_F(RedisSecretsTest, ARotatedFileChangesTheFingerprint) {
+  Write("pw2", "one\n");
+  auto first = Parse(Redis(", password_file: pw2"));
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto same = Parse(Redis(", password_file: pw2"));
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ((*first)->redis().fingerprint, (*same)->redis().fingerprint);
+  Write("pw2", "two\n");
+  auto rotated = Parse(Redis(", password_file: pw2"));
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  EXPECT_NE((*first)->redis().fingerprint, (*rotated)->redis().fingerprint);
+  EXPECT_EQ((*first)->hash(), (*rotated)->hash());  // the YAML is the same
+}
+
+TEST_F(RedisSecretsTest, MissingEmptyOrUsernameAlone) {
+  std::remove((dir_ + "absent").c_str());
+  auto missing = Parse(Redis(", password_file: absent"));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(std::string(missing.status().message())
+                .rfind("test.yaml: redis.password_file: ", 0),
+            0u)
+      << missing.status();
+  Write("empty", " \n");
+  auto empty = Parse(Redis(", password_file: empty"));
+  ASSERT_FALSE(empty.ok());
+  EXPECT_EQ(std::string(empty.status().message()),
+            absl::StrCat("test.yaml: redis.password_file: \"", dir_,
+                         "empty\" is empty"));
+  Write("user2", "u\n");
+  auto alone = Parse(Redis(", username_file: user2"));
+  ASSERT_FALSE(alone.ok());
+  EXPECT_EQ(std::string(alone.status().message()),
+            "test.yaml: redis.username_file: needs redis.password_file "
+            "(AUTH <user> <password>)");
+  Write("spaced", "two words\n");
+  auto spaced = Parse(Redis(", password_file: spaced"));
+  ASSERT_FALSE(spaced.ok());
+  EXPECT_EQ(std::string(spaced.status().message()).find("two words"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -173,12 +173,35 @@ TEST_F(LimitCollectorTest, RedisSeriesOnlyWithAGlobalLimit) {
   // The global limit's buckets are in Redis: no sluice_limit_keys.
   auto expected = Decisions("g", {"admitted", "rejected"});
   expected.push_back(Gauge("sluice_limit_fallback_active", "g"));
-  for (const char* kind : {"connection", "reply", "timeout"}) {
+  for (const char* kind : {"auth", "connection", "reply", "timeout"}) {
     expected.push_back(
         absl::StrCat("sluice_redis_errors_total{kind=\"", kind, "\"}"));
   }
   expected.push_back("sluice_redis_request_duration_seconds{}");
-  EXPECT_EQ(SeriesText(collector_.Collect()), AtZero(expected));
+  // The link state: one series per state, exactly one of them 1 (which one
+  // depends on how far the connect to port 1 got).
+  std::vector<std::string> rest;
+  int states = 0;
+  int current = 0;
+  for (const std::string& line : SeriesText(collector_.Collect())) {
+    if (line.starts_with("sluice_limit_redis_state{limit=\"g\",route=\"r\","
+                         "state=\"")) {
+      ++states;
+      if (line.ends_with(" 1")) ++current;
+    } else {
+      rest.push_back(line);
+    }
+  }
+  EXPECT_EQ(states, 6);
+  EXPECT_EQ(current, 1);
+  EXPECT_EQ(rest, AtZero(expected));
+  // A lease adds the gauge of tokens held.
+  registry_.Bind(*MustParse(absl::StrCat(
+      "redis: {address: \"127.0.0.1:1\"}\n",
+      Route("      - {name: g, scope: global, rate: {per_second: 5, burst: "
+            "5}, global: {lease: 2}}\n"))));
+  EXPECT_EQ(SeriesText(collector_.Collect(), "sluice_limit_lease_tokens"),
+            AtZero({Gauge("sluice_limit_lease_tokens", "g")}));
   // Back to no global limit: the Redis series go.
   registry_.Bind(
       *MustParse(Route("      - {name: five, rate: {per_second: 5}}\n")));

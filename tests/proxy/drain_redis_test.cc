@@ -4,11 +4,14 @@
 // gave up after a fixed 10 s and destroyed the queues while such a call was
 // still alive, so a Redis timeout above 10 s completed on a destroyed queue.
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -18,8 +21,9 @@
 namespace sluice {
 namespace {
 
-// A "Redis" on 127.0.0.1 that accepts connections (the kernel completes
-// them from the backlog) and never answers: every request times out.
+// A "Redis" on 127.0.0.1 that answers each connection's first command
+// (the client's PING handshake) and then never answers again: every
+// request times out.
 class SilentRedis {
  public:
   SilentRedis() {
@@ -33,13 +37,50 @@ class SilentRedis {
     socklen_t len = sizeof(addr);
     getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
     port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { Serve(); });
   }
-  ~SilentRedis() { close(fd_); }
+  ~SilentRedis() {
+    stop_.store(true);
+    thread_.join();
+    for (int c : conns_) close(c);
+    close(fd_);
+  }
   int port() const { return port_; }
 
  private:
+  // Bounded: polls every 50 ms for the stop flag.
+  void Serve() {
+    while (!stop_.load()) {
+      std::vector<pollfd> fds = {{fd_, POLLIN, 0}};
+      for (size_t i = 0; i < conns_.size(); ++i) {
+        if (!answered_[i]) fds.push_back({conns_[i], POLLIN, 0});
+      }
+      if (poll(fds.data(), fds.size(), 50) <= 0) continue;
+      if (fds[0].revents & POLLIN) {
+        const int c = accept(fd_, nullptr, nullptr);
+        if (c >= 0) {
+          conns_.push_back(c);
+          answered_.push_back(false);
+        }
+      }
+      for (size_t f = 1; f < fds.size(); ++f) {
+        if (!(fds[f].revents & POLLIN)) continue;
+        char buf[256];
+        if (read(fds[f].fd, buf, sizeof(buf)) <= 0) continue;
+        for (size_t i = 0; i < conns_.size(); ++i) {
+          if (conns_[i] != fds[f].fd) continue;
+          (void)!write(conns_[i], "+PONG\r\n", 7);
+          answered_[i] = true;
+        }
+      }
+    }
+  }
   int fd_ = -1;
   int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::vector<int> conns_;
+  std::vector<bool> answered_;
+  std::thread thread_;
 };
 
 class DrainRedisTest : public ProxyFixture {
@@ -67,6 +108,21 @@ routes:
 TEST_F(DrainRedisTest, DrainWaitsForTheCallWaitingOnRedis) {
   // Far below the Redis timeout (2 s): the old fixed give-up, scaled down.
   plane_->set_drain_give_up(absl::Milliseconds(200));
+  // The Redis client is up (its PING answered): the call below waits for
+  // Redis instead of getting the fallback at once.
+  auto connected = [&] {
+    for (const auto& s : plane_->limits().All()) {
+      if (s->global() != nullptr && s->global()->redis().connected()) {
+        return true;
+      }
+    }
+    return false;
+  };
+  const absl::Time up_by = absl::Now() + absl::Seconds(10);
+  while (!connected() && absl::Now() < up_by) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_TRUE(connected());
   grpc::Status status;
   std::thread client([&] {
     grpc::ClientContext ctx;
