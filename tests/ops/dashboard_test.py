@@ -172,7 +172,10 @@ class DashboardTest(unittest.TestCase):
             for t in p["targets"]:
                 for name, matchers in selectors(t["expr"]):
                     if name.startswith(("grpc_", "sluice_redis_", "up", "sluice_calls_in_flight",
-                                        "sluice_build_info", "sluice_config_")):
+                                        "sluice_build_info", "sluice_config_", "sluice_ready",
+                                        "sluice_upstream_serving",
+                                        "sluice_resident_memory_bytes",
+                                        "sluice_memory_ceiling_bytes")):
                         continue
                     self.assertIn('route=~"$route"', matchers, f"{p['title']}: {name}")
 
