@@ -14,9 +14,9 @@
 #include "absl/strings/str_join.h"
 #include "prometheus/gauge.h"
 #include "server/common/heap_trim.h"
+#include "server/common/resident_bytes.h"
 #include "server/config/listen_probe.h"
 #include "server/version.h"
-#include "server/common/resident_bytes.h"
 #include "spdlog/spdlog.h"
 
 namespace sluice {
@@ -122,23 +122,24 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
   if (!admin.ok()) return admin.status();
   d->admin_ = std::move(*admin);
   Daemon* self = d.get();
-  d->state_collector_ = std::make_shared<StateCollector>(StateCollector::Sources{
-      [self] {
-        // Readiness and the upstreams of the config in effect (not the
-        // "liveness" service, nor upstreams a reload removed).
-        std::shared_ptr<const Config> config = self->data_plane_->config();
-        std::vector<std::pair<std::string, bool>> out;
-        for (auto& [service, serving] : self->admin_->Serving()) {
-          bool keep = service.empty();
-          for (const UpstreamSettings& u : config->upstreams()) {
-            keep = keep || u.name == service;
-          }
-          if (keep) out.emplace_back(service, serving);
-        }
-        return out;
-      },
-      [] { return static_cast<int64_t>(ResidentBytes()); },
-      [self] { return self->data_plane_->memory_guard().limit(); }});
+  d->state_collector_ =
+      std::make_shared<StateCollector>(StateCollector::Sources{
+          [self] {
+            // Readiness and the upstreams of the config in effect (not the
+            // "liveness" service, nor upstreams a reload removed).
+            std::shared_ptr<const Config> config = self->data_plane_->config();
+            std::vector<std::pair<std::string, bool>> out;
+            for (auto& [service, serving] : self->admin_->Serving()) {
+              bool keep = service.empty();
+              for (const UpstreamSettings& u : config->upstreams()) {
+                keep = keep || u.name == service;
+              }
+              if (keep) out.emplace_back(service, serving);
+            }
+            return out;
+          },
+          [] { return static_cast<int64_t>(ResidentBytes()); },
+          [self] { return self->data_plane_->memory_guard().limit(); }});
   d->exposer_->RegisterCollectable(d->state_collector_);
   d->admin_address_ = WithPort(c.admin_address(), d->admin_->port());
   if (!c.health_address().empty()) {
@@ -148,7 +149,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
     absl::MutexLock lock(&d->control_mu_);
     d->WatchUpstreams();
   }
-  d->readiness_thread_ = std::thread([dp = d.get()] { dp->WatchRedisReadiness(); });
+  d->readiness_thread_ =
+      std::thread([dp = d.get()] { dp->WatchRedisReadiness(); });
 
   spdlog::info(
       "sluice {} serving data={} admin={} metrics={}{} workers={} "
@@ -242,8 +244,8 @@ bool Daemon::RedisBlocksReadiness() {
 void Daemon::WatchRedisReadiness() {
   do {
     SetReadiness(std::nullopt, RedisBlocksReadiness());
-  } while (!stop_readiness_.WaitForNotificationWithTimeout(
-      absl::Milliseconds(100)));
+  } while (
+      !stop_readiness_.WaitForNotificationWithTimeout(absl::Milliseconds(100)));
 }
 
 Daemon::~Daemon() {

@@ -30,8 +30,8 @@
 #include "server/admin/upstream_health.h"
 #include "server/config/config.h"
 #include "server/metrics/limit_collector.h"
-#include "server/metrics/state_collector.h"
 #include "server/metrics/proxy_metrics.h"
+#include "server/metrics/state_collector.h"
 #include "server/proxy/data_plane.h"
 
 namespace sluice {

@@ -103,12 +103,13 @@ TEST(RenderTest, GlobalLimitsGetTheirRedisTable) {
   gs->set_lease(1);
   const std::string out = RenderLimits(list);
   const std::string table = out.substr(out.find("\nglobal limits (Redis):\n"));
-  EXPECT_EQ(table,
-            "\nglobal limits (Redis):\n"
-            "ROUTE  LIMIT   REDIS          LINK         STATE  FALLBACK              "
-            "LEASE  LEASED  ERROR\n"
-            "api    shared  10.0.0.7:6379  auth_failed  auth   fail_open (in force)  "
-            "1      0       WRONGPASS invalid username-password pair\n")
+  EXPECT_EQ(
+      table,
+      "\nglobal limits (Redis):\n"
+      "ROUTE  LIMIT   REDIS          LINK         STATE  FALLBACK              "
+      "LEASE  LEASED  ERROR\n"
+      "api    shared  10.0.0.7:6379  auth_failed  auth   fail_open (in force)  "
+      "1      0       WRONGPASS invalid username-password pair\n")
       << out;
 }
 

@@ -236,14 +236,14 @@ void ReadRedisSecrets(const pb::Redis& redis, const ConfigErrorSink& error,
           "needs redis.password_file (AUTH <user> <password>)");
   }
   if (!redis.password_file().empty()) {
-    if (auto p = ReadSecret(redis.password_file(), "redis.password_file",
-                            error)) {
+    if (auto p =
+            ReadSecret(redis.password_file(), "redis.password_file", error)) {
       out->password = *std::move(p);
     }
   }
   if (!redis.username_file().empty()) {
-    if (auto u = ReadSecret(redis.username_file(), "redis.username_file",
-                            error)) {
+    if (auto u =
+            ReadSecret(redis.username_file(), "redis.username_file", error)) {
       out->username = *std::move(u);
     }
   }

@@ -66,13 +66,11 @@ std::vector<std::vector<std::shared_ptr<LimitState>>> LimitRegistry::Bind(
       }
     }
     redis_->SetUsers(absl::StrJoin(users, ", "));
-    if (!redis_changed &&
-        redis_->link_state() == RedisLinkState::kAuthFailed) {
+    if (!redis_changed && redis_->link_state() == RedisLinkState::kAuthFailed) {
       // The client (and its error) is kept: say it again on this reload.
       spdlog::error(
           "redis {} (global limits {}): authentication still fails: {}",
-          redis_->address(), absl::StrJoin(users, ", "),
-          redis_->last_error());
+          redis_->address(), absl::StrJoin(users, ", "), redis_->last_error());
     }
   }
   return bound;

@@ -71,11 +71,11 @@ std::vector<prometheus::MetricFamily> LimitCollector::Collect() const {
       "unreachable, slow "
       "(timeouts), error (other error replies).",
       MetricType::Gauge);
-  auto lease_tokens = Family(
-      "sluice_limit_lease_tokens",
-      "Tokens a global limit with lease > 1 holds locally (leased from "
-      "Redis, not spent yet).",
-      MetricType::Gauge);
+  auto lease_tokens =
+      Family("sluice_limit_lease_tokens",
+             "Tokens a global limit with lease > 1 holds locally (leased from "
+             "Redis, not spent yet).",
+             MetricType::Gauge);
   const int64_t now = RealClock::Get().NowNanos();
   // Only the series each limit's settings make possible (series_plan.h),
   // all of them from the moment the limit is bound: at 0 for a new limit.
@@ -127,9 +127,8 @@ std::vector<prometheus::MetricFamily> LimitCollector::Collect() const {
     }
   }
   std::vector<prometheus::MetricFamily> out;
-  for (auto* f :
-       {&decisions, &in_flight, &queue, &keys, &key_overflow, &fallback,
-        &redis_state, &lease_tokens}) {
+  for (auto* f : {&decisions, &in_flight, &queue, &keys, &key_overflow,
+                  &fallback, &redis_state, &lease_tokens}) {
     if (!f->metric.empty()) out.push_back(std::move(*f));
   }
   // Only global limits send requests to Redis: without one, no Redis series

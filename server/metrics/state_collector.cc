@@ -14,9 +14,8 @@ prometheus::MetricFamily Gauge(const std::string& name,
   return f;
 }
 
-prometheus::ClientMetric Value(double value,
-                               std::vector<prometheus::ClientMetric::Label>
-                                   labels = {}) {
+prometheus::ClientMetric Value(
+    double value, std::vector<prometheus::ClientMetric::Label> labels = {}) {
   prometheus::ClientMetric m;
   m.label = std::move(labels);
   m.gauge.value = value;
@@ -39,7 +38,8 @@ std::vector<prometheus::MetricFamily> StateCollector::Collect() const {
     if (service.empty()) {
       ready.metric.push_back(Value(serving ? 1 : 0));
     } else {
-      upstream.metric.push_back(Value(serving ? 1 : 0, {{"upstream", service}}));
+      upstream.metric.push_back(
+          Value(serving ? 1 : 0, {{"upstream", service}}));
     }
   }
   auto resident = Gauge("sluice_resident_memory_bytes",

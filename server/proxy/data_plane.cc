@@ -1,6 +1,5 @@
 #include "server/proxy/data_plane.h"
 
-
 #include <algorithm>
 #include <cstdint>
 #include <limits>
@@ -222,9 +221,10 @@ void DataPlane::ApplyMemoryLimit(int64_t limit) {
   if (limit == memory_guard_.limit()) return;
   memory_guard_.SetLimit(limit);
   if (limit > 0) {
-    spdlog::info("memory ceiling {} MiB (proxy.max_memory_bytes): new calls "
-                 "are refused with overloaded at it",
-                 limit >> 20);
+    spdlog::info(
+        "memory ceiling {} MiB (proxy.max_memory_bytes): new calls "
+        "are refused with overloaded at it",
+        limit >> 20);
   } else {
     spdlog::info("no memory ceiling (proxy.max_memory_bytes)");
   }

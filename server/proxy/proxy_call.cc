@@ -643,7 +643,8 @@ bool ProxyCall::WaitForUpstream(absl::Time now, absl::Time deadline,
   ++outstanding_;
   pick.channel->NotifyOnStateChange(
       pick.state,
-      AlarmAt(mono_now + std::min({wait_left, budget_left, kConnectWatchSlice})),
+      AlarmAt(mono_now +
+              std::min({wait_left, budget_left, kConnectWatchSlice})),
       worker_->cq(), &connect_tag_);
   return true;
 }
@@ -901,10 +902,10 @@ void ProxyCall::OnUpstreamFinished(bool /*ok*/) {
     if (IsKeepaliveTimeout(upstream_status_)) {
       snap_->pool->NoteKeepaliveFailure(route_->upstream_index);
     }
-    upstream_status_ = grpc::Status(
-        grpc::StatusCode::UNAVAILABLE,
-        absl::StrCat("sluice: upstream \"", u.name,
-                     "\" unavailable (its connection failed)"));
+    upstream_status_ =
+        grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                     absl::StrCat("sluice: upstream \"", u.name,
+                                  "\" unavailable (its connection failed)"));
     NoteRejected(Reason::kUpstreamUnavailable, /*limit=*/-1);
   }
   MaybeFinishDownstream();

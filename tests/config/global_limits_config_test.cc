@@ -187,10 +187,11 @@ TEST(GlobalLimitsConfigTest, RedisTimeoutInvalid) {
 TEST(GlobalLimitsConfigTest, RedisAddressWithCredentialsPointsAtTheFile) {
   // The message must not echo the address (it holds the password).
   for (const char* address :
-       {"redis://:s3cret@h:6379", "redis://user:s3cret@h:6379", "user:s3cret@h:6379"}) {
-    const std::string error =
-        ErrorOf(WithLimit("name: g, rate: {per_second: 1}",
-                          absl::StrCat("redis: {address: \"", address, "\"}\n")));
+       {"redis://:s3cret@h:6379", "redis://user:s3cret@h:6379",
+        "user:s3cret@h:6379"}) {
+    const std::string error = ErrorOf(
+        WithLimit("name: g, rate: {per_second: 1}",
+                  absl::StrCat("redis: {address: \"", address, "\"}\n")));
     EXPECT_EQ(error,
               "test.yaml: redis.address: must be host:port, not a URL, and "
               "must not hold credentials: put the password in a file named "
@@ -216,8 +217,9 @@ class RedisSecretsTest : public ::testing::Test {
     return absl::StrCat("redis: {address: \"127.0.0.1:6379\"", fields, "}\n");
   }
   absl::StatusOr<std::shared_ptr<const Config>> Parse(const std::string& top) {
-    return ParseConfigYaml(WithLimit("name: g, scope: global, rate: {per_second: 1}", top),
-                           kSource, dir_);
+    return ParseConfigYaml(
+        WithLimit("name: g, scope: global, rate: {per_second: 1}", top),
+        kSource, dir_);
   }
   std::string dir_;
 };
@@ -225,8 +227,9 @@ class RedisSecretsTest : public ::testing::Test {
 TEST_F(RedisSecretsTest, ReadTrimmedRelativeToTheConfigAndNotShown) {
   Write("pw", "  s3cret-pw\n");
   Write("user", "sluice\n");
-  auto config = Parse(Redis(", password_file: pw, username_file: user, "
-                            "not_ready_in_fallback: true"));
+  auto config =
+      Parse(Redis(", password_file: pw, username_file: user, "
+                  "not_ready_in_fallback: true"));
   ASSERT_TRUE(config.ok()) << config.status();
   const RedisSettings& redis = (*config)->redis();
   EXPECT_EQ(redis.password, "s3cret-pw");
