@@ -986,6 +986,10 @@ constexpr char kDefaultHandshakeTimeout[] = "10s";
 constexpr char kDefaultMinPingInterval[] = "5m";
 constexpr uint32_t kDefaultMaxPingStrikes = 2;
 constexpr uint32_t kMaxMaxPingStrikes = 100;
+constexpr uint32_t kDefaultEarlyCancelsPerSecond = 100;
+constexpr uint32_t kDefaultEarlyCancelsBurst = 500;
+constexpr uint32_t kMaxEarlyCancelsPerSecond = 1000000;
+constexpr uint32_t kMaxEarlyCancelsBurst = 10000000;
 
 void CheckConnections(pb::Connections* c, Errors* errors,
                       ConnectionSettings* out) {
@@ -1029,6 +1033,27 @@ void CheckConnections(pb::Connections* c, Errors* errors,
   }
   out->max_ping_strikes =
       static_cast<int>(std::min(c->max_ping_strikes(), kMaxMaxPingStrikes));
+  if (!c->has_early_cancels_per_second()) {
+    c->set_early_cancels_per_second(kDefaultEarlyCancelsPerSecond);
+  }
+  if (!c->has_early_cancels_burst()) {
+    c->set_early_cancels_burst(kDefaultEarlyCancelsBurst);
+  }
+  if (c->early_cancels_per_second() > kMaxEarlyCancelsPerSecond) {
+    errors->Add(path + "early_cancels_per_second",
+                OutOfRange(c->early_cancels_per_second(), 0,
+                           kMaxEarlyCancelsPerSecond) +
+                    "; 0 turns the defence off");
+  }
+  if (c->early_cancels_burst() < 1 ||
+      c->early_cancels_burst() > kMaxEarlyCancelsBurst) {
+    errors->Add(path + "early_cancels_burst",
+                OutOfRange(c->early_cancels_burst(), 1, kMaxEarlyCancelsBurst));
+  }
+  out->early_cancels_per_second =
+      std::min(c->early_cancels_per_second(), kMaxEarlyCancelsPerSecond);
+  out->early_cancels_burst = std::clamp<int64_t>(c->early_cancels_burst(), 1,
+                                                 kMaxEarlyCancelsBurst);
 }
 
 // Hex prefix of the SHA-256 of the canonical JSON of `p`.

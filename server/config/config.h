@@ -68,6 +68,9 @@ struct ConnectionSettings {
   absl::Duration handshake_timeout = absl::Seconds(10);
   absl::Duration min_ping_interval = absl::Minutes(5);
   int max_ping_strikes = 2;
+  // The early-cancel budget per client address; 0 per second: off.
+  int64_t early_cancels_per_second = 100;
+  int64_t early_cancels_burst = 500;
 };
 
 // One limit with its defaults applied and durations parsed.

@@ -99,6 +99,19 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
   auto snap = plane->BuildSnapshot(config, nullptr);
   if (!snap.ok()) return snap.status();
   plane->ApplyMemoryLimit((*snap)->memory_limit);
+  // The early-cancel budget (restart only: a reload keeps it).
+  const ConnectionSettings& conn = config->connections();
+  if (conn.early_cancels_per_second > 0) {
+    const double rate = static_cast<double>(conn.early_cancels_per_second);
+    plane->early_cancel_burst_ = conn.early_cancels_burst;
+    plane->early_cancel_refill_nanos_ =
+        static_cast<int64_t>(static_cast<double>(conn.early_cancels_burst) /
+                             rate * 1e9) +
+        1;
+    plane->early_cancels_ = std::make_unique<KeyedTokenBuckets>(
+        TokenBucket::Config::PerSecond(rate, conn.early_cancels_burst),
+        kEarlyCancelPeers);
+  }
   {
     absl::MutexLock lock(&plane->mu_);
     plane->current_ = std::move(*snap);
@@ -273,8 +286,9 @@ void DataPlane::CallObjectCreated() {
 
 void DataPlane::ChargeEarlyCancel(absl::string_view address,
                                   int64_t now_nanos) {
+  if (early_cancels_ == nullptr) return;
   last_early_cancel_.store(now_nanos, std::memory_order_relaxed);
-  early_cancels_.TryTake(address, now_nanos);
+  early_cancels_->TryTake(address, now_nanos);
 }
 
 void DataPlane::CallObjectDestroyed() {

@@ -65,25 +65,24 @@ class DataPlane {
   std::shared_ptr<UpstreamPool> pool() const;
   LimitRegistry& limits() { return limits_; }
   // Early cancels (a client cancelled a call before any response reached
-  // it) per client address: kEarlyCancelRate per second, kEarlyCancelBurst
-  // at once. A rapid-reset flood empties its bucket; while it is empty, the
-  // address's new calls are refused at once (sluice-reason early_cancels)
-  // without an upstream call. Any thread.
-  static constexpr double kEarlyCancelRate = 100;
-  static constexpr int64_t kEarlyCancelBurst = 500;
+  // it) per client address: proxy.connections.early_cancels_per_second and
+  // _burst (restart only; rate 0: off). A rapid-reset flood empties its
+  // bucket; while it is empty, the address's new calls are refused at once
+  // (sluice-reason early_cancels) without an upstream call. Any thread.
   static constexpr size_t kEarlyCancelPeers = 4096;
-  static constexpr int64_t kEarlyCancelRefillNanos =
-      static_cast<int64_t>(kEarlyCancelBurst / kEarlyCancelRate * 1e9) + 1;
-  KeyedTokenBuckets& early_cancels() { return early_cancels_; }
+  bool early_cancels_on() const { return early_cancels_ != nullptr; }
+  int64_t early_cancel_burst() const { return early_cancel_burst_; }
+  KeyedTokenBuckets& early_cancels() { return *early_cancels_; }
   // Takes an early cancel of `address`, noting when (see
-  // MaybeEarlyCancels). Any thread.
+  // MaybeEarlyCancels). Any thread; nothing when the defence is off.
   void ChargeEarlyCancel(absl::string_view address, int64_t now_nanos);
-  // False if no address was charged within kEarlyCancelBurst /
-  // kEarlyCancelRate: every budget is full, no lookup needed (the common
-  // case costs one atomic load).
+  // False if the defence is off, or no address was charged within the
+  // time a bucket takes to refill: every budget is full, no lookup needed
+  // (the common case costs one atomic load).
   bool MaybeEarlyCancels(int64_t now_nanos) const {
-    return now_nanos - last_early_cancel_.load(std::memory_order_relaxed) <
-           kEarlyCancelRefillNanos;
+    return early_cancels_ != nullptr &&
+           now_nanos - last_early_cancel_.load(std::memory_order_relaxed) <
+               early_cancel_refill_nanos_;
   }
 
   // Used by calls, on their worker's thread.
@@ -112,9 +111,9 @@ class DataPlane {
   ProxyMetrics* metrics_ = nullptr;
   MemoryGuard memory_guard_;
   LimitRegistry limits_;
-  KeyedTokenBuckets early_cancels_{
-      TokenBucket::Config::PerSecond(kEarlyCancelRate, kEarlyCancelBurst),
-      kEarlyCancelPeers};
+  std::unique_ptr<KeyedTokenBuckets> early_cancels_;  // null: off
+  int64_t early_cancel_burst_ = 0;
+  int64_t early_cancel_refill_nanos_ = 0;
   grpc::AsyncGenericService service_;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::unique_ptr<Worker>> workers_;

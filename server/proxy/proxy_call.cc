@@ -1050,7 +1050,7 @@ bool ProxyCall::EarlyCancelBudgetSpent() {
   // Under a flood gRPC delivers a reset's done tag many accepts late, so
   // charging only then would let a whole wave through: an address that
   // spent half its budget pays for each new call up front.
-  if (*tokens < DataPlane::kEarlyCancelBurst / 2) {
+  if (*tokens < static_cast<double>(plane->early_cancel_burst()) / 2) {
     plane->ChargeEarlyCancel(address, now);
     early_cancel_charged_ = true;
   }

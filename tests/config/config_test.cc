@@ -987,6 +987,26 @@ TEST(ConfigTest, MaxMemoryBytes) {
             "16777216 (16 MiB)");
 }
 
+TEST(ConfigTest, EarlyCancelBudget) {
+  auto config = MustParse(kMinimal);
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->connections().early_cancels_per_second, 100);
+  EXPECT_EQ(config->connections().early_cancels_burst, 500);
+  EXPECT_EQ(config->proto().proxy().connections().early_cancels_per_second(),
+            100u);
+  auto off = MustParse(
+      MinimalWith("proxy: {connections: {early_cancels_per_second: 0}}\n"));
+  ASSERT_NE(off, nullptr);
+  EXPECT_EQ(off->connections().early_cancels_per_second, 0);  // off
+  EXPECT_EQ(
+      ErrorOf(MinimalWith("proxy: {connections: {early_cancels_per_second: "
+                          "2000000, early_cancels_burst: 0}}\n")),
+      "test.yaml: proxy.connections.early_cancels_per_second: 2000000 is out "
+      "of range (0..1000000); 0 turns the defence off\n"
+      "test.yaml: proxy.connections.early_cancels_burst: 0 is out of range "
+      "(1..10000000)");
+}
+
 TEST(ConfigErrorTest, BadForwardedForHeader) {
   EXPECT_EQ(ErrorOf(MinimalWith("proxy: {forwarded_for_header: \"x peer\"}\n")),
             "test.yaml: proxy.forwarded_for_header: invalid header name "

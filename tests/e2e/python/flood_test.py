@@ -177,5 +177,31 @@ class FloodTest(unittest.TestCase):
             what=f"RSS back near its baseline {base} KiB (peak {peak[0]} KiB)")
 
 
+
+class EarlyCancelsOffTest(unittest.TestCase):
+    """proxy.connections.early_cancels_per_second: 0 (for a Sluice behind a
+    proxy or NAT, where every client shares one address): the same resets
+    spend no budget, and the address's next calls are served."""
+
+    def test_off_refuses_nothing(self):
+        upstream = harness.start_upstream()
+        config = harness.write_config(f"""
+proxy: {{connections: {{early_cancels_per_second: 0}}}}
+upstreams: [{{name: app, target: "{upstream.address}"}}]
+routes: [{{name: all, match: {{prefix: /}}, upstream: app}}]
+""")
+        sluice = harness.start_sluice(config_path=config)
+        try:
+            sent, plain = flood(sluice.data, 1500, 0.1, plain=5)
+            self.assertEqual(sent, 1500)
+            self.assertEqual([r.grpc_status for r in plain], [0] * 5,
+                             [(r.grpc_status, r.get("sluice-reason")) for r in plain])
+            self.assertEqual(metric_sum(sluice, 'sluice_rejections_total{limit="",'
+                                                'reason="early_cancels"'), 0)
+        finally:
+            sluice.stop()
+            upstream.stop()
+
+
 if __name__ == "__main__":
     harness.main()
