@@ -34,10 +34,6 @@ std::string WithPort(const std::string& address, int port) {
   return absl::StrCat(address.substr(0, colon), ":", port);
 }
 
-// Memory housekeeping: glibc keeps the heap a burst freed (measured in
-// docs/security.md: a rapid-reset flood, a CONTINUATION flood). Called
-// about once a second from Run().
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
@@ -200,7 +196,7 @@ void Daemon::WatchUpstreams() {
         admin_->SetServing(service, serving);
         if (!service.empty()) {
           spdlog::info("upstream \"{}\" is {}", service,
-                       serving ? "connected" : "not connected");
+                       serving ? "serving" : "not serving");
         }
       });
 }

@@ -1,9 +1,6 @@
 #include "server/common/heap_trim.h"
 
 #include <malloc.h>
-#include <unistd.h>
-
-#include <cstdio>
 
 #include "absl/time/clock.h"
 

@@ -6,9 +6,10 @@
 // malloc_trim(0) hands the free pages of every arena back (madvise), which
 // brings RSS back near its baseline.
 //
-// Owned by the daemon; MaybeTrim() is called by its main thread every few
-// seconds, never by a worker (a trim takes each arena's lock in turn:
-// 0.1..5 ms measured with a 55 MiB heap).
+// Owned by the daemon; MaybeTrim() is called by its main thread once a
+// second, never by a worker: reading malloc's free bytes (mallinfo2) takes
+// each arena's lock briefly, a trim takes each in turn for longer (0.1..5 ms
+// measured with a 55 MiB heap; 19..65 ms after a rapid-reset flood).
 #ifndef SLUICE_SERVER_COMMON_HEAP_TRIM_H_
 #define SLUICE_SERVER_COMMON_HEAP_TRIM_H_
 

@@ -954,6 +954,7 @@ constexpr uint32_t kMaxMaxHeaderListBytes = 1 << 20;
 constexpr uint32_t kDefaultMaxHeaderCount = 100;
 constexpr uint32_t kMaxMaxHeaderCount = 10000;
 constexpr int64_t kMinMaxMemoryBytes = int64_t{16} << 20;
+constexpr int64_t kMaxMaxMemoryBytes = int64_t{1} << 50;
 
 void CheckHeaderLimits(pb::Proxy* proxy, Errors* errors, int* max_bytes,
                        int* max_count) {
@@ -1052,8 +1053,8 @@ void CheckConnections(pb::Connections* c, Errors* errors,
   }
   out->early_cancels_per_second =
       std::min(c->early_cancels_per_second(), kMaxEarlyCancelsPerSecond);
-  out->early_cancels_burst = std::clamp<int64_t>(c->early_cancels_burst(), 1,
-                                                 kMaxEarlyCancelsBurst);
+  out->early_cancels_burst =
+      std::clamp<int64_t>(c->early_cancels_burst(), 1, kMaxEarlyCancelsBurst);
 }
 
 // Hex prefix of the SHA-256 of the canonical JSON of `p`.
@@ -1204,12 +1205,14 @@ absl::StatusOr<std::shared_ptr<const Config>> Config::FromProto(
   config->max_memory_bytes_ = p.proxy().max_memory_bytes();
   if (config->max_memory_bytes_ < -1 ||
       (config->max_memory_bytes_ > 0 &&
-       config->max_memory_bytes_ < kMinMaxMemoryBytes)) {
+       (config->max_memory_bytes_ < kMinMaxMemoryBytes ||
+        config->max_memory_bytes_ > kMaxMaxMemoryBytes))) {
     errors.Add("proxy.max_memory_bytes",
                absl::StrCat(config->max_memory_bytes_,
                             " is not a ceiling: use 0 (90% of the cgroup "
-                            "memory limit, if any), -1 (none) or at least ",
-                            kMinMaxMemoryBytes, " (16 MiB)"));
+                            "memory limit, if any), -1 (none) or ",
+                            kMinMaxMemoryBytes, " (16 MiB) to ",
+                            kMaxMaxMemoryBytes, " (1 PiB)"));
     config->max_memory_bytes_ = 0;
   }
   CheckConnections(p.mutable_proxy()->mutable_connections(), &errors,

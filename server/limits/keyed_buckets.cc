@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <utility>
@@ -176,6 +177,23 @@ void KeyedTokenBuckets::InsertLocked(Shard& shard, absl::string_view key,
     shard.ring[shard.hand] = node;
     shard.hand = (shard.hand + 1) % shard.capacity;
   }
+}
+
+void KeyedTokenBuckets::Refund(absl::string_view key, int64_t n) {
+  if (n <= 0) return;
+  const size_t hash = KeyHash()(key);
+  Shard& shard = shards_[ShardIndex(hash)];
+  absl::MutexLock lock(&shard.mu);
+  auto it = shard.map.find(PrehashedKey{key, hash});
+  if (it == shard.map.end()) return;
+  // GCRA: a token is one interval of the theoretical arrival time. A TAT
+  // in the past means a full bucket, so moving it back never adds more
+  // than the burst.
+  const int64_t step = config_.interval_nanos();
+  int64_t& tat = it->second.tat;
+  tat = (tat < std::numeric_limits<int64_t>::min() / 2 + n * step)
+            ? tat
+            : tat - n * step;
 }
 
 std::optional<double> KeyedTokenBuckets::Tokens(absl::string_view key,

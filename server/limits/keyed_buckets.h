@@ -111,6 +111,11 @@ class KeyedTokenBuckets {
   // lock can be older than the bucket's state).
   Decision TryTake(absl::string_view key, const Clock& clock, int64_t n = 1);
 
+  // Gives `n` tokens back to `key`'s bucket (one taken for something that
+  // did not happen); a bucket cannot hold more than its burst. No-op for a
+  // key without a bucket of its own.
+  void Refund(absl::string_view key, int64_t n = 1);
+
   // Tokens of `key` at `now`, or nullopt if it has no bucket of its own
   // (then it would start full).
   std::optional<double> Tokens(absl::string_view key, int64_t now) const;

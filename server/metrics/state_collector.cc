@@ -28,7 +28,8 @@ std::vector<prometheus::MetricFamily> StateCollector::Collect() const {
   auto ready = Gauge("sluice_ready",
                      "1 while Sluice's readiness (admin health service \"\") "
                      "is SERVING, else 0 (an upstream marked required is "
-                     "not serving, or Sluice is draining).");
+                     "not serving, a global limit is in fallback with "
+                     "redis.not_ready_in_fallback, or Sluice is draining).");
   auto upstream = Gauge(
       "sluice_upstream_serving",
       "1 while the upstream is serving as the admin health service reports "

@@ -33,21 +33,23 @@ ClientRead::Result ClientRead::Outcome(bool ok) const {
   return ok ? Result::kHalfClosed : Result::kFailed;
 }
 
-void ClientRead::TakeMessage(grpc::ByteBuffer* out) {
+bool ClientRead::TakeMessage(grpc::ByteBuffer* out) {
   // The reader also undoes a compressed buffer's compression.
   grpc_byte_buffer_reader reader;
   std::vector<grpc::Slice> slices;
-  if (grpc_byte_buffer_reader_init(&reader, message_)) {
+  const bool readable = grpc_byte_buffer_reader_init(&reader, message_) != 0;
+  if (readable) {
     grpc_slice slice;
     while (grpc_byte_buffer_reader_next(&reader, &slice) != 0) {
       slices.emplace_back(slice, grpc::Slice::STEAL_REF);
     }
     grpc_byte_buffer_reader_destroy(&reader);
+    grpc::ByteBuffer buffer(slices.data(), slices.size());
+    out->Swap(&buffer);
   }
-  grpc::ByteBuffer buffer(slices.data(), slices.size());
-  out->Swap(&buffer);
   grpc_byte_buffer_destroy(message_);
   message_ = nullptr;
+  return readable;
 }
 
 bool ClientRead::FinalizeResult(void** tag, bool* /*status*/) {

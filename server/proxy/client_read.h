@@ -44,8 +44,10 @@ class ClientRead final : public grpc::internal::CompletionQueueTag {
   // After the completion: what the read found. `ok` is the value the
   // completion came with.
   Result Outcome(bool ok) const;
-  // kMessage: moves the message into `out` (its slices, not copied).
-  void TakeMessage(grpc::ByteBuffer* out);
+  // kMessage: moves the message into `out` (its slices, not copied). False
+  // if it cannot be read (a compressed message that does not decompress):
+  // the call is then to be ended like a failed read.
+  bool TakeMessage(grpc::ByteBuffer* out);
 
   // grpc::internal::CompletionQueueTag: hands the worker `done`.
   bool FinalizeResult(void** tag, bool* status) override;

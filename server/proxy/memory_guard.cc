@@ -61,7 +61,7 @@ bool OverloadState::Update(int64_t rss) {
   if (limit_ <= 0 || rss < 0) {
     overloaded_ = false;
   } else if (overloaded_) {
-    overloaded_ = rss * 100 >= limit_ * kResumePercent;
+    overloaded_ = rss >= limit_ / 100 * kResumePercent;  // no overflow
   } else {
     overloaded_ = rss >= limit_;
   }

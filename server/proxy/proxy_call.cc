@@ -100,6 +100,15 @@ ProxyCall::ProxyCall(Worker* worker) : worker_(worker) {
 
 ProxyCall::~ProxyCall() {
   DataPlane* plane = worker_->plane();
+  if (early_cancel_charged_ && !early_cancelled_ && plane->early_cancels_on()) {
+    // Charged up front (EarlyCancelBudgetSpent) for a call that turned out
+    // not to be an early cancel: its token goes back, so a busy address
+    // that once spent half its budget is not throttled by its good calls.
+    std::string peer = sctx_.peer();
+    const std::string_view address = PeerAddressOnly(peer);
+    plane->early_cancels().Refund(
+        absl::string_view(address.data(), address.size()));
+  }
   if (accepted_) {
     worker_->Unlink(this);
     worker_->plane()->CallFreed();
@@ -598,7 +607,8 @@ void ProxyCall::StartUpstream() {
     OnUpstreamHeadersSent();
   }
   AdvanceClientToUpstream();
-  if (route_->deadline.stream_idle_timeout > absl::ZeroDuration()) {
+  if (route_->deadline.stream_idle_timeout > absl::ZeroDuration() &&
+      !local_status_ && !finish_posted_) {
     ArmIdleAlarm(MonoNow() + route_->deadline.stream_idle_timeout);
   }
 }
@@ -766,8 +776,8 @@ void ProxyCall::OnClientRead(bool ok) {
   Pump& p = c2u_;
   p.reading = false;
   const ClientRead::Result read = client_read_.Outcome(ok);
-  if (read == ClientRead::Result::kMessage) {
-    client_read_.TakeMessage(&p.read_buf);
+  if (read == ClientRead::Result::kMessage &&
+      client_read_.TakeMessage(&p.read_buf)) {
     if (idle_armed_) last_activity_ = MonoNow();
     ++msgs_in_;
     if (++unflushed_msgs_ >= kMessageFlushBatch) FlushMessageCounts();
@@ -780,7 +790,7 @@ void ProxyCall::OnClientRead(bool ok) {
       return;
     }
     AdvanceClientToUpstream();
-  } else if (read == ClientRead::Result::kFailed ||
+  } else if (read != ClientRead::Result::kHalfClosed ||
              grpc_call_failed_before_recv_message(sctx_.c_call())) {
     // Not a graceful half-close: gRPC refused a message over
     // max_receive_message_bytes and cancelled the call (the read failed),
@@ -935,13 +945,17 @@ void ProxyCall::Abort(const grpc::Status& status, Reason reason, int limit) {
   // The call is over for admission now, even if its status has to wait for
   // a write stuck behind a client that does not read.
   permits_.clear();
-  local_status_ = status;
+  // After a channel-made status was rewritten (OnUpstreamFinished), that
+  // status and its one sluice-reason stand; a later end (drain, idle) only
+  // ends the call.
+  const bool rewritten = reason_.has_value();
+  local_status_ = rewritten ? upstream_status_ : status;
   // Rate rejections set the x-ratelimit-* trailers themselves.
   if (header_limit_ != nullptr && (reason == Reason::kConcurrencyLimited ||
                                    reason == Reason::kQueueTimeout)) {
     SetRateLimitHeaders(/*trailers=*/true);
   }
-  NoteRejected(reason, limit);
+  if (!rewritten) NoteRejected(reason, limit);
   if (upstream_started_ && !upstream_finished_) uctx_.TryCancel();
   u2c_.queue.clear();
   c2u_.queue.clear();
@@ -1064,14 +1078,18 @@ void ProxyCall::OnClientGone() {
     // deadline (if any) was still ahead; charged to its address. A call
     // refused for early cancels and reset anyway counts too, so a flood
     // keeps its budget spent for as long as it goes on.
-    if (accepted_ && !sinit_sent_ && !early_cancel_charged_ &&
+    if (accepted_ && !sinit_sent_ &&
         (!reason_ || *reason_ == Reason::kEarlyCancels) &&
         ClientDeadline(sctx_) > absl::Now()) {
-      std::string peer = sctx_.peer();
-      const std::string_view address = PeerAddressOnly(peer);
-      worker_->plane()->ChargeEarlyCancel(
-          absl::string_view(address.data(), address.size()),
-          RealClock::Get().NowNanos());
+      early_cancelled_ = true;
+      if (!early_cancel_charged_) {
+        early_cancel_charged_ = true;
+        std::string peer = sctx_.peer();
+        const std::string_view address = PeerAddressOnly(peer);
+        worker_->plane()->ChargeEarlyCancel(
+            absl::string_view(address.data(), address.size()),
+            RealClock::Get().NowNanos());
+      }
     }
     LeaveQueue();
     if (stats_ != nullptr && !finish_posted_)

@@ -246,6 +246,7 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   bool idle_armed_ = false;
   bool counted_cancel_ = false;
   bool early_cancel_charged_ = false;  // see EarlyCancelBudgetSpent
+  bool early_cancelled_ = false;       // OnClientGone found an early cancel
   // When the wait for a connecting upstream began (set by its first wait;
   // wall clock for the budget, monotonic for the wait).
   std::optional<absl::Time> connect_wait_started_;

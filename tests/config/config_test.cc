@@ -971,20 +971,20 @@ TEST(ConfigTest, MaxMemoryBytes) {
   auto config = MustParse(kMinimal);
   ASSERT_NE(config, nullptr);
   EXPECT_EQ(config->max_memory_bytes(), 0);  // from the cgroup, if any
-  for (int64_t value : {int64_t{-1}, int64_t{16} << 20, int64_t{1} << 40}) {
+  for (int64_t value : {int64_t{-1}, int64_t{16} << 20, int64_t{1} << 50}) {
     auto c = MustParse(
         MinimalWith(absl::StrCat("proxy: {max_memory_bytes: ", value, "}\n")));
     ASSERT_NE(c, nullptr);
     EXPECT_EQ(c->max_memory_bytes(), value);
   }
-  EXPECT_EQ(ErrorOf(MinimalWith("proxy: {max_memory_bytes: 1000}\n")),
-            "test.yaml: proxy.max_memory_bytes: 1000 is not a ceiling: use 0 "
-            "(90% of the cgroup memory limit, if any), -1 (none) or at least "
-            "16777216 (16 MiB)");
-  EXPECT_EQ(ErrorOf(MinimalWith("proxy: {max_memory_bytes: -5}\n")),
-            "test.yaml: proxy.max_memory_bytes: -5 is not a ceiling: use 0 "
-            "(90% of the cgroup memory limit, if any), -1 (none) or at least "
-            "16777216 (16 MiB)");
+  for (const char* bad : {"1000", "-5", "1125899906842625"}) {
+    EXPECT_EQ(ErrorOf(MinimalWith(
+                  absl::StrCat("proxy: {max_memory_bytes: ", bad, "}\n"))),
+              absl::StrCat("test.yaml: proxy.max_memory_bytes: ", bad,
+                           " is not a ceiling: use 0 (90% of the cgroup "
+                           "memory limit, if any), -1 (none) or 16777216 "
+                           "(16 MiB) to 1125899906842624 (1 PiB)"));
+  }
 }
 
 TEST(ConfigTest, EarlyCancelBudget) {

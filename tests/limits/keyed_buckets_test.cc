@@ -55,6 +55,29 @@ TEST(KeyedTokenBucketsTest, KeysAreIndependent) {
   EXPECT_FALSE(buckets.TryTake("alice", clock.NowNanos()).admitted);
 }
 
+TEST(KeyedTokenBucketsTest, RefundGivesTokensBackUpToTheBurst) {
+  SimulatedClock clock(kSecond);
+  KeyedTokenBuckets buckets(TokenBucket::Config::PerSecond(10, 3), 1000);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(buckets.TryTake("alice", clock.NowNanos()).admitted);
+  }
+  EXPECT_FALSE(buckets.TryTake("alice", clock.NowNanos()).admitted);
+  buckets.Refund("alice");
+  EXPECT_DOUBLE_EQ(*buckets.Tokens("alice", clock.NowNanos()), 1.0);
+  EXPECT_TRUE(buckets.TryTake("alice", clock.NowNanos()).admitted);
+  EXPECT_FALSE(buckets.TryTake("alice", clock.NowNanos()).admitted);
+  // Refunds beyond what was taken never raise a bucket above its burst.
+  for (int i = 0; i < 10; ++i) buckets.Refund("alice");
+  EXPECT_DOUBLE_EQ(*buckets.Tokens("alice", clock.NowNanos()), 3.0);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(buckets.TryTake("alice", clock.NowNanos()).admitted);
+  }
+  EXPECT_FALSE(buckets.TryTake("alice", clock.NowNanos()).admitted);
+  // A key without a bucket stays without one.
+  buckets.Refund("nobody");
+  EXPECT_FALSE(buckets.Tokens("nobody", clock.NowNanos()).has_value());
+}
+
 TEST(KeyedTokenBucketsTest, KeysThatAreNotStringsOfPrintables) {
   KeyedTokenBuckets buckets(TokenBucket::Config::PerSecond(1, 1), 100);
   const std::string with_nul("a\0b", 3);

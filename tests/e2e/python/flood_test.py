@@ -4,7 +4,7 @@ bystander calls from 127.0.0.1 on its own connection.
 
 Asserted: Sluice stays up; the bystander sees no error; Sluice's RSS stays
 under a generous ceiling and comes back near its baseline afterwards (the
-freed heap is returned, DataPlane::MaybeReturnMemory); once the flooding
+freed heap is returned, server/common/heap_trim.h); once the flooding
 address has spent its early-cancel budget, its further resets do not reach
 the upstream beyond a small bound, and a plain call from it is refused with
 RESOURCE_EXHAUSTED + `sluice-reason: early_cancels` while the bystander's
@@ -176,6 +176,44 @@ class FloodTest(unittest.TestCase):
             timeout=15, interval=0.2,
             what=f"RSS back near its baseline {base} KiB (peak {peak[0]} KiB)")
 
+
+
+class EarlyCancelRefundTest(unittest.TestCase):
+    """An address that spent over half its budget pays one token up front
+    for each new call; a call that completes normally gives it back, so a
+    busy client that once had a burst of cancels is not throttled by its
+    good calls (before the refund, 3x its burst of sequential calls were
+    enough to be refused)."""
+
+    def test_good_calls_after_a_burst_of_resets_are_not_throttled(self):
+        upstream = harness.start_upstream()
+        config = harness.write_config(f"""
+proxy: {{connections: {{early_cancels_per_second: 1, early_cancels_burst: 20}}}}
+upstreams: [{{name: app, target: "{upstream.address}"}}]
+routes: [{{name: all, match: {{prefix: /}}, upstream: app}}]
+""")
+        sluice = harness.start_sluice(config_path=config)
+        try:
+            # 15 resets: under half of the 20 left, refilled at 1/s only.
+            sent, _ = flood(sluice.data, 15, 0.05, slices=1)
+            self.assertEqual(sent, 15)
+            time.sleep(0.5)  # the resets' cancels reach Sluice
+            conn = h2raw.H2Conn(sluice.data, source=ATTACKER)
+            try:
+                statuses = []
+                for _ in range(60):  # 3x the burst, one after the other
+                    sid = conn.start_call(EMPTY, message=b"")
+                    r = conn.results[sid]
+                    end = time.monotonic() + 10
+                    while not (r.ended or r.rst is not None) and time.monotonic() < end:
+                        conn.pump(lambda: r.ended or r.rst is not None, timeout=1)
+                    statuses.append((r.grpc_status, r.get("sluice-reason")))
+            finally:
+                conn.close()
+            self.assertEqual(statuses, [(0, None)] * 60)
+        finally:
+            sluice.stop()
+            upstream.stop()
 
 
 class EarlyCancelsOffTest(unittest.TestCase):
