@@ -177,13 +177,22 @@ void Daemon::WatchUpstreams() {
     return;
   }
   watched_settings_ = settings;
-  if (upstream_health_ != nullptr) upstream_health_->Stop();
+  // Upstreams found frozen stay so across a reload that keeps their
+  // channels (only the health settings changed): a stopped app would
+  // otherwise look READY again until a call met another keepalive timeout.
+  std::vector<std::string> frozen;
+  if (upstream_health_ != nullptr) {
+    upstream_health_->Stop();
+    if (pool == watched_pool_) frozen = upstream_health_->FrozenUpstreams();
+  }
   std::vector<UpstreamHealth::Upstream> upstreams;
   for (int i = 0; i < pool->size(); ++i) {
     const UpstreamSettings& u = config->upstreams()[i];
     upstreams.push_back({pool->name(i), u.required, pool->channels(i),
                          u.health_check, u.health_service, u.health_interval,
-                         u.health_timeout, pool->keepalive_failures(i)});
+                         u.health_timeout, pool->keepalive_failures(i),
+                         std::find(frozen.begin(), frozen.end(),
+                                   pool->name(i)) != frozen.end()});
   }
   watched_pool_ = pool;
   upstream_health_ = std::make_unique<UpstreamHealth>(

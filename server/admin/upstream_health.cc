@@ -26,6 +26,7 @@ UpstreamHealth::UpstreamHealth(std::vector<Upstream> upstreams, Report report)
     if (upstreams_[u].keepalive_failures != nullptr) {
       failures_seen_[u] = upstreams_[u].keepalive_failures->load();
     }
+    frozen_[u] = upstreams_[u].frozen;
     for (size_t c = 0; c < upstreams_[u].channels.size(); ++c) {
       auto w = std::make_unique<Watch>();
       w->kind = Tag::kWatch;
@@ -47,7 +48,7 @@ UpstreamHealth::UpstreamHealth(std::vector<Upstream> upstreams, Report report)
   Publish(/*force=*/true);
   for (auto& w : watches_) Arm(w.get());
   for (auto& p : probes_) {
-    if (p->health_check) StartCheck(p.get());
+    if (p->health_check || frozen_[p->upstream]) StartCheck(p.get());
   }
   thread_ = std::thread([this] { Run(); });
 }
@@ -57,6 +58,14 @@ UpstreamHealth::~UpstreamHealth() { Stop(); }
 void UpstreamHealth::Stop() {
   stopping_.store(true);
   if (thread_.joinable()) thread_.join();
+}
+
+std::vector<std::string> UpstreamHealth::FrozenUpstreams() const {
+  std::vector<std::string> names;
+  for (size_t u = 0; u < upstreams_.size(); ++u) {
+    if (frozen_[u]) names.push_back(upstreams_[u].name);
+  }
+  return names;
 }
 
 void UpstreamHealth::Arm(Watch* w) {

@@ -53,6 +53,8 @@ class UpstreamHealth {
     // Keepalive timeouts met by calls to this upstream (UpstreamPool's
     // count; it outlives this watcher). Null: not counted.
     const std::atomic<uint64_t>* keepalive_failures = nullptr;
+    // Starts marked frozen (carried over from the watcher it replaces).
+    bool frozen = false;
   };
   // (service, serving): "" for the overall status, else an upstream name.
   using Report = std::function<void(const std::string&, bool)>;
@@ -60,6 +62,8 @@ class UpstreamHealth {
   UpstreamHealth(std::vector<Upstream> upstreams, Report report);
   ~UpstreamHealth();
   void Stop();
+  // The upstreams marked frozen (see above). Only after Stop().
+  std::vector<std::string> FrozenUpstreams() const;
 
  private:
   // Completion-queue tags: a channel's state watch, or a health probe's

@@ -220,16 +220,17 @@ routes:
         upstream = self.start(harness.start_upstream(
             self.address, extra=["--min_ping_interval=500ms"]))
         check = "    health_check: {interval: 1s, timeout: 500ms}\n" if health_check else ""
-        config = harness.write_config(f"""
+        self.fast_keepalive_config = lambda required: f"""
 upstreams:
   - name: app
     target: "{self.address}"
-    required: true
+    required: {"true" if required else "false"}
     keepalive: {{time: 1s, timeout: 1s}}
 {check}routes:
   - {{name: all, match: {{prefix: "/"}}, upstream: app}}
-""")
-        return upstream, self.start(harness.start_sluice(config_path=config))
+"""
+        self.config_path = harness.write_config(self.fast_keepalive_config(True))
+        return upstream, self.start(harness.start_sluice(config_path=self.config_path))
 
     def test_frozen_app_ends_streams_and_recovers(self):
         upstream, sluice = self.start_fast_keepalive_pair()
@@ -301,10 +302,28 @@ upstreams:
             while time.monotonic() < watch_until:
                 self.assertEqual(health(), NOT_SERVING, "SERVING while frozen")
                 time.sleep(0.1)
+            # A reload that changes only health settings (required) keeps
+            # the channels, and the mark: the app itself stays NOT_SERVING.
+            with open(self.config_path, "w") as f:
+                f.write(self.fast_keepalive_config(False))
+            reloads = harness.metric(sluice, "sluice_config_reloads_total", {"result": "ok"})
+            sluice.signal(signal.SIGHUP)
+            harness.wait_for_metric(sluice, "sluice_config_reloads_total", reloads + 1,
+                                    {"result": "ok"})
+            app = health_pb2_grpc.HealthStub(harness.channel(sluice.admin))
+            watch_until = time.monotonic() + 1.5
+            while time.monotonic() < watch_until:
+                self.assertEqual(app.Check(health_pb2.HealthCheckRequest(service="app"),
+                                           timeout=5).status, NOT_SERVING,
+                                 "the app SERVING after a reload while frozen")
+                time.sleep(0.1)
         finally:
             upstream.signal(signal.SIGCONT)
         thawed_at = time.monotonic()
-        serving = self.wait_serving(health, thawed_at)
+        app = health_pb2_grpc.HealthStub(harness.channel(sluice.admin))
+        serving = self.wait_serving(
+            lambda: app.Check(health_pb2.HealthCheckRequest(service="app"), timeout=5).status,
+            thawed_at)
         print(f"frozen app, no health_check: SERVING {serving:.3f}s after SIGCONT")
         stub = test_pb2_grpc.TestServiceStub(ch)
         self.wait_first_ok(stub, thawed_at)
