@@ -197,16 +197,19 @@ void Daemon::WatchUpstreams() {
   watched_pool_ = pool;
   upstream_health_ = std::make_unique<UpstreamHealth>(
       std::move(upstreams), [this](const std::string& service, bool serving) {
-        if (health_frozen_.load()) return;
         if (service.empty()) {
           SetReadiness(serving, std::nullopt);
           return;
         }
-        admin_->SetServing(service, serving);
-        if (!service.empty()) {
-          spdlog::info("upstream \"{}\" is {}", service,
-                       serving ? "serving" : "not serving");
+        {
+          // Under ready_mu_, like readiness: a drain that froze health in
+          // between wins (its NOT_SERVING is not overwritten).
+          absl::MutexLock lock(&ready_mu_);
+          if (health_frozen_.load()) return;
+          admin_->SetServing(service, serving);
         }
+        spdlog::info("upstream \"{}\" is {}", service,
+                     serving ? "serving" : "not serving");
       });
 }
 
