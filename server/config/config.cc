@@ -324,6 +324,12 @@ void CheckUpstream(pb::Upstream* upstream, const std::string& path,
     errors->Add(path + ".name",
                 absl::StrCat("invalid name ", Quote(upstream->name()),
                              " (use letters, digits, '_', '.', '-')"));
+  } else if (upstream->name() == "liveness") {
+    // Each upstream is a health service of its name; "liveness" is
+    // Sluice's own (the process runs).
+    errors->Add(path + ".name",
+                "\"liveness\" is reserved: the health service of that name "
+                "reports that Sluice itself runs");
   }
   out->name = upstream->name();
 

@@ -650,6 +650,15 @@ TEST(ConfigErrorTest, UnknownUpstreamInRoute) {
             "test.yaml: routes[0].upstream: unknown upstream \"b\"");
 }
 
+TEST(ConfigErrorTest, LivenessIsNotAnUpstreamName) {
+  EXPECT_EQ(ErrorOf(R"(upstreams:
+  - {name: liveness, target: "127.0.0.1:1"}
+routes: [{name: r, match: {prefix: /}, upstream: liveness}]
+)"),
+            "test.yaml: upstreams[0].name: \"liveness\" is reserved: the "
+            "health service of that name reports that Sluice itself runs");
+}
+
 TEST(ConfigErrorTest, DuplicateUpstreamNames) {
   EXPECT_EQ(ErrorOf(R"(upstreams:
   - {name: a, target: "127.0.0.1:1"}
