@@ -23,7 +23,6 @@ import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -46,7 +45,6 @@ from grpc.testing import empty_pb2, messages_pb2, test_pb2_grpc  # noqa: E402
 from sluice.demo.v1 import ticker_pb2, ticker_pb2_grpc  # noqa: E402
 
 PROMETHEUS = "/usr/bin/prometheus"
-REDIS_SERVER = "/usr/bin/redis-server"
 RULES = os.path.join(harness.ROOT, "deploy", "prometheus", "sluice-rules.yaml")
 DASHBOARD = os.path.join(harness.ROOT, "deploy", "grafana", "sluice-dashboard.json")
 DESCRIPTORS = os.path.join(harness.ROOT, "deploy", "examples", "demo-descriptors.pb")
@@ -122,33 +120,6 @@ def test_rules():
     with open(path, "w") as f:
         f.write(text)
     return path
-
-
-class Redis:
-    """A redis-server this test started; stopped by its PID only."""
-
-    def __init__(self):
-        self.port = harness.closed_port()
-        self.log = open(os.path.join(harness.TMP, "redis.log"), "wb")
-        self.popen = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", harness.TMP],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        harness.wait_until(self.ping, timeout=10, what=f"redis on port {self.port}")
-
-    def ping(self):
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self):
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=10)
-        self.log.close()
 
 
 class Prometheus:
@@ -328,7 +299,7 @@ class PrometheusE2ETest(unittest.TestCase):
         cls.started = []
         try:
             cls.upstream = cls._start(harness.start_upstream)
-            cls.redis = cls._start(Redis)
+            cls.redis = cls._start(harness.RedisServer)
             cls.config_path = harness.write_config(config_text(cls.upstream.address,
                                                                cls.redis.port))
             cls.sluice = cls._start(harness.start_sluice, cls.config_path,

@@ -8,8 +8,6 @@ get the fallback within the Redis timeout.
 
 import os
 import signal
-import socket
-import subprocess
 import threading
 import time
 import unittest
@@ -21,43 +19,8 @@ from limits_lib import (RE, UNARY, Outcome, access_log_times, call_unary, gcra_a
                         offer_open_loop, unary_req)
 from grpc.testing import empty_pb2, messages_pb2
 
-REDIS_SERVER = "/usr/bin/redis-server"
 
 
-free_port = harness.closed_port
-
-
-class Redis:
-    """A redis-server this test started; stopped by its PID only."""
-
-    def __init__(self, port=None):
-        self.port = port or free_port()
-        self.log_path = os.path.join(harness.TMP, f"redis-{self.port}-{time.monotonic_ns()}.log")
-        self.log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", harness.TMP],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        harness.wait_until(self.ping, timeout=10, what=f"redis on port {self.port}")
-
-    def ping(self):
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def signal(self, sig):
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, sig)
-
-    def stop(self):
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, signal.SIGCONT)
-            os.kill(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=10)
-        self.log.close()
 
 
 def config(redis_port, routes, timeout="50ms", access_log=None):
@@ -88,7 +51,7 @@ class GlobalLimitsTest(unittest.TestCase):
         cls.upstream.stop()
 
     def setUp(self):
-        self.redis = Redis()
+        self.redis = harness.RedisServer()
         self.sluices = []
         self.channels = []
 
@@ -253,7 +216,7 @@ class GlobalLimitsTest(unittest.TestCase):
 
         # Redis back on the same port: the client reconnects, a probe call
         # succeeds and global enforcement resumes (fresh Redis: full bucket).
-        self.redis = Redis(port)
+        self.redis = harness.RedisServer(port)
 
         def recovered():
             self.burst(stub, "fail_closed", 1)

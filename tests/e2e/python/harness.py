@@ -268,6 +268,44 @@ def closed_port():
         return s.getsockname()[1]
 
 
+class RedisServer:
+    """A redis-server this test started on 127.0.0.1 (`port`, or a free
+    one), without persistence; `extra`: more arguments (a password, ACL
+    users). Ready once a PING is answered with `ready_reply` (b"+PONG", or
+    b"-NOAUTH" when a password is required). Stopped by its PID only."""
+
+    def __init__(self, port=None, extra=(), ready_reply=b"+PONG"):
+        self.port = port or closed_port()
+        self.log_path = os.path.join(TMP, f"redis-{self.port}-{time.monotonic_ns()}.log")
+        self.log = open(self.log_path, "wb")
+        self.ready_reply = ready_reply
+        self.popen = subprocess.Popen(
+            ["/usr/bin/redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", TMP] + list(extra),
+            stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(self.answers, timeout=10, what=f"redis on port {self.port}")
+
+    def answers(self):
+        import socket
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(self.ready_reply)
+        except OSError:
+            return False
+
+    def signal(self, sig):
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, sig)
+
+    def stop(self):
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, signal.SIGCONT)  # a stopped one too
+            os.kill(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=10)
+        self.log.close()
+
+
 def proc_stats(pid):
     """(VmRSS KiB, threads, open descriptors) of a process, from /proc."""
     rss = threads = 0

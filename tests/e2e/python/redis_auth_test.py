@@ -27,36 +27,12 @@ USER_PW = "user-Pw-93ab"
 WRONG_PW = "wrong-Pw-77c1"
 
 
-class AuthRedis:
-    """A redis-server with requirepass and an ACL user "sluice"; stopped by
-    its PID only."""
-
-    def __init__(self):
-        self.port = harness.closed_port()
-        self.log_path = os.path.join(harness.TMP, f"redis-{self.port}-{time.monotonic_ns()}.log")
-        self.log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen(
-            ["/usr/bin/redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", harness.TMP,
-             "--requirepass", ADMIN_PW,
-             "--user", "sluice", "on", f">{USER_PW}", "~*", "+@all"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        harness.wait_until(self.answers, timeout=10, what=f"redis on port {self.port}")
-
-    def answers(self):
-        import socket
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(64).startswith(b"-NOAUTH")
-        except OSError:
-            return False
-
-    def stop(self):
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=10)
-        self.log.close()
+def auth_redis():
+    """A redis-server with requirepass and an ACL user "sluice"."""
+    return harness.RedisServer(
+        extra=["--requirepass", ADMIN_PW,
+               "--user", "sluice", "on", f">{USER_PW}", "~*", "+@all"],
+        ready_reply=b"-NOAUTH")
 
 
 def write(path, text):
@@ -70,7 +46,7 @@ class RedisAuthTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.upstream = harness.start_upstream()
-        cls.redis = AuthRedis()
+        cls.redis = auth_redis()
 
     @classmethod
     def tearDownClass(cls):
