@@ -104,10 +104,7 @@ ProxyCall::~ProxyCall() {
     // Charged up front (EarlyCancelBudgetSpent) for a call that turned out
     // not to be an early cancel: its token goes back, so a busy address
     // that once spent half its budget is not throttled by its good calls.
-    std::string peer = sctx_.peer();
-    const std::string_view address = PeerAddressOnly(peer);
-    plane->early_cancels().Refund(
-        absl::string_view(address.data(), address.size()));
+    plane->early_cancels().Refund(PeerAddress());
   }
   if (accepted_) {
     worker_->Unlink(this);
@@ -204,13 +201,17 @@ void ProxyCall::OnAccepted(bool ok) {
 
 // ---- admission ----
 
+std::string ProxyCall::PeerAddress() const {
+  const std::string peer = sctx_.peer();
+  return std::string(PeerAddressOnly(peer));
+}
+
 std::string ProxyCall::LimitKey(const LimitSettings& limit) const {
   std::string key;
   for (const std::string& part : limit.key) {
     if (!key.empty()) key.push_back('|');
     if (part == "peer") {
-      std::string peer = sctx_.peer();
-      key.append(PeerAddressOnly(peer));
+      key.append(PeerAddress());
     } else if (part == "method") {
       key.append(sctx_.method());
     } else {  // "header:<name>"
@@ -568,9 +569,7 @@ void ProxyCall::StartUpstream() {
     uctx_.AddMetadata(std::string(k), std::string(View(value)));
   }
   if (!fwd.empty()) {
-    std::string peer = sctx_.peer();
-    absl::StrAppend(&forwarded, forwarded.empty() ? "" : ", ",
-                    std::string(PeerAddressOnly(peer)));
+    absl::StrAppend(&forwarded, forwarded.empty() ? "" : ", ", PeerAddress());
     uctx_.AddMetadata(fwd, forwarded);
   }
 
@@ -1054,9 +1053,7 @@ bool ProxyCall::EarlyCancelBudgetSpent() {
   DataPlane* plane = worker_->plane();
   const int64_t now = RealClock::Get().NowNanos();
   if (!plane->MaybeEarlyCancels(now)) return false;
-  std::string peer = sctx_.peer();
-  const std::string_view a = PeerAddressOnly(peer);
-  const absl::string_view address(a.data(), a.size());
+  const std::string address = PeerAddress();
   const std::optional<double> tokens =
       plane->early_cancels().Tokens(address, now);
   if (!tokens) return false;  // a full budget
@@ -1084,11 +1081,8 @@ void ProxyCall::OnClientGone() {
       early_cancelled_ = true;
       if (!early_cancel_charged_) {
         early_cancel_charged_ = true;
-        std::string peer = sctx_.peer();
-        const std::string_view address = PeerAddressOnly(peer);
-        worker_->plane()->ChargeEarlyCancel(
-            absl::string_view(address.data(), address.size()),
-            RealClock::Get().NowNanos());
+        worker_->plane()->ChargeEarlyCancel(PeerAddress(),
+                                            RealClock::Get().NowNanos());
       }
     }
     LeaveQueue();
@@ -1170,8 +1164,7 @@ void ProxyCall::WriteAccessLog(absl::Duration duration) {
   if (!AccessLog::Sample(settings.sample_rate)) return;
   AccessRecord r;
   r.start = accepted_at_;
-  std::string peer = sctx_.peer();
-  r.peer = PeerAddressOnly(peer);
+  r.peer = PeerAddress();
   r.method = sctx_.method();
   if (route_ != nullptr) {
     r.route = route_->name;

@@ -129,6 +129,9 @@ class ProxyCall final : public ConcurrencyLimiter::Waiter {
   void CancelQueueAlarm();
   // Adds the time since queued_at_ to the access log and the histogram.
   void NoteQueueWait();
+  // The client's address without port or scheme ("ipv4:127.0.0.1:5555"
+  // -> "127.0.0.1"): its key for peer limits, logs and early cancels.
+  std::string PeerAddress() const;
   std::string LimitKey(const LimitSettings& limit) const;
   void SetRateLimitHeaders(bool trailers);
   // mode reject: charges the message just read; false if the stream was
