@@ -1,7 +1,6 @@
 #include "server/proxy/proxy_call.h"
 
 #include <algorithm>
-#include <chrono>
 #include <map>
 #include <optional>
 #include <string>
@@ -10,14 +9,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpc/grpc.h"
-#include "grpc/support/time.h"
 #include "server/limits/clock.h"
+#include "server/proxy/call_time.h"
 #include "server/proxy/data_plane.h"
 #include "server/proxy/deadline_budget.h"
 #include "server/proxy/header_limits.h"
 #include "server/proxy/metadata_filter.h"
 #include "server/proxy/rejection.h"
-#include "server/proxy/tsan_edges.h"
 #include "server/proxy/worker.h"
 
 namespace sluice {
@@ -52,37 +50,6 @@ void ForEachForwardableResponseHeader(
   }
 }
 
-// The call's own timers (pacing, the idle timeout, queue waits, the stuck
-// write) run on the monotonic clock: a wall-clock step must neither stall
-// nor cut them. A monotonic time is the steady clock's reading placed on
-// absl's time line; only differences between two of them mean anything.
-absl::Time MonoNow() {
-  return absl::UnixEpoch() + absl::Nanoseconds(RealClock::Get().NowNanos());
-}
-
-// The grpc::Alarm deadline (gRPC's monotonic clock) for monotonic time `at`.
-gpr_timespec AlarmAt(absl::Time at) {
-  const int64_t nanos =
-      std::max<int64_t>(0, absl::ToInt64Nanoseconds(at - MonoNow()));
-  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                      gpr_time_from_nanos(nanos, GPR_TIMESPAN));
-}
-
-absl::Time ClientDeadline(const grpc::ServerContext& ctx) {
-  // raw_deadline(), not deadline(): the latter's conversion to a chrono
-  // time_point (int64 nanoseconds) overflows for a grpc-timeout that ends
-  // past the year 2262, e.g. "3000000H".
-  const gpr_timespec raw = ctx.raw_deadline();
-  if (gpr_time_cmp(raw, gpr_inf_future(raw.clock_type)) >= 0) {
-    return absl::InfiniteFuture();
-  }
-  const gpr_timespec real = gpr_convert_clock_type(raw, GPR_CLOCK_REALTIME);
-  if (gpr_time_cmp(real, gpr_inf_future(GPR_CLOCK_REALTIME)) >= 0) {
-    return absl::InfiniteFuture();
-  }
-  return absl::FromUnixSeconds(real.tv_sec) + absl::Nanoseconds(real.tv_nsec);
-}
-
 }  // namespace
 
 void ProxyCall::Accept(Worker* worker) {
@@ -94,7 +61,8 @@ void ProxyCall::Accept(Worker* worker) {
                                           &call->accept_tag_);
 }
 
-ProxyCall::ProxyCall(Worker* worker) : worker_(worker) {
+ProxyCall::ProxyCall(Worker* worker)
+    : worker_(worker), admission_(this, worker->cq()) {
   worker_->plane()->CallObjectCreated();
 }
 
@@ -106,10 +74,11 @@ ProxyCall::~ProxyCall() {
     // that once spent half its budget is not throttled by its good calls.
     plane->early_cancels().Refund(PeerAddress());
   }
-  if (accepted_) {
+  if (phase_ != Phase::kAccepting) {
     worker_->Unlink(this);
-    worker_->plane()->CallFreed();
-    if (upstream_started_ && !upstream_finished_ && series_.client != nullptr) {
+    plane->CallFreed();
+    if (upstream_ != Upstream::kNone && upstream_ != Upstream::kFinished &&
+        series_.client != nullptr) {
       // Sluice cancelled the upstream call (the client went away, or the
       // call was aborted) before its status came: count it as cancelled.
       series_.client->handled(grpc::StatusCode::CANCELLED).Increment();
@@ -126,7 +95,8 @@ ProxyCall::~ProxyCall() {
 }
 
 void ProxyCall::Release() {
-  if (--outstanding_ == 0 && (!accepted_ || (finish_posted_ && done_seen_))) {
+  if (--outstanding_ == 0 &&
+      (phase_ == Phase::kAccepting || (finishing() && done_seen_))) {
     delete this;
   }
 }
@@ -138,7 +108,7 @@ void ProxyCall::OnAccepted(bool ok) {
   }
   DataPlane* plane = worker_->plane();
   if (plane->accepting()) ProxyCall::Accept(worker_);  // keep accepting
-  accepted_ = true;
+  phase_ = Phase::kAdmitting;
   accepted_at_ = absl::Now();
   last_activity_ = MonoNow();
   ++outstanding_;  // the done tag
@@ -193,13 +163,13 @@ void ProxyCall::OnAccepted(bool ok) {
                           absl::Seconds(1)),
             Reason::kEarlyCancels);
     } else {
-      Admit();
+      admission_.Start(snap_.get(), route, ClientDeadline(sctx_));
     }
   }
   Release();
 }
 
-// ---- admission ----
+// ---- admission (admission.cc takes the limits) ----
 
 std::string ProxyCall::PeerAddress() const {
   const std::string peer = sctx_.peer();
@@ -224,317 +194,18 @@ std::string ProxyCall::LimitKey(const LimitSettings& limit) const {
   return key;
 }
 
-void ProxyCall::SetRateLimitHeaders(bool trailers) {
-  if (header_limit_ == nullptr) return;
-  const std::string limit = std::to_string(header_limit_->rate_burst());
-  const std::string remaining = std::to_string(rate_decision_.remaining);
-  const std::string reset = std::to_string(
-      (rate_decision_.reset_after_nanos + 999999999) / 1000000000);
-  if (trailers) {
-    sctx_.AddTrailingMetadata("x-ratelimit-limit", limit);
-    sctx_.AddTrailingMetadata("x-ratelimit-remaining", remaining);
-    sctx_.AddTrailingMetadata("x-ratelimit-reset", reset);
-  } else {
-    sctx_.AddInitialMetadata("x-ratelimit-limit", limit);
-    sctx_.AddInitialMetadata("x-ratelimit-remaining", remaining);
-    sctx_.AddInitialMetadata("x-ratelimit-reset", reset);
-  }
+void ProxyCall::Refused(const grpc::Status& status, Reason reason, int limit,
+                        bool rate_headers) {
+  if (ended()) return;
+  if (rate_headers) admission_.AddRateHeaders(sctx_, /*trailers=*/true);
+  Abort(status, reason, limit);
 }
 
-bool ProxyCall::ApplyRateDecision(size_t i, const TokenBucket::Decision& d,
-                                  bool redis_unavailable) {
-  LimitState* limit = snap_->limits[route_index_][i].get();
-  const LimitSettings& ls = limit->settings();
-  if (route_->rate_limit_headers && header_limit_ == nullptr) {
-    header_limit_ = limit;
-    rate_decision_ = d;
-  }
-  if (d.admitted) {
-    limit->admitted.fetch_add(1, std::memory_order_relaxed);
-    return true;
-  }
-  if (ls.dry_run) {
-    limit->dry_run_rejected.fetch_add(1, std::memory_order_relaxed);
-    return true;
-  }
-  limit->rejected.fetch_add(1, std::memory_order_relaxed);
-  if (header_limit_ == limit) SetRateLimitHeaders(/*trailers=*/true);
-  const absl::Duration retry = d.retry_after_nanos == TokenBucket::kNever
-                                   ? absl::Duration(-absl::Nanoseconds(1))
-                                   : absl::Nanoseconds(d.retry_after_nanos);
-  Abort(
-      MakeRejection(
-          grpc::StatusCode::RESOURCE_EXHAUSTED,
-          absl::StrCat(
-              "sluice: rate limit \"", ls.name, "\" of route \"", route_->name,
-              redis_unavailable ? "\": redis unavailable (fallback fail_closed)"
-                                : "\" exceeded"),
-          retry),
-      Reason::kRateLimited, static_cast<int>(i));
-  return false;
-}
-
-void ProxyCall::Admit() {
-  const auto& limits = snap_->limits[route_index_];
-  if (admit_index_ == 0) {
-    // Rates first: local ones never wait; a global one may wait for Redis
-    // (OnGlobalRate resumes here at rate_index_).
-    const int64_t now = RealClock::Get().NowNanos();
-    for (; rate_index_ < limits.size(); ++rate_index_) {
-      LimitState* limit = limits[rate_index_].get();
-      if (!limit->has_rate()) continue;
-      const std::string key =
-          limit->keyed() ? LimitKey(limit->settings()) : std::string();
-      if (GlobalRateLimiter* global = limit->global()) {
-        ++outstanding_;  // held until the reply's alarm fires
-        if (!global->Take(key, now, &global_result_,
-                          [this](const GlobalRateLimiter::Result& r) {
-                            // Redis thread: touch only the result and alarm.
-                            global_result_ = r;
-                            TsanHandOff(&global_tag_);
-                            global_alarm_.Set(worker_->cq(),
-                                              gpr_inf_past(GPR_CLOCK_MONOTONIC),
-                                              &global_tag_);
-                          })) {
-          return;  // OnGlobalRate continues
-        }
-        --outstanding_;
-        if (!ApplyRateDecision(rate_index_, global_result_.decision,
-                               global_result_.redis_unavailable)) {
-          return;
-        }
-        continue;
-      }
-      if (!ApplyRateDecision(rate_index_,
-                             limit->TakeRate(key, RealClock::Get()), false)) {
-        return;
-      }
-    }
-  }
-  for (; admit_index_ < limits.size(); ++admit_index_) {
-    LimitState& limit = *limits[admit_index_];
-    ConcurrencyLimiter* c = limit.concurrency();
-    if (c == nullptr) continue;
-    const LimitSettings& ls = limit.settings();
-    if (ls.dry_run) {
-      if (c->TryAcquire()) {
-        permits_.push_back(ConcurrencyLimiter::Permit::Adopt(c));
-        limit.admitted.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        limit.dry_run_rejected.fetch_add(1, std::memory_order_relaxed);
-      }
-      continue;
-    }
-    ++outstanding_;  // held for a possible grant from another thread
-    switch (c->AcquireOrEnqueue(this)) {
-      case ConcurrencyLimiter::AcquireResult::kAcquired:
-        --outstanding_;
-        permits_.push_back(ConcurrencyLimiter::Permit::Adopt(c));
-        limit.admitted.fetch_add(1, std::memory_order_relaxed);
-        continue;
-      case ConcurrencyLimiter::AcquireResult::kRejectedQueueFull:
-        --outstanding_;
-        limit.rejected.fetch_add(1, std::memory_order_relaxed);
-        Abort(grpc::StatusCode::RESOURCE_EXHAUSTED,
-              absl::StrCat("sluice: concurrency limit \"", ls.name,
-                           "\" of route \"", route_->name,
-                           "\" reached and its queue is full"),
-              Reason::kConcurrencyLimited, static_cast<int>(admit_index_));
-        return;
-      case ConcurrencyLimiter::AcquireResult::kQueued: {
-        waiting_ = c;
-        waiting_limit_ = &limit;
-        limit.queued.fetch_add(1, std::memory_order_relaxed);
-        const absl::Time now = MonoNow();
-        queued_at_ = now;
-        absl::Time until = now + ls.concurrency_max_wait;
-        const absl::Time client = ClientDeadline(sctx_);  // wall clock
-        if (client != absl::InfiniteFuture()) {
-          // Past this, the upstream could not get min_budget of what the
-          // offset leaves (deadline_budget.cc): stop waiting there.
-          until = std::min(until,
-                           now + (client - route_->deadline.offset -
-                                  route_->deadline.min_budget - absl::Now()));
-        }
-        ++queue_wait_number_;
-        ArmQueueAlarm(until);
-        return;  // OnPermitGranted or OnQueueAlarm continues
-      }
-    }
-  }
-  StartUpstream();
-}
-
-void ProxyCall::OnGranted() {
-  // On the releasing thread: touch nothing but our own grant alarm.
-  TsanHandOff(&grant_tag_);
-  grant_alarm_.Set(worker_->cq(), gpr_inf_past(GPR_CLOCK_MONOTONIC),
-                   &grant_tag_);
-}
-
-void ProxyCall::OnPermitGranted(bool /*ok*/) {
-  NoteQueueWait();
-  permits_.push_back(ConcurrencyLimiter::Permit::Adopt(waiting_));
-  waiting_limit_->admitted.fetch_add(1, std::memory_order_relaxed);
-  waiting_ = nullptr;
-  waiting_limit_ = nullptr;
-  CancelQueueAlarm();
-  if (local_status_ || finish_posted_) {
-    permits_.clear();  // the call ended while the grant was on its way
-  } else {
-    ++admit_index_;
-    Admit();
-  }
-  Release();  // the grant's hold
-}
-
-void ProxyCall::OnGlobalRate(bool /*ok*/) {
-  if (!local_status_ && !finish_posted_ &&
-      ApplyRateDecision(rate_index_, global_result_.decision,
-                        global_result_.redis_unavailable)) {
-    ++rate_index_;
-    Admit();
-  }
-  Release();  // the reply's hold
-}
-
-void ProxyCall::NoteQueueWait() {
-  const absl::Duration wait = MonoNow() - queued_at_;
-  queue_wait_ += wait;
-  if (prometheus::Histogram* h = stats_->queue_wait[admit_index_]) {
-    h->Observe(absl::ToDoubleSeconds(wait));
-  }
-}
-
-bool ProxyCall::LeaveQueue() {
-  if (waiting_ == nullptr || !waiting_->Cancel(this)) return false;
-  NoteQueueWait();
-  waiting_ = nullptr;
-  --outstanding_;  // the grant's hold; the caller's own tag keeps us alive
-  CancelQueueAlarm();
-  return true;
-}
-
-void ProxyCall::ArmQueueAlarm(absl::Time until) {
-  if (queue_alarm_out_) {
-    // The previous wait's cancelled event is not delivered yet: Set() now
-    // would reuse the alarm under it. OnQueueAlarm arms this one.
-    queue_deferred_until_ = until;
-    return;
-  }
-  queue_alarm_out_ = true;
-  queue_alarm_wait_ = queue_wait_number_;
-  ++outstanding_;
-  queue_alarm_.Set(worker_->cq(), AlarmAt(until), &queue_tag_);
-}
-
-void ProxyCall::CancelQueueAlarm() {
-  queue_deferred_until_.reset();
-  if (queue_alarm_out_) queue_alarm_.Cancel();  // a no-op once it fired
-}
-
-void ProxyCall::OnQueueAlarm(bool ok) {
-  queue_alarm_out_ = false;
-  if (queue_deferred_until_) {
-    // This event was an earlier wait's; the current wait's bound goes on
-    // the alarm now that it is free.
-    const absl::Time until = *queue_deferred_until_;
-    queue_deferred_until_.reset();
-    if (waiting_ != nullptr) ArmQueueAlarm(until);
-    Release();
-    return;
-  }
-  if (ok && queue_alarm_wait_ == queue_wait_number_ && waiting_ != nullptr) {
-    LimitState* limit = waiting_limit_;
-    if (LeaveQueue()) {
-      waiting_limit_ = nullptr;
-      limit->rejected.fetch_add(1, std::memory_order_relaxed);
-      Abort(grpc::StatusCode::RESOURCE_EXHAUSTED,
-            absl::StrCat(
-                "sluice: waited ", absl::FormatDuration(MonoNow() - queued_at_),
-                " in the queue of concurrency limit \"", limit->settings().name,
-                "\" of route \"", route_->name, "\""),
-            Reason::kQueueTimeout, static_cast<int>(admit_index_));
-    }
-    // else: a grant is on its way; OnPermitGranted goes on.
-  }
-  Release();
-}
-
-// ---- message limits ----
-
-bool ProxyCall::ChargeMessage(Pump& p) {
-  if (p.buckets.empty()) return true;
-  const int64_t now = RealClock::Get().NowNanos();
-  for (MessageBucket& mb : p.buckets) {
-    if (!mb.settings->messages_reject) continue;
-    TokenBucket::Decision d = mb.bucket->TryTake(now);
-    if (d.admitted) continue;
-    if (mb.settings->dry_run) {
-      mb.state->dry_run_rejected.fetch_add(1, std::memory_order_relaxed);
-      continue;
-    }
-    mb.state->rejected.fetch_add(1, std::memory_order_relaxed);
-    Abort(MakeRejection(
-              grpc::StatusCode::RESOURCE_EXHAUSTED,
-              absl::StrCat("sluice: message rate limit \"", mb.settings->name,
-                           "\" of route \"", route_->name, "\" exceeded"),
-              absl::Nanoseconds(d.retry_after_nanos)),
-          Reason::kStreamRate, mb.limit_index);
-    return false;
-  }
-  return true;
-}
-
-bool ProxyCall::PaceAllowsRead(Pump& p, grpc::Alarm& alarm, CqTag& tag) {
-  if (p.buckets.empty()) return true;
-  if (p.pace_armed) return false;
-  if (!p.token_reserved) {
-    // Take every pacing limit's token for the message this read will
-    // bring; wait for the latest of them.
-    const int64_t now = RealClock::Get().NowNanos();
-    int64_t delay = 0;
-    for (MessageBucket& mb : p.buckets) {
-      if (mb.settings->messages_reject) continue;
-      const int64_t d = mb.bucket->Reserve(now);
-      if (d <= 0) continue;
-      if (mb.settings->dry_run) {
-        mb.state->dry_run_rejected.fetch_add(1, std::memory_order_relaxed);
-        continue;
-      }
-      delay = std::max(delay, d);
-    }
-    if (delay <= 0) return true;
-    p.token_reserved = true;
-    p.pace_until = MonoNow() + absl::Nanoseconds(delay);
-  }
-  if (MonoNow() >= p.pace_until) {
-    p.token_reserved = false;
-    p.pace_until = absl::InfinitePast();
-    return true;
-  }
-  p.pace_armed = true;
-  p.pace_started = MonoNow();
-  ++outstanding_;
-  alarm.Set(worker_->cq(), AlarmAt(p.pace_until), &tag);
-  return false;
-}
-
-void ProxyCall::OnUpstreamPaceAlarm(bool /*ok*/) {
-  u2c_.pace_armed = false;
-  u2c_.paced_nanos += absl::ToInt64Nanoseconds(MonoNow() - u2c_.pace_started);
-  AdvanceUpstreamToClient();
-  Release();
-}
-
-void ProxyCall::OnClientPaceAlarm(bool /*ok*/) {
-  c2u_.pace_armed = false;
-  c2u_.paced_nanos += absl::ToInt64Nanoseconds(MonoNow() - c2u_.pace_started);
-  AdvanceClientToUpstream();
-  Release();
-}
+// ---- the upstream call ----
 
 void ProxyCall::StartUpstream() {
+  if (ended()) return;
+  phase_ = Phase::kConnecting;
   const absl::Time now = absl::Now();
   // A wait for the upstream to connect is part of the upstream's budget:
   // the budget stays the one computed when the wait began.
@@ -573,19 +244,17 @@ void ProxyCall::StartUpstream() {
     uctx_.AddMetadata(fwd, forwarded);
   }
 
-  if (header_limit_ != nullptr) SetRateLimitHeaders(/*trailers=*/false);
+  if (admission_.has_rate_headers()) {
+    admission_.AddRateHeaders(sctx_, /*trailers=*/false);
+  }
   const auto& states = snap_->limits[route_index_];
   for (size_t i = 0; i < route_->limits.size(); ++i) {
     const LimitSettings& limit = route_->limits[i];
     if (limit.messages_per_second <= 0) continue;
-    auto config = TokenBucket::Config::PerSecond(
-        static_cast<double>(limit.messages_per_second), limit.messages_burst);
     const int index = static_cast<int>(i);
-    u2c_.buckets.push_back({std::make_unique<TokenBucket>(config), &limit,
-                            states[i].get(), index});
+    u2c_.AddMessageLimit(&limit, states[i].get(), index);
     if (limit.messages_client_to_upstream) {
-      c2u_.buckets.push_back({std::make_unique<TokenBucket>(config), &limit,
-                              states[i].get(), index});
+      c2u_.AddMessageLimit(&limit, states[i].get(), index);
     }
   }
 
@@ -594,7 +263,8 @@ void ProxyCall::StartUpstream() {
   // with it and the half-close.
   if (single_request_) uctx_.set_initial_metadata_corked(true);
   ustream_ = stub->PrepareCall(&uctx_, sctx_.method(), worker_->cq());
-  upstream_started_ = true;
+  phase_ = Phase::kForwarding;
+  upstream_ = Upstream::kOpen;
   upstream_started_at_ = now;
   if (series_.client != nullptr) series_.client->started().Increment();
   if (single_request_) {
@@ -607,7 +277,7 @@ void ProxyCall::StartUpstream() {
   }
   AdvanceClientToUpstream();
   if (route_->deadline.stream_idle_timeout > absl::ZeroDuration() &&
-      !local_status_ && !finish_posted_) {
+      !ended()) {
     ArmIdleAlarm(MonoNow() + route_->deadline.stream_idle_timeout);
   }
 }
@@ -661,7 +331,7 @@ bool ProxyCall::WaitForUpstream(absl::Time now, absl::Time deadline,
 void ProxyCall::OnUpstreamConnectivity(bool /*ok*/) {
   // Changed state (maybe READY, maybe another failure) or the wait's end:
   // StartUpstream looks again, with the budget that is left.
-  if (!local_status_ && !finish_posted_) StartUpstream();
+  if (!ended()) StartUpstream();
   Release();
 }
 
@@ -703,9 +373,9 @@ void ProxyCall::ForwardUpstreamHeaders() {
 
 void ProxyCall::OnUpstreamInitialMetadata(bool ok) {
   upstream_readable_ = true;
-  if (ok && !local_status_ && !finish_posted_) {
+  if (ok && !ended()) {
     ForwardUpstreamHeaders();
-    sinit_pending_ = true;
+    headers_ = Headers::kSending;
     ++outstanding_;
     sstream_.SendInitialMetadata(&sinit_tag_);
   }
@@ -714,57 +384,63 @@ void ProxyCall::OnUpstreamInitialMetadata(bool ok) {
 }
 
 void ProxyCall::OnDownstreamInitialMetadataSent(bool ok) {
-  sinit_pending_ = false;
-  sinit_sent_ = true;
+  headers_ = Headers::kSent;
   if (!ok) {
     // The client is gone: as a failed write (OnClientWritten), drop what
     // waits for it and stop the upstream.
-    u2c_.dst_failed = true;
-    u2c_.queue.clear();
-    if (upstream_started_ && !upstream_finished_) uctx_.TryCancel();
+    u2c_.Fail();
+    if (upstream_ == Upstream::kOpen || upstream_ == Upstream::kFinishPosted) {
+      uctx_.TryCancel();
+    }
   }
   AdvanceUpstreamToClient();
   Release();
+}
+
+bool ProxyCall::QueueRead(Pump& p) {
+  if (idle_armed_) last_activity_ = MonoNow();
+  if (std::optional<Pump::Refusal> refusal = p.Queue(route_->name)) {
+    Abort(refusal->status, Reason::kStreamRate, refusal->limit);
+    return false;
+  }
+  return true;
 }
 
 // ---- client -> upstream ----
 
 void ProxyCall::AdvanceClientToUpstream() {
   Pump& p = c2u_;
-  if (!upstream_started_ || finish_posted_ || local_status_) return;
-  if (!upstream_start_pending_ && !p.writing && !p.dst_failed &&
-      !p.queue.empty()) {
-    p.write_buf = std::move(p.queue.front());
-    p.queue.pop_front();
-    grpc::WriteOptions options;
+  if (upstream_ == Upstream::kNone || ended()) return;
+  if (!upstream_start_pending_ && p.CanWrite()) {
+    grpc::WriteOptions options = p.StartWrite();
     if (single_request_) {
+      options.clear_buffer_hint();
       options.set_last_message();  // with the corked headers and half-close
-      p.closed = true;
-    } else if (!p.queue.empty()) {
-      options.set_buffer_hint();
+      p.Close();
     }
-    p.writing = true;
     ++outstanding_;
-    ustream_->Write(p.write_buf, options, &uwrite_tag_);
+    ustream_->Write(p.write_buf(), options, &uwrite_tag_);
     if (single_request_) OnUpstreamHeadersSent();
   }
-  if (!p.reading && !p.src_done && !p.dst_failed && p.held() < window_ &&
-      PaceAllowsRead(p, c2u_pace_alarm_, c2u_pace_tag_)) {
-    p.reading = true;
-    ++outstanding_;
-    if (!client_read_.Start(sctx_.c_call())) {
-      // gRPC refused the read (the call is over): as a failed read.
-      p.reading = false;
-      --outstanding_;
-      OnClientGone();
-      return;
+  if (p.WantsRead(window_)) {
+    const Pump::PaceResult pace = p.Pace(worker_->cq());
+    if (pace == Pump::PaceResult::kArmed) ++outstanding_;
+    if (pace == Pump::PaceResult::kGo) {
+      p.StartRead();
+      ++outstanding_;
+      if (!client_read_.Start(sctx_.c_call())) {
+        // gRPC refused the read (the call is over): as a failed read.
+        p.ReadDone();
+        --outstanding_;
+        OnClientGone();
+        return;
+      }
     }
   }
-  NoteBlocked(
-      p, !p.reading && !p.src_done && !p.dst_failed && p.held() >= window_);
-  if (!upstream_start_pending_ && p.src_done && !p.closed && !p.writing &&
-      p.queue.empty() && !p.dst_failed) {
-    p.closed = true;
+  p.NoteBlocked(!p.reading() && !p.src_done() && !p.dst_failed() &&
+                !p.WantsRead(window_));
+  if (!upstream_start_pending_ && p.ReadyToClose()) {
+    p.Close();
     ++outstanding_;
     ustream_->WritesDone(&uwritesdone_tag_);
     if (single_request_) OnUpstreamHeadersSent();
@@ -773,22 +449,16 @@ void ProxyCall::AdvanceClientToUpstream() {
 
 void ProxyCall::OnClientRead(bool ok) {
   Pump& p = c2u_;
-  p.reading = false;
+  p.ReadDone();
   const ClientRead::Result read = client_read_.Outcome(ok);
   if (read == ClientRead::Result::kMessage &&
-      client_read_.TakeMessage(&p.read_buf)) {
-    if (idle_armed_) last_activity_ = MonoNow();
+      client_read_.TakeMessage(p.read_buf())) {
     ++msgs_in_;
     if (++unflushed_msgs_ >= kMessageFlushBatch) FlushMessageCounts();
-    bytes_in_ += static_cast<int64_t>(p.read_buf.Length());
-    p.queue.push_back(std::move(p.read_buf));
+    bytes_in_ += static_cast<int64_t>(p.read_buf()->Length());
     // One request: never read past it (its half-close goes with it).
-    if (single_request_) p.src_done = true;
-    if (!ChargeMessage(p)) {
-      Release();
-      return;
-    }
-    AdvanceClientToUpstream();
+    if (single_request_) p.SourceDone();
+    if (QueueRead(p)) AdvanceClientToUpstream();
   } else if (read != ClientRead::Result::kHalfClosed ||
              grpc_call_failed_before_recv_message(sctx_.c_call())) {
     // Not a graceful half-close: gRPC refused a message over
@@ -798,54 +468,53 @@ void ProxyCall::OnClientRead(bool ok) {
     // upstream, which would commit a cut upload; cancel it.
     OnClientGone();
   } else {
-    p.src_done = true;  // a graceful half-close: forward it
+    p.SourceDone();  // a graceful half-close: forward it
     AdvanceClientToUpstream();
   }
   Release();
 }
 
 void ProxyCall::OnUpstreamWritten(bool ok) {
-  Pump& p = c2u_;
-  p.writing = false;
-  p.write_buf.Clear();
+  // A failed write: the upstream call is over; its status comes by Finish.
+  c2u_.WriteDone(ok);
   if (ok) ++umsgs_out_;
-  if (!ok) {
-    // The upstream call is over; its status arrives through Finish.
-    p.dst_failed = true;
-    p.queue.clear();
-  }
   AdvanceClientToUpstream();
   Release();
 }
 
 void ProxyCall::OnUpstreamWritesDone(bool /*ok*/) { Release(); }
 
+void ProxyCall::OnClientPaceAlarm(bool /*ok*/) {
+  c2u_.Paced();
+  AdvanceClientToUpstream();
+  Release();
+}
+
 // ---- upstream -> client ----
 
 void ProxyCall::AdvanceUpstreamToClient() {
   Pump& p = u2c_;
-  if (!upstream_readable_ || finish_posted_) return;
+  if (!upstream_readable_ || finishing()) return;
   // Unary: the response is sent with the status (MaybeFinishDownstream).
-  if (!unary_ && !local_status_ && sinit_sent_ && !p.writing && !p.dst_failed &&
-      !p.queue.empty()) {
-    p.write_buf = std::move(p.queue.front());
-    p.queue.pop_front();
-    grpc::WriteOptions options;
-    if (!p.queue.empty()) options.set_buffer_hint();
-    p.writing = true;
+  if (!unary_ && !ended() && headers_ == Headers::kSent && p.CanWrite()) {
+    const grpc::WriteOptions options = p.StartWrite();
     ++outstanding_;
-    sstream_.Write(p.write_buf, options, &cwrite_tag_);
+    sstream_.Write(p.write_buf(), options, &cwrite_tag_);
   }
-  if (!local_status_ && !p.reading && !p.src_done && !p.dst_failed &&
-      p.held() < window_ && PaceAllowsRead(p, u2c_pace_alarm_, u2c_pace_tag_)) {
-    p.reading = true;
-    ++outstanding_;
-    ustream_->Read(&p.read_buf, &uread_tag_);
+  if (!ended() && p.WantsRead(window_)) {
+    const Pump::PaceResult pace = p.Pace(worker_->cq());
+    if (pace == Pump::PaceResult::kArmed) ++outstanding_;
+    if (pace == Pump::PaceResult::kGo) {
+      p.StartRead();
+      ++outstanding_;
+      ustream_->Read(p.read_buf(), &uread_tag_);
+    }
   }
-  NoteBlocked(p, !local_status_ && !p.reading && !p.src_done && !p.dst_failed &&
-                     p.held() >= window_);
-  if ((p.src_done || local_status_) && !ufinish_posted_ && !p.reading) {
-    ufinish_posted_ = true;
+  p.NoteBlocked(!ended() && !p.reading() && !p.src_done() &&
+                !p.dst_failed() && !p.WantsRead(window_));
+  if ((p.src_done() || ended()) && upstream_ == Upstream::kOpen &&
+      !p.reading()) {
+    upstream_ = Upstream::kFinishPosted;
     ++outstanding_;
     ustream_->Finish(&upstream_status_, &ufinish_tag_);
   }
@@ -854,57 +523,57 @@ void ProxyCall::AdvanceUpstreamToClient() {
 
 void ProxyCall::OnUpstreamRead(bool ok) {
   Pump& p = u2c_;
-  p.reading = false;
-  if (ok && !local_status_) {
-    if (idle_armed_) last_activity_ = MonoNow();
+  p.ReadDone();
+  if (ok && !ended()) {
     ++umsgs_in_;
-    p.queue.push_back(std::move(p.read_buf));
-    if (unary_) p.src_done = true;  // next comes the status: Finish
-    if (!ChargeMessage(p)) {
+    if (unary_) p.SourceDone();  // next comes the status: Finish
+    if (!QueueRead(p)) {
       Release();
       return;
     }
   } else {
-    p.src_done = true;  // the upstream finished (or failed): get its status
+    p.SourceDone();  // the upstream finished (or failed): get its status
   }
   AdvanceUpstreamToClient();
   Release();
 }
 
 void ProxyCall::OnClientWritten(bool ok) {
-  Pump& p = u2c_;
-  p.writing = false;
+  const int64_t bytes = u2c_.WriteDone(ok);
   if (ok) {
     ++msgs_out_;
     if (++unflushed_msgs_ >= kMessageFlushBatch) FlushMessageCounts();
-    bytes_out_ += static_cast<int64_t>(p.write_buf.Length());
-  }
-  p.write_buf.Clear();
-  if (!ok) {
+    bytes_out_ += bytes;
+  } else {
     // The client is gone: stop the upstream too.
-    p.dst_failed = true;
-    p.queue.clear();
-    uctx_.TryCancel();
+    if (upstream_ != Upstream::kNone && upstream_ != Upstream::kFinished) {
+      uctx_.TryCancel();
+    }
   }
   AdvanceUpstreamToClient();
   Release();
 }
 
+void ProxyCall::OnUpstreamPaceAlarm(bool /*ok*/) {
+  u2c_.Paced();
+  AdvanceUpstreamToClient();
+  Release();
+}
+
 void ProxyCall::OnUpstreamFinished(bool /*ok*/) {
-  upstream_finished_ = true;
+  upstream_ = Upstream::kFinished;
   if (series_.client != nullptr) {
     series_.client->handled(upstream_status_.error_code()).Increment();
     series_.client->handling_seconds().Observe(
         absl::ToDoubleSeconds(absl::Now() - upstream_started_at_));
   }
-  u2c_.src_done = true;
+  u2c_.SourceDone();
   // A status the upstream sent passes untouched; one Sluice's own channel
   // made (no answer from the upstream at all) is Sluice's, with a reason.
   // Responses already read from the upstream still go to the client
   // first, like those before an upstream's own error.
   if (upstream_status_.error_code() == grpc::StatusCode::UNAVAILABLE &&
-      !local_status_ && !finish_posted_ &&
-      !SentByUpstream(uctx_, upstream_status_)) {
+      !ended() && !SentByUpstream(uctx_, upstream_status_)) {
     const UpstreamSettings& u =
         snap_->config->upstreams()[route_->upstream_index];
     LogUpstreamUnavailable(u.name, u.target, upstream_status_.error_message());
@@ -939,29 +608,26 @@ void ProxyCall::NoteRejected(Reason reason, int limit) {
 }
 
 void ProxyCall::Abort(const grpc::Status& status, Reason reason, int limit) {
-  if (local_status_ || finish_posted_) return;
-  LeaveQueue();
+  if (ended()) return;
+  phase_ = Phase::kEnding;
   // The call is over for admission now, even if its status has to wait for
   // a write stuck behind a client that does not read.
-  permits_.clear();
+  admission_.Stop();
   // After a channel-made status was rewritten (OnUpstreamFinished), that
   // status and its one sluice-reason stand; a later end (drain, idle) only
   // ends the call.
   const bool rewritten = reason_.has_value();
   local_status_ = rewritten ? upstream_status_ : status;
-  // Rate rejections set the x-ratelimit-* trailers themselves.
-  if (header_limit_ != nullptr && (reason == Reason::kConcurrencyLimited ||
-                                   reason == Reason::kQueueTimeout)) {
-    SetRateLimitHeaders(/*trailers=*/true);
-  }
   if (!rewritten) NoteRejected(reason, limit);
-  if (upstream_started_ && !upstream_finished_) uctx_.TryCancel();
-  u2c_.queue.clear();
-  c2u_.queue.clear();
+  if (upstream_ == Upstream::kOpen || upstream_ == Upstream::kFinishPosted) {
+    uctx_.TryCancel();
+  }
+  u2c_.Discard();
+  c2u_.Discard();
   MaybeFinishDownstream();
   // The status waits for the write in flight to the client; if that write
   // is stuck (the client does not read), end the call anyway.
-  if (!finish_posted_ && u2c_.writing && !stuck_armed_) {
+  if (!finishing() && u2c_.writing() && !stuck_armed_) {
     stuck_armed_ = true;
     ++outstanding_;
     stuck_alarm_.Set(worker_->cq(), AlarmAt(MonoNow() + kStuckWriteGrace),
@@ -971,7 +637,7 @@ void ProxyCall::Abort(const grpc::Status& status, Reason reason, int limit) {
 
 void ProxyCall::OnStuckWriteAlarm(bool ok) {
   stuck_armed_ = false;
-  if (ok && !finish_posted_ && u2c_.writing) {
+  if (ok && !finishing() && u2c_.writing()) {
     // The write then completes with ok == false (OnClientWritten), and the
     // call finishes; the client, not reading, sees its stream reset.
     sctx_.TryCancel();
@@ -980,19 +646,19 @@ void ProxyCall::OnStuckWriteAlarm(bool ok) {
 }
 
 void ProxyCall::ForceDrain() {
-  if (!accepted_ || finish_posted_ || local_status_) return;
+  if (phase_ == Phase::kAccepting || ended()) return;
   Abort(grpc::StatusCode::UNAVAILABLE,
         "sluice: draining; the call did not finish within drain_timeout",
         Reason::kDraining);
 }
 
 void ProxyCall::MaybeFinishDownstream() {
-  if (finish_posted_ || sinit_pending_ || u2c_.writing) return;
+  if (finishing() || headers_ == Headers::kSending || u2c_.writing()) return;
   grpc::Status status;
   if (local_status_) {
     status = *local_status_;
-  } else if (upstream_finished_ &&
-             (unary_ || u2c_.queue.empty() || u2c_.dst_failed)) {
+  } else if (upstream_ == Upstream::kFinished &&
+             (unary_ || u2c_.queue_empty() || u2c_.dst_failed())) {
     if (unary_) ForwardUpstreamHeaders();  // nothing went to the client yet
     ForEachForwardableResponseHeader(uctx_.GetServerTrailingMetadata(),
                                      [this](std::string k, std::string v) {
@@ -1003,24 +669,21 @@ void ProxyCall::MaybeFinishDownstream() {
   } else {
     return;
   }
-  finish_posted_ = true;
+  phase_ = Phase::kFinishing;
   final_code_ = status.error_code();
-  permits_.clear();  // each permit goes back once: in Abort, here or in ~
+  admission_.Stop();  // each permit goes back once: here, in Abort or in ~
   if (idle_armed_) idle_alarm_.Cancel();
   if (stuck_armed_) stuck_alarm_.Cancel();
-  CancelQueueAlarm();
-  if (u2c_.pace_armed) u2c_pace_alarm_.Cancel();
-  if (c2u_.pace_armed) c2u_pace_alarm_.Cancel();
+  u2c_.CancelPace();
+  c2u_.CancelPace();
   ++outstanding_;
   // Unary: headers, response and status in one batch (WriteAndFinish takes
   // an OK status only; a client ignores a response sent with an error).
-  if (unary_ && !local_status_ && status.ok() && !u2c_.queue.empty() &&
-      !u2c_.dst_failed) {
-    u2c_.write_buf = std::move(u2c_.queue.front());
-    u2c_.queue.clear();
+  if (unary_ && !local_status_ && status.ok() && !u2c_.queue_empty() &&
+      !u2c_.dst_failed()) {
     reply_in_finish_ = true;
-    sstream_.WriteAndFinish(u2c_.write_buf, grpc::WriteOptions(), status,
-                            &sfinish_tag_);
+    sstream_.WriteAndFinish(u2c_.TakeReplyForFinish(), grpc::WriteOptions(),
+                            status, &sfinish_tag_);
   } else {
     sstream_.Finish(status, &sfinish_tag_);
   }
@@ -1029,15 +692,15 @@ void ProxyCall::MaybeFinishDownstream() {
 void ProxyCall::OnDownstreamFinished(bool ok) {
   if (reply_in_finish_ && ok) {
     ++msgs_out_;
-    bytes_out_ += static_cast<int64_t>(u2c_.write_buf.Length());
+    bytes_out_ += static_cast<int64_t>(u2c_.write_buf().Length());
   }
   int code = static_cast<int>(final_code_);
   if (code >= 0 && code < kGrpcCodes) stats_->handled[code]->Increment();
   series_.server->handled(code).Increment();
   const absl::Duration duration = absl::Now() - accepted_at_;
   series_.server->handling_seconds().Observe(absl::ToDoubleSeconds(duration));
-  NoteBlocked(c2u_, false);
-  NoteBlocked(u2c_, false);
+  c2u_.NoteBlocked(false);
+  u2c_.NoteBlocked(false);
   FlushMessageCounts();
   WriteAccessLog(duration);
   Release();
@@ -1069,38 +732,37 @@ bool ProxyCall::EarlyCancelBudgetSpent() {
 }
 
 void ProxyCall::OnClientGone() {
-  if (!counted_cancel_) {
-    counted_cancel_ = true;
-    // An early cancel: nothing of the response reached the client and its
-    // deadline (if any) was still ahead; charged to its address. A call
-    // refused for early cancels and reset anyway counts too, so a flood
-    // keeps its budget spent for as long as it goes on.
-    if (accepted_ && !sinit_sent_ &&
-        (!reason_ || *reason_ == Reason::kEarlyCancels) &&
-        ClientDeadline(sctx_) > absl::Now()) {
-      early_cancelled_ = true;
-      if (!early_cancel_charged_) {
-        early_cancel_charged_ = true;
-        worker_->plane()->ChargeEarlyCancel(PeerAddress(),
-                                            RealClock::Get().NowNanos());
-      }
-    }
-    LeaveQueue();
-    if (stats_ != nullptr && !finish_posted_)
-      stats_->client_cancels->Increment();
-    // The client cancelled or vanished: cancel the upstream call at once.
-    if (upstream_started_ && !upstream_finished_) uctx_.TryCancel();
-    u2c_.dst_failed = true;
-    u2c_.queue.clear();
-    c2u_.src_done = true;
-    if (!finish_posted_) {
-      permits_.clear();
-      // Nobody will read the status, but Finish frees the server call.
-      local_status_ =
-          grpc::Status(grpc::StatusCode::CANCELLED, "sluice: client cancelled");
-      MaybeFinishDownstream();
+  if (counted_cancel_) return;
+  counted_cancel_ = true;
+  // An early cancel: nothing of the response reached the client and its
+  // deadline (if any) was still ahead; charged to its address. A call
+  // refused for early cancels and reset anyway counts too, so a flood
+  // keeps its budget spent for as long as it goes on.
+  if (phase_ != Phase::kAccepting && headers_ != Headers::kSent &&
+      (!reason_ || *reason_ == Reason::kEarlyCancels) &&
+      ClientDeadline(sctx_) > absl::Now()) {
+    early_cancelled_ = true;
+    if (!early_cancel_charged_) {
+      early_cancel_charged_ = true;
+      worker_->plane()->ChargeEarlyCancel(PeerAddress(),
+                                          RealClock::Get().NowNanos());
     }
   }
+  admission_.Stop();
+  if (stats_ != nullptr && !finishing()) stats_->client_cancels->Increment();
+  // The client cancelled or vanished: cancel the upstream call at once.
+  if (upstream_ == Upstream::kOpen || upstream_ == Upstream::kFinishPosted) {
+    uctx_.TryCancel();
+  }
+  u2c_.Fail();
+  c2u_.SourceDone();
+  if (!ended()) {
+    // Nobody will read the status, but Finish frees the server call.
+    phase_ = Phase::kEnding;
+    local_status_ =
+        grpc::Status(grpc::StatusCode::CANCELLED, "sluice: client cancelled");
+  }
+  MaybeFinishDownstream();
 }
 
 void ProxyCall::FlushMessageCounts() {
@@ -1133,29 +795,14 @@ void ProxyCall::FlushMessageCounts() {
   const std::pair<Pump*, Direction> pumps[] = {{&c2u_, kToUpstream},
                                                {&u2c_, kToClient}};
   for (auto [p, direction] : pumps) {
-    if (p->paced_nanos > 0) {
-      stats_->paced_seconds[direction]->Increment(p->paced_nanos * 1e-9);
-      p->paced_nanos = 0;
+    if (const int64_t paced = p->TakePacedNanos(); paced > 0) {
+      stats_->paced_seconds[direction]->Increment(paced * 1e-9);
     }
-    if (p->blocked_nanos > 0) {
-      stats_->backpressure_seconds[direction]->Increment(p->blocked_nanos *
-                                                         1e-9);
-      p->blocked_nanos = 0;
+    if (const int64_t blocked = p->TakeBlockedNanos(); blocked > 0) {
+      stats_->backpressure_seconds[direction]->Increment(blocked * 1e-9);
     }
   }
   unflushed_msgs_ = 0;
-}
-
-void ProxyCall::NoteBlocked(Pump& p, bool blocked) {
-  const bool was = p.blocked_since != absl::InfinitePast();
-  if (blocked == was) return;
-  const absl::Time now = MonoNow();
-  if (blocked) {
-    p.blocked_since = now;
-  } else {
-    p.blocked_nanos += absl::ToInt64Nanoseconds(now - p.blocked_since);
-    p.blocked_since = absl::InfinitePast();
-  }
 }
 
 void ProxyCall::WriteAccessLog(absl::Duration duration) {
@@ -1168,12 +815,12 @@ void ProxyCall::WriteAccessLog(absl::Duration duration) {
   r.method = sctx_.method();
   if (route_ != nullptr) {
     r.route = route_->name;
-    if (upstream_started_) r.upstream = route_->upstream;
+    if (upstream_ != Upstream::kNone) r.upstream = route_->upstream;
   }
   r.grpc_code = static_cast<int>(final_code_);
   if (reason_) r.reason = ReasonName(*reason_);
   r.duration = duration;
-  r.queue_wait = queue_wait_;
+  r.queue_wait = admission_.queue_wait();
   r.msgs_in = msgs_in_;
   r.msgs_out = msgs_out_;
   r.bytes_in = bytes_in_;
@@ -1192,7 +839,7 @@ void ProxyCall::ArmIdleAlarm(absl::Time at) {
 
 void ProxyCall::OnIdleAlarm(bool ok) {
   idle_armed_ = false;
-  if (ok && !finish_posted_ && !local_status_) {
+  if (ok && !ended()) {
     const absl::Duration timeout = route_->deadline.stream_idle_timeout;
     const absl::Time now = MonoNow();
     if (now - last_activity_ >= timeout) {
