@@ -12,7 +12,8 @@
 #   fuzz   scripts/fuzz.sh: each libFuzzer target for FUZZ_SECONDS (20);
 #          it and the sanitizer builds run at nice 19 beside the main phase
 #   tsan   --config=tsan on the threaded limiter tests (tests/limits) and
-#          the in-process data-plane tests (admission, behaviour, drain)
+#          the in-process data-plane tests (admission, behaviour, drain,
+#          queue waits)
 #   asan   --config=asan (ASan + UBSan) on the in-process tests (the
 #          data plane's included, Typed and Generic);
 #          SLUICE_SANITIZERS=full runs the whole suite under ASan instead
@@ -52,7 +53,7 @@ bazel_phase() {
 
 TSAN=("$HOME/.cache/sluice-tsan-base" --config=tsan -- //tests/limits/... \
   //tests/proxy:admission_test //tests/proxy:proxy_behaviour_test \
-  //tests/proxy:drain_redis_test)
+  //tests/proxy:drain_redis_test //tests/proxy:queue_wait_test)
 if [ "${SLUICE_SANITIZERS:-}" = full ]; then
   ASAN=("$HOME/.cache/sluice-asan-base" --config=asan --keep_going -- //...)
 else
