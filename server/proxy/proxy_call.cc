@@ -411,17 +411,8 @@ bool ProxyCall::QueueRead(Pump& p) {
 void ProxyCall::AdvanceClientToUpstream() {
   Pump& p = c2u_;
   if (upstream_ == Upstream::kNone || ended()) return;
-  if (!upstream_start_pending_ && p.CanWrite()) {
-    grpc::WriteOptions options = p.StartWrite();
-    if (single_request_) {
-      options.clear_buffer_hint();
-      options.set_last_message();  // with the corked headers and half-close
-      p.Close();
-    }
-    ++outstanding_;
-    ustream_->Write(p.write_buf(), options, &uwrite_tag_);
-    if (single_request_) OnUpstreamHeadersSent();
-  }
+  // The read first: a read in flight lets the last message in hand wait
+  // for the flush point (pump.h, write coalescing).
   if (p.WantsRead(window_)) {
     const Pump::PaceResult pace = p.Pace(worker_->cq());
     if (pace == Pump::PaceResult::kArmed) ++outstanding_;
@@ -434,6 +425,27 @@ void ProxyCall::AdvanceClientToUpstream() {
         --outstanding_;
         OnClientGone();
         return;
+      }
+    }
+  }
+  if (!upstream_start_pending_) {
+    switch (p.NextWrite()) {
+      case Pump::WriteStep::kNone:
+        break;
+      case Pump::WriteStep::kHold:
+        RequestFlush();
+        break;
+      case Pump::WriteStep::kWrite: {
+        grpc::WriteOptions options = p.StartWrite();
+        if (single_request_) {
+          options.clear_buffer_hint();
+          options.set_last_message();  // with the corked headers, half-close
+          p.Close();
+        }
+        ++outstanding_;
+        ustream_->Write(p.write_buf(), options, &uwrite_tag_);
+        if (single_request_) OnUpstreamHeadersSent();
+        break;
       }
     }
   }
@@ -495,12 +507,8 @@ void ProxyCall::OnClientPaceAlarm(bool /*ok*/) {
 void ProxyCall::AdvanceUpstreamToClient() {
   Pump& p = u2c_;
   if (!upstream_readable_ || finishing()) return;
-  // Unary: the response is sent with the status (MaybeFinishDownstream).
-  if (!unary_ && !ended() && headers_ == Headers::kSent && p.CanWrite()) {
-    const grpc::WriteOptions options = p.StartWrite();
-    ++outstanding_;
-    sstream_.Write(p.write_buf(), options, &cwrite_tag_);
-  }
+  // The read first: a read in flight lets the last message in hand wait
+  // for the flush point (pump.h, write coalescing).
   if (!ended() && p.WantsRead(window_)) {
     const Pump::PaceResult pace = p.Pace(worker_->cq());
     if (pace == Pump::PaceResult::kArmed) ++outstanding_;
@@ -508,6 +516,22 @@ void ProxyCall::AdvanceUpstreamToClient() {
       p.StartRead();
       ++outstanding_;
       ustream_->Read(p.read_buf(), &uread_tag_);
+    }
+  }
+  // Unary: the response is sent with the status (MaybeFinishDownstream).
+  if (!unary_ && !ended() && headers_ == Headers::kSent) {
+    switch (p.NextWrite()) {
+      case Pump::WriteStep::kNone:
+        break;
+      case Pump::WriteStep::kHold:
+        RequestFlush();
+        break;
+      case Pump::WriteStep::kWrite: {
+        const grpc::WriteOptions options = p.StartWrite();
+        ++outstanding_;
+        sstream_.Write(p.write_buf(), options, &cwrite_tag_);
+        break;
+      }
     }
   }
   p.NoteBlocked(!ended() && !p.reading() && !p.src_done() &&
@@ -519,6 +543,27 @@ void ProxyCall::AdvanceUpstreamToClient() {
     ustream_->Finish(&upstream_status_, &ufinish_tag_);
   }
   MaybeFinishDownstream();
+}
+
+void ProxyCall::RequestFlush() {
+  if (flush_requested_) return;
+  flush_requested_ = true;
+  ++outstanding_;  // the worker holds the call until OnFlush
+  worker_->RequestFlush(this);
+}
+
+void ProxyCall::DropFlush() {
+  flush_requested_ = false;
+  Release();
+}
+
+void ProxyCall::OnFlush() {
+  flush_requested_ = false;
+  u2c_.FlushDue();
+  c2u_.FlushDue();
+  AdvanceUpstreamToClient();
+  AdvanceClientToUpstream();
+  Release();
 }
 
 void ProxyCall::OnUpstreamRead(bool ok) {

@@ -56,6 +56,11 @@ class ProxyCall final : private CallAdmission::Host {
 
   // Worker thread: end the call now with UNAVAILABLE + draining.
   void ForceDrain();
+  // Worker thread: the worker's queue has no event left to run; write the
+  // messages the pumps hold for this point (RequestFlush).
+  void OnFlush();
+  // Worker thread, its queue shut down: forget the flush (drops the hold).
+  void DropFlush();
 
   // Intrusive list links owned by the Worker.
   ProxyCall* prev_live = nullptr;
@@ -136,6 +141,9 @@ class ProxyCall final : private CallAdmission::Host {
   // upstream's Finish, the downstream's Finish).
   void AdvanceClientToUpstream();
   void AdvanceUpstreamToClient();
+  // A pump holds its last message for the flush point: asks the worker
+  // for OnFlush once (pump.h, write coalescing).
+  void RequestFlush();
   // Counts the message just read into `pump` and queues it; false if a
   // message limit ended the call for it.
   bool QueueRead(Pump& pump);
@@ -187,6 +195,7 @@ class ProxyCall final : private CallAdmission::Host {
   bool upstream_readable_ = false;
   bool done_seen_ = false;        // AsyncNotifyWhenDone fired
   bool reply_in_finish_ = false;  // unary: the response rides with Finish
+  bool flush_requested_ = false;  // on the worker's flush list
 
   grpc::Alarm idle_alarm_;
   bool idle_armed_ = false;

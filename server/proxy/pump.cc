@@ -82,11 +82,21 @@ std::optional<Pump::Refusal> Pump::Queue(const std::string& route_name) {
   return std::nullopt;
 }
 
+Pump::WriteStep Pump::NextWrite() const {
+  if (!CanWrite()) return WriteStep::kNone;
+  if (queue_.size() == 1 && reading_ && !flush_due_) return WriteStep::kHold;
+  return WriteStep::kWrite;
+}
+
 grpc::WriteOptions Pump::StartWrite() {
   write_buf_ = std::move(queue_.front());
   queue_.pop_front();
   grpc::WriteOptions options;
-  if (!queue_.empty()) options.set_buffer_hint();
+  if (!queue_.empty()) {
+    options.set_buffer_hint();
+  } else {
+    flush_due_ = false;  // this write flushes what was hinted before it
+  }
   writing_ = true;
   return options;
 }

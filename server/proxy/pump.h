@@ -78,12 +78,30 @@ class Pump {
   void SourceDone() { src_done_ = true; }
 
   // ---- writes ----
-  // A write may start: none in flight, the destination accepting, and a
-  // message queued.
+  // Write coalescing. A write sent with gRPC's buffer_hint is not flushed:
+  // chttp2 completes it at once while less than its write buffer (64 KiB)
+  // is pending on the stream, and sends it with the next write without the
+  // hint (perform_stream_op_locked). So the pump hints every write but the
+  // last message in hand, and holds back that last one while a read is in
+  // flight that may bring another: it is written (without the hint) when
+  // the read brings nothing, or when the worker's queue has no event left
+  // to run (FlushDue(): the call asked its worker, Worker::RequestFlush).
+  // A message is thus never held past the moment the worker would go idle,
+  // and a 1-per-second stream keeps its latency.
+  enum class WriteStep {
+    kNone,   // nothing to write now (none queued, a write out, dst failed)
+    kHold,   // the last message in hand waits for the flush point
+    kWrite,  // StartWrite() now
+  };
+  WriteStep NextWrite() const;
+  // A write may start (kWrite), or may once the flush point comes.
   bool CanWrite() const { return !writing_ && !dst_failed_ && !queue_.empty(); }
+  // The worker's queue ran dry: write what is held.
+  void FlushDue() {
+    if (!queue_.empty()) flush_due_ = true;
+  }
   // Takes the next queued message into write_buf() and marks the write in
-  // flight. Its options hint that more follows while more is queued (the
-  // transport may then coalesce it with the next write).
+  // flight. Its options carry the hint while more is queued behind it.
   grpc::WriteOptions StartWrite();
   // The message the write in flight carries.
   grpc::ByteBuffer& write_buf() { return write_buf_; }
@@ -151,6 +169,7 @@ class Pump {
   bool src_done_ = false;    // the source has no more messages
   bool dst_failed_ = false;  // the destination refuses writes
   bool closed_ = false;      // half-close sent to the destination
+  bool flush_due_ = false;   // the flush point came (FlushDue)
 
   std::vector<MessageLimit> limits_;
   grpc::Alarm pace_alarm_;

@@ -20,9 +20,27 @@ void Worker::Start(int accepts) {
 void Worker::Run() {
   void* tag;
   bool ok;
-  while (cq_->Next(&tag, &ok)) {
-    TsanTakeOver(tag);
-    static_cast<CqTag*>(tag)->Proceed(ok);
+  const gpr_timespec block = gpr_inf_future(GPR_CLOCK_MONOTONIC);
+  const gpr_timespec poll = gpr_time_0(GPR_CLOCK_MONOTONIC);
+  for (;;) {
+    // With writes held for the flush point, only look whether an event is
+    // ready; when none is, the queue ran dry: flush them, then block.
+    switch (cq_->AsyncNext(&tag, &ok, flush_list_.empty() ? block : poll)) {
+      case grpc::CompletionQueue::SHUTDOWN:
+        // Every call's events were delivered: nothing can be written now.
+        for (ProxyCall* call : flush_list_) call->DropFlush();
+        flush_list_.clear();
+        return;
+      case grpc::CompletionQueue::TIMEOUT:
+        flushing_.swap(flush_list_);
+        for (ProxyCall* call : flushing_) call->OnFlush();
+        flushing_.clear();
+        break;
+      case grpc::CompletionQueue::GOT_EVENT:
+        TsanTakeOver(tag);
+        static_cast<CqTag*>(tag)->Proceed(ok);
+        break;
+    }
   }
 }
 

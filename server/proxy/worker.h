@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "grpcpp/alarm.h"
@@ -43,6 +44,10 @@ class Worker {
   // Worker thread only.
   void Link(ProxyCall* call);
   void Unlink(ProxyCall* call);
+  // Worker thread only: run call->OnFlush() once the queue has no event
+  // ready (flush consolidation for the pumps' coalesced writes). The call
+  // holds itself alive until then.
+  void RequestFlush(ProxyCall* call) { flush_list_.push_back(call); }
 
  private:
   void Run();
@@ -55,6 +60,9 @@ class Worker {
   grpc::Alarm drain_alarm_;
   MemberTag<Worker> drain_tag_{this, &Worker::OnForceDrain};
   ProxyCall* live_head_ = nullptr;  // worker thread only
+  // Calls waiting for the queue to run dry (RequestFlush); worker thread.
+  std::vector<ProxyCall*> flush_list_;
+  std::vector<ProxyCall*> flushing_;
 };
 
 }  // namespace sluice

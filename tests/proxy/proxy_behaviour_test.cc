@@ -4,9 +4,11 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/dynamic_message.h"
@@ -221,6 +223,55 @@ TEST_P(ProxyBehaviourTest, ActiveStreamDoesNotTimeOut) {
   while (reader->Read(&tick)) ++n;
   ASSERT_TRUE(reader->Finish().ok());
   EXPECT_EQ(n, 30);
+}
+
+// Write coalescing (pump.h) holds the last message in hand while a read
+// is in flight, until the worker's queue runs dry: a message must never
+// wait for the next one. The second response is half an hour behind the
+// first, and the call has no deadline (whose end would release a held
+// message): a first response held for the second would not arrive before
+// the 30 s bound cancels the call.
+TEST_P(ProxyBehaviourTest, AMessageIsNotHeldForTheNextOne) {
+  grpc::ClientContext ctx;
+  grpc::testing::StreamingOutputCallRequest req;
+  req.add_response_parameters()->set_size(10);
+  auto* later = req.add_response_parameters();
+  later->set_size(20);
+  later->set_interval_us(2000 * 1000 * 1000);  // ~33 minutes
+  absl::Notification read;
+  std::thread bound([&] {
+    if (!read.WaitForNotificationWithTimeout(absl::Seconds(30))) {
+      ctx.TryCancel();
+    }
+  });
+  auto reader = test_->StreamingOutputCall(&ctx, req);
+  grpc::testing::StreamingOutputCallResponse resp;
+  const bool got = reader->Read(&resp);
+  read.Notify();
+  bound.join();
+  ASSERT_TRUE(got) << "the first response never came";
+  EXPECT_EQ(resp.payload().body().size(), 10u);
+  ctx.TryCancel();
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+// The same in the other direction, and both ways at once: a ping-pong on a
+// bidi stream where each side sends only after the other's message came.
+TEST_P(ProxyBehaviourTest, PingPongIsNeverHeld) {
+  grpc::ClientContext ctx;
+  SetTimeout(&ctx, absl::Seconds(60));
+  auto stream = test_->FullDuplexCall(&ctx);
+  for (int i = 0; i < 50; ++i) {
+    grpc::testing::StreamingOutputCallRequest req;
+    req.add_response_parameters()->set_size(10 + i);
+    req.mutable_payload()->set_body(std::string(5, 'x'));
+    ASSERT_TRUE(stream->Write(req));
+    grpc::testing::StreamingOutputCallResponse resp;
+    ASSERT_TRUE(stream->Read(&resp)) << "round " << i;
+    EXPECT_EQ(resp.payload().body().size(), static_cast<size_t>(10 + i));
+  }
+  ASSERT_TRUE(stream->WritesDone());
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 TEST_P(ProxyBehaviourTest, MetadataIsForwardedByteExact) {
