@@ -20,24 +20,76 @@ uint64_t SplitMix64(uint64_t* state) {
 
 }  // namespace
 
-AdaptiveLimit::AdaptiveLimit(const Settings& settings, const Clock* clock,
-                             const AdaptiveLimit* previous)
-    : settings_(settings), clock_(clock), limit_(0) {
+AdaptiveLimit::AdaptiveLimit(const Settings& settings, const Clock* clock)
+    : clock_(clock), limit_(0), settings_(settings) {
   const int64_t now = clock_->NowNanos();
   absl::MutexLock lock(&mu_);
   rng_ = settings_.seed != 0 ? settings_.seed : static_cast<uint64_t>(now);
-  estimated_ = static_cast<double>(settings_.initial_limit);
-  if (previous != nullptr) {
-    absl::MutexLock previous_lock(&previous->mu_);
-    estimated_ = previous->estimated_;
-    long_rtt_ = previous->long_rtt_;
-    long_count_ = previous->long_count_;
-    short_rtt_ = previous->short_rtt_;
-  }
-  estimated_ = std::clamp(estimated_, static_cast<double>(settings_.min_limit),
+  estimated_ = std::clamp(static_cast<double>(settings_.initial_limit),
+                          static_cast<double>(settings_.min_limit),
                           static_cast<double>(settings_.max_limit));
   next_probe_at_ = NextProbeAtLocked(now);
   PublishLocked();
+}
+
+void AdaptiveLimit::Reconfigure(const Settings& settings) {
+  {
+    const int64_t now = clock_->NowNanos();
+    absl::MutexLock lock(&mu_);
+    const bool new_interval = settings.probe_interval != settings_.probe_interval;
+    settings_ = settings;
+    estimated_ = std::clamp(estimated_, static_cast<double>(settings_.min_limit),
+                            static_cast<double>(settings_.max_limit));
+    if (new_interval) next_probe_at_ = NextProbeAtLocked(now);
+    PublishLocked();
+  }
+  ApplyToFollower();
+}
+
+AdaptiveLimit::Settings AdaptiveLimit::settings() const {
+  absl::MutexLock lock(&mu_);
+  return settings_;
+}
+
+void AdaptiveLimit::Follow(std::shared_ptr<ConcurrencyLimiter> limiter) {
+  {
+    absl::MutexLock lock(&follow_mu_);
+    follower_ = std::move(limiter);
+    applied_ = -1;
+  }
+  ApplyToFollower();
+}
+
+void AdaptiveLimit::ApplyToFollower() {
+  absl::MutexLock lock(&follow_mu_);
+  if (follower_ == nullptr) return;
+  // Read under follow_mu_: whichever thread applies last applies the
+  // latest value.
+  const int64_t value = limit();
+  if (value == applied_) return;
+  applied_ = value;
+  // Grants may run OnGranted() here, under follow_mu_ only (never mu_).
+  follower_->SetMaxInFlight(value);
+}
+
+AdaptiveLimit::Call AdaptiveLimit::StartCall() {
+  const int64_t in_flight =
+      calls_in_flight_.fetch_add(1, std::memory_order_relaxed) + 1;
+  return Call(this, clock_->NowNanos(), in_flight);
+}
+
+void AdaptiveLimit::Call::Finish(bool dropped) {
+  if (limit_ == nullptr) return;
+  AdaptiveLimit* limit = limit_;
+  const int64_t rtt = limit->clock_->NowNanos() - start_nanos_;
+  End();
+  limit->AddSample(Sample{absl::Nanoseconds(rtt), in_flight_, dropped});
+}
+
+void AdaptiveLimit::Call::End() {
+  if (limit_ == nullptr) return;
+  std::exchange(limit_, nullptr)
+      ->calls_in_flight_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 int64_t AdaptiveLimit::NextProbeAtLocked(int64_t now) {
@@ -74,6 +126,13 @@ double AdaptiveLimit::AddLongRttLocked(double rtt) {
 }
 
 int64_t AdaptiveLimit::AddSample(const Sample& sample) {
+  const int64_t before = limit();
+  const int64_t after = UpdateWithSample(sample);
+  if (after != before) ApplyToFollower();
+  return after;
+}
+
+int64_t AdaptiveLimit::UpdateWithSample(const Sample& sample) {
   const int64_t now = clock_->NowNanos();
   const double rtt =
       static_cast<double>(std::max<int64_t>(0, absl::ToInt64Nanoseconds(sample.rtt)));

@@ -4,11 +4,14 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/limits/clock.h"
+#include "server/limits/concurrency_limiter.h"
 
 namespace sluice {
 
@@ -59,10 +62,18 @@ namespace sluice {
 // tolerance / (1 - 1/sqrt(limit)) times the no-load RTT, so 1.2 keeps it
 // under 2x for limits of 9 and more (issue 20's target), 1.5 would not.
 //
-// Ownership: owned by a route's LimitState (shared across reloads that
-// keep its definition). Thread-safety: AddSample may be called from every
-// worker at once (one mutex, a few arithmetic operations per sample);
-// limit() is one atomic load.
+// The limiter it drives (Follow) gets limit() as its max_in_flight after
+// every change; permits already held are never revoked (see
+// ConcurrencyLimiter::SetMaxInFlight). Calls are counted in flight from
+// StartCall() to the end of the returned Call, streams included, so
+// in_flight is the limit's real concurrency (in dry_run too, where calls
+// over the limit go on without a permit).
+//
+// Ownership: owned by a route's LimitState and shared, like its limiter,
+// by every generation of the limit (a reload that changes the settings
+// calls Reconfigure). Thread-safety: every method may be called from any
+// thread; AddSample from every worker at once (one mutex, a few arithmetic
+// operations per sample); limit() is one atomic load.
 class AdaptiveLimit {
  public:
   struct Settings {
@@ -107,26 +118,49 @@ class AdaptiveLimit {
     int64_t probes = 0;           // probes that re-measured the long RTT
   };
 
-  // `clock` must outlive this object. `previous`: the limit this one
-  // replaces (a reload changed the settings): its estimate (clamped to the
-  // new bounds) and long RTT carry over; null starts at initial_limit.
-  AdaptiveLimit(const Settings& settings, const Clock* clock,
-                const AdaptiveLimit* previous = nullptr);
+  class Call;
+
+  // `clock` must outlive this object. Starts at initial_limit.
+  AdaptiveLimit(const Settings& settings, const Clock* clock);
 
   AdaptiveLimit(const AdaptiveLimit&) = delete;
   AdaptiveLimit& operator=(const AdaptiveLimit&) = delete;
 
-  // Records one call's sample; returns limit() after it.
+  // New settings (a reload): the estimate (clamped to the new bounds), the
+  // long RTT and the counters carry over; a probe in progress goes on.
+  void Reconfigure(const Settings& settings);
+
+  // From now on `limiter`'s max_in_flight is limit() (set at once, then
+  // after each change). Null: none.
+  void Follow(std::shared_ptr<ConcurrencyLimiter> limiter);
+
+  // A call admitted by the limit, about to go upstream (after every limit
+  // of its route admitted it, so its RTT holds no queue time). It is
+  // counted in flight until the returned Call ends; Call::Finish gives its
+  // sample (unary calls with an upstream status only).
+  Call StartCall();
+
+  // Records one call's sample; returns limit() after it. (Call::Finish
+  // calls it; tests and other callers may too.)
   int64_t AddSample(const Sample& sample);
+
+  // Calls between StartCall() and the end of their Call.
+  int64_t calls_in_flight() const {
+    return calls_in_flight_.load(std::memory_order_relaxed);
+  }
 
   // The current limit, between min_limit and max_limit (min_limit while a
   // probe runs).
   int64_t limit() const { return limit_.load(std::memory_order_acquire); }
 
   Snapshot GetSnapshot() const;
-  const Settings& settings() const { return settings_; }
+  Settings settings() const;
 
  private:
+  // Gives the follower the current limit if it changed.
+  void ApplyToFollower();
+  // AddSample without the follower: takes mu_, updates, returns limit().
+  int64_t UpdateWithSample(const Sample& sample);
   void EndWindowLocked(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartProbeLocked(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EndProbeLocked(int64_t now, bool measured)
@@ -136,11 +170,18 @@ class AdaptiveLimit {
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   double AddLongRttLocked(double rtt) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const Settings settings_;
   const Clock* const clock_;
   std::atomic<int64_t> limit_;
+  std::atomic<int64_t> calls_in_flight_{0};
+
+  // Serializes updates of the follower, so the last one applied is the
+  // latest limit. Taken before the limiter's lock, never under mu_.
+  absl::Mutex follow_mu_;
+  std::shared_ptr<ConcurrencyLimiter> follower_ ABSL_GUARDED_BY(follow_mu_);
+  int64_t applied_ ABSL_GUARDED_BY(follow_mu_) = -1;
 
   mutable absl::Mutex mu_;
+  Settings settings_ ABSL_GUARDED_BY(mu_);
   double estimated_ ABSL_GUARDED_BY(mu_);
   // The long RTT average, in nanoseconds (0: no window yet).
   double long_rtt_ ABSL_GUARDED_BY(mu_) = 0;
@@ -167,6 +208,55 @@ class AdaptiveLimit {
   int64_t dropped_samples_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t windows_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t probes_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// One call counted by an AdaptiveLimit, from StartCall() until Finish() or
+// destruction, whichever comes first. Finish(dropped) also records its
+// sample; ending it any other way (a stream, a call cancelled or refused
+// before an upstream status) records none. Movable; an empty or moved-from
+// Call does nothing.
+//
+// Ownership: held by the call object; the AdaptiveLimit must outlive it.
+// Not thread-safe (one owner at a time).
+class AdaptiveLimit::Call {
+ public:
+  Call() = default;
+  Call(Call&& other) noexcept
+      : limit_(std::exchange(other.limit_, nullptr)),
+        start_nanos_(other.start_nanos_),
+        in_flight_(other.in_flight_) {}
+  Call& operator=(Call&& other) noexcept {
+    if (this != &other) {
+      End();
+      limit_ = std::exchange(other.limit_, nullptr);
+      start_nanos_ = other.start_nanos_;
+      in_flight_ = other.in_flight_;
+    }
+    return *this;
+  }
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+  ~Call() { End(); }
+
+  // The upstream answered (a unary call): records the sample with the RTT
+  // since StartCall(). `dropped`: the status was DEADLINE_EXCEEDED,
+  // RESOURCE_EXHAUSTED or UNAVAILABLE.
+  void Finish(bool dropped);
+  // Stops counting the call, without a sample.
+  void End();
+
+  bool active() const { return limit_ != nullptr; }
+  // Calls in flight when this one started, itself included.
+  int64_t in_flight() const { return in_flight_; }
+
+ private:
+  friend class AdaptiveLimit;
+  Call(AdaptiveLimit* limit, int64_t start_nanos, int64_t in_flight)
+      : limit_(limit), start_nanos_(start_nanos), in_flight_(in_flight) {}
+
+  AdaptiveLimit* limit_ = nullptr;
+  int64_t start_nanos_ = 0;
+  int64_t in_flight_ = 0;
 };
 
 }  // namespace sluice

@@ -9,12 +9,14 @@
 #include <cstdint>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <queue>
 #include <vector>
 
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "server/limits/clock.h"
+#include "server/limits/concurrency_limiter.h"
 
 namespace sluice {
 namespace {
@@ -270,17 +272,74 @@ TEST(AdaptiveLimitTest, MostlyDroppedWindowsCutTheLimit) {
   EXPECT_EQ(snap.dropped_samples, 150);
 }
 
-TEST(AdaptiveLimitTest, CarriesTheEstimateIntoNewSettings) {
+TEST(AdaptiveLimitTest, ReconfigureKeepsTheEstimateWithinNewBounds) {
   SimulatedClock clock(1'000'000'000);
-  AdaptiveLimit first(TestSettings(), &clock);
-  SimulatedUpstream upstream(&first, &clock, 40, kService);
+  AdaptiveLimit limit(TestSettings(), &clock);
+  SimulatedUpstream upstream(&limit, &clock, 40, kService);
   upstream.Run(absl::Seconds(10));
-  const int64_t learned = first.limit();
+  const int64_t learned = limit.limit();
+  ASSERT_GT(learned, 30);
+  const absl::Duration long_rtt = limit.GetSnapshot().long_rtt;
   Settings narrower = TestSettings();
   narrower.max_limit = 30;
-  AdaptiveLimit second(narrower, &clock, &first);
-  EXPECT_EQ(second.limit(), std::min<int64_t>(learned, 30));
-  EXPECT_EQ(second.GetSnapshot().long_rtt, first.GetSnapshot().long_rtt);
+  limit.Reconfigure(narrower);
+  EXPECT_EQ(limit.limit(), 30);
+  EXPECT_EQ(limit.GetSnapshot().long_rtt, long_rtt);
+  narrower.max_limit = 1000;
+  limit.Reconfigure(narrower);
+  EXPECT_EQ(limit.limit(), 30);  // the clamped estimate, not the old one
+}
+
+TEST(AdaptiveLimitTest, TheFollowedLimiterGetsEveryChange) {
+  SimulatedClock clock(0);
+  Settings settings = TestSettings();
+  settings.initial_limit = 10;
+  AdaptiveLimit limit(settings, &clock);
+  auto limiter = std::make_shared<ConcurrencyLimiter>(3, 0);
+  ASSERT_TRUE(limiter->TryAcquire());
+  ASSERT_TRUE(limiter->TryAcquire());
+  limit.Follow(limiter);
+  EXPECT_EQ(limiter->max_in_flight(), 10);
+  // Windows of fast calls at the limit: it grows, and the limiter with it.
+  for (int i = 0; i < 100; ++i) {
+    clock.Advance(absl::Milliseconds(10));
+    limit.AddSample(Sample{absl::Milliseconds(10), limit.limit(), false});
+  }
+  EXPECT_GT(limit.limit(), 10);
+  EXPECT_EQ(limiter->max_in_flight(), limit.limit());
+  // A lower limit revokes nothing.
+  Settings lower = settings;
+  lower.max_limit = 1;
+  lower.min_limit = 1;
+  limit.Reconfigure(lower);
+  EXPECT_EQ(limiter->max_in_flight(), 1);
+  EXPECT_EQ(limiter->InFlight(), 2);
+  limiter->Release();
+  limiter->Release();
+  limit.Follow(nullptr);
+}
+
+TEST(AdaptiveLimitTest, CallsCountInFlightAndFinishGivesTheSample) {
+  SimulatedClock clock(0);
+  AdaptiveLimit limit(TestSettings(), &clock);
+  AdaptiveLimit::Call stream = limit.StartCall();
+  AdaptiveLimit::Call unary = limit.StartCall();
+  EXPECT_EQ(limit.calls_in_flight(), 2);
+  EXPECT_EQ(unary.in_flight(), 2);
+  clock.Advance(absl::Milliseconds(7));
+  unary.Finish(/*dropped=*/false);
+  EXPECT_FALSE(unary.active());
+  EXPECT_EQ(limit.calls_in_flight(), 1);
+  EXPECT_EQ(limit.GetSnapshot().samples, 1);
+  {
+    AdaptiveLimit::Call moved = std::move(stream);
+    EXPECT_FALSE(stream.active());
+  }  // a stream ends without a sample
+  EXPECT_EQ(limit.calls_in_flight(), 0);
+  EXPECT_EQ(limit.GetSnapshot().samples, 1);
+  AdaptiveLimit::Call dropped = limit.StartCall();
+  dropped.Finish(/*dropped=*/true);
+  EXPECT_EQ(limit.GetSnapshot().dropped_samples, 1);
 }
 
 }  // namespace
