@@ -71,8 +71,12 @@ split_sluice_output() {
     '/^\{/ { print > access; fflush(access); next } { print; fflush() }'
 }
 
+# DEMO_UPSTREAM_FLAGS: more flags for the upstream, e.g. its capacity mode
+# (DEMO_UPSTREAM_FLAGS="--capacity=20 --service_time=10ms" make run).
+# shellcheck disable=SC2086
 setsid "$BIN/server/demo/demo_upstream" --listen=127.0.0.1:50051 \
-  --ready_file="$LOGS/upstream.json" >"$LOGS/upstream.log" 2>&1 </dev/null &
+  --ready_file="$LOGS/upstream.json" ${DEMO_UPSTREAM_FLAGS:-} \
+  >"$LOGS/upstream.log" 2>&1 </dev/null &
 UP=$!
 setsid "$BIN/server/sluice" --config=deploy/examples/demo.yaml \
   --ready_file="$LOGS/sluice.json" > >(split_sluice_output) </dev/null &

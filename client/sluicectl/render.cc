@@ -91,7 +91,49 @@ std::string RenderLimits(const std::vector<const LimitStatus*>& limits) {
   TextTable keys({"ROUTE", "LIMIT", "KEY", "TOKENS"});
   TextTable global({"ROUTE", "LIMIT", "REDIS", "LINK", "STATE", "FALLBACK",
                     "LEASE", "LEASED", "ERROR"});
+  TextTable fair({"ROUTE", "LIMIT", "KEY", "KEYS/MAX", "PER KEY", "QUEUE/KEY",
+                  "FULL", "KEY FULL", "OVERFLOW"});
+  TextTable fair_keys({"ROUTE", "LIMIT", "KEY", "IN USE", "QUEUED"});
+  TextTable adaptive({"ROUTE", "LIMIT", "LIMIT/MIN/MAX", "GRADIENT",
+                      "RTT LONG/SHORT", "SAMPLES", "DROPPED", "PROBES",
+                      "CALLS"});
   for (const LimitStatus* l : limits) {
+    if (l->has_fair_queue()) {
+      const auto& f = l->fair_queue();
+      fair.AddRow({
+          l->route(),
+          l->name(),
+          absl::StrJoin(f.key(), ","),
+          absl::StrCat(f.keys(), "/", f.max_keys()),
+          f.max_per_key() > 0 ? absl::StrCat(f.max_per_key()) : kNone,
+          f.max_queue_per_key() > 0 ? absl::StrCat(f.max_queue_per_key())
+                                    : kNone,
+          absl::StrCat(f.rejected_queue_full()),
+          absl::StrCat(f.rejected_key_queue_full()),
+          absl::StrCat(f.overflow_acquisitions()),
+      });
+      for (const auto& k : f.top_keys()) {
+        fair_keys.AddRow({l->route(), l->name(), absl::CHexEscape(k.key()),
+                          absl::StrCat(k.in_flight()),
+                          absl::StrCat(k.queued())});
+      }
+    }
+    if (l->has_adaptive()) {
+      const auto& a = l->adaptive();
+      adaptive.AddRow({
+          l->route(),
+          l->name(),
+          absl::StrCat(a.limit(), "/", a.min(), "/", a.max(),
+                       a.probing() ? " (probing)" : ""),
+          absl::StrFormat("%.2f", a.gradient()),
+          absl::StrFormat("%.1fms/%.1fms", a.long_rtt_seconds() * 1e3,
+                          a.short_rtt_seconds() * 1e3),
+          absl::StrCat(a.samples()),
+          absl::StrCat(a.dropped_samples()),
+          absl::StrCat(a.probes()),
+          absl::StrCat(a.calls_in_flight()),
+      });
+    }
     if (l->has_global()) {
       const auto& g = l->global();
       global.AddRow({
@@ -135,6 +177,18 @@ std::string RenderLimits(const std::vector<const LimitStatus*>& limits) {
   if (!global.empty()) {
     out += "\nglobal limits (Redis):\n";
     out += global.Render();
+  }
+  if (!fair.empty()) {
+    out += "\nconcurrency queued per key (round robin between keys):\n";
+    out += fair.Render();
+  }
+  if (!fair_keys.empty()) {
+    out += "\nbusiest keys (most calls in use + queued first):\n";
+    out += fair_keys.Render();
+  }
+  if (!adaptive.empty()) {
+    out += "\nadaptive concurrency:\n";
+    out += adaptive.Render();
   }
   return out;
 }

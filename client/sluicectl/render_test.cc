@@ -113,6 +113,55 @@ TEST(RenderTest, GlobalLimitsGetTheirRedisTable) {
       << out;
 }
 
+TEST(RenderTest, FairQueuesAndAdaptiveLimitsGetTheirTables) {
+  ListLimitsResponse list;
+  auto* l = list.add_limits();
+  l->set_route("api");
+  l->set_name("tenants");
+  l->set_concurrency_max(37);
+  l->set_in_flight(30);
+  l->set_queue_max(100);
+  auto* f = l->mutable_fair_queue();
+  f->add_key("header:x-tenant");
+  f->set_keys(3);
+  f->set_max_keys(10000);
+  f->set_max_queue_per_key(10);
+  f->set_rejected_key_queue_full(42);
+  auto* k = f->add_top_keys();
+  k->set_key("noisy");
+  k->set_in_flight(20);
+  k->set_queued(10);
+  auto* a = l->mutable_adaptive();
+  a->set_limit(37);
+  a->set_min(1);
+  a->set_max(200);
+  a->set_gradient(0.87);
+  a->set_long_rtt_seconds(0.010);
+  a->set_short_rtt_seconds(0.0125);
+  a->set_samples(1000);
+  a->set_probes(2);
+  a->set_calls_in_flight(30);
+  const std::string out = RenderLimits(list);
+  const std::string tables =
+      out.substr(out.find("\nconcurrency queued per key"));
+  EXPECT_EQ(
+      tables,
+      "\nconcurrency queued per key (round robin between keys):\n"
+      "ROUTE  LIMIT    KEY              KEYS/MAX  PER KEY  QUEUE/KEY  FULL  "
+      "KEY FULL  OVERFLOW\n"
+      "api    tenants  header:x-tenant  3/10000   -        10         0     "
+      "42        0\n"
+      "\nbusiest keys (most calls in use + queued first):\n"
+      "ROUTE  LIMIT    KEY    IN USE  QUEUED\n"
+      "api    tenants  noisy  20      10\n"
+      "\nadaptive concurrency:\n"
+      "ROUTE  LIMIT    LIMIT/MIN/MAX  GRADIENT  RTT LONG/SHORT  SAMPLES  "
+      "DROPPED  PROBES  CALLS\n"
+      "api    tenants  37/1/200       0.87      10.0ms/12.5ms   1000     "
+      "0        2       30\n")
+      << out;
+}
+
 TEST(RenderTest, NoLimits) {
   EXPECT_EQ(RenderLimits(ListLimitsResponse()), "no limits configured\n");
 }

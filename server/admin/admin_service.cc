@@ -7,7 +7,9 @@
 
 #include "absl/strings/match.h"
 #include "google/protobuf/util/json_util.h"
+#include "server/limits/adaptive_limit.h"
 #include "server/limits/clock.h"
+#include "server/limits/concurrency_limiter.h"
 
 namespace sluice {
 
@@ -79,6 +81,45 @@ grpc::Status AdminService::Drain(grpc::ServerContext* context,
 
 namespace {
 
+void DescribeFairQueue(const ConcurrencyLimiter& c, const LimitSettings& ls,
+                       size_t top, sluice::admin::v1::FairQueueStatus* out) {
+  for (const std::string& part : ls.concurrency_key) out->add_key(part);
+  const ConcurrencyLimiter::Limits limits = c.limits();
+  out->set_max_per_key(limits.max_per_key);
+  out->set_max_queue_per_key(limits.max_queue_per_key);
+  out->set_max_keys(limits.max_keys);
+  const ConcurrencyLimiter::Stats stats = c.GetStats();
+  out->set_keys(stats.keys);
+  out->set_rejected_queue_full(stats.rejected_queue_full);
+  out->set_rejected_key_queue_full(stats.rejected_key_queue_full);
+  out->set_overflow_acquisitions(stats.overflow_acquisitions);
+  for (const ConcurrencyLimiter::KeyLoad& k : c.TopKeys(top)) {
+    auto* key = out->add_top_keys();
+    key->set_key(k.key);
+    key->set_in_flight(k.in_flight);
+    key->set_queued(k.queued);
+  }
+}
+
+void DescribeAdaptive(const AdaptiveLimit& a,
+                      sluice::admin::v1::AdaptiveLimitStatus* out) {
+  const AdaptiveLimit::Snapshot snap = a.GetSnapshot();
+  const AdaptiveLimit::Settings settings = a.settings();
+  out->set_limit(snap.limit);
+  out->set_min(settings.min_limit);
+  out->set_max(settings.max_limit);
+  out->set_estimated_limit(snap.estimated_limit);
+  out->set_samples(snap.samples);
+  out->set_dropped_samples(snap.dropped_samples);
+  out->set_windows(snap.windows);
+  out->set_gradient(snap.gradient);
+  out->set_long_rtt_seconds(absl::ToDoubleSeconds(snap.long_rtt));
+  out->set_short_rtt_seconds(absl::ToDoubleSeconds(snap.short_rtt));
+  out->set_probing(snap.probing);
+  out->set_probes(snap.probes);
+  out->set_calls_in_flight(a.calls_in_flight());
+}
+
 void Describe(const LimitState& s, size_t top,
               sluice::admin::v1::LimitStatus* out) {
   const LimitSettings& ls = s.settings();
@@ -107,6 +148,12 @@ void Describe(const LimitState& s, size_t top,
     out->set_in_flight(c->InFlight());
     out->set_queue_max(c->max_queue());
     out->set_queue_depth(c->QueueDepth());
+  }
+  if (s.concurrency_keyed() && s.concurrency() != nullptr) {
+    DescribeFairQueue(*s.concurrency(), ls, top, out->mutable_fair_queue());
+  }
+  if (const AdaptiveLimit* a = s.adaptive()) {
+    DescribeAdaptive(*a, out->mutable_adaptive());
   }
   out->set_messages_per_second(ls.messages_per_second);
   out->set_admitted(s.admitted.load());

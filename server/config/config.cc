@@ -576,6 +576,179 @@ bool CheckKeyPart(std::string* part, std::string* reason) {
   return true;
 }
 
+// A `key` list (the limit's or concurrency's) at `path`: each part
+// checked and lowered, no duplicates.
+void CheckKeyParts(google::protobuf::RepeatedPtrField<std::string>* key,
+                   const std::string& path, Errors* errors,
+                   std::vector<std::string>* out) {
+  absl::flat_hash_map<std::string, int> parts;
+  for (int k = 0; k < key->size(); ++k) {
+    const std::string key_path = absl::StrCat(path, "[", k, "]");
+    std::string* part = key->Mutable(k);
+    std::string reason;
+    if (!CheckKeyPart(part, &reason)) {
+      errors->Add(key_path, reason);
+      continue;
+    }
+    const auto [it, inserted] = parts.try_emplace(*part, k);
+    if (!inserted) {
+      errors->Add(key_path, absl::StrCat("duplicate key part ", Quote(*part),
+                                         " (first at key[", it->second, "])"));
+    }
+    out->push_back(*part);
+  }
+}
+
+constexpr uint32_t kDefaultAdaptiveMin = 1;
+constexpr uint32_t kDefaultAdaptiveInitial = 20;
+constexpr char kDefaultAdaptiveWindow[] = "100ms";
+constexpr uint32_t kDefaultAdaptiveWindowSamples = 10;
+constexpr double kDefaultAdaptiveSmoothing = 0.2;
+constexpr double kDefaultAdaptiveRttTolerance = 1.2;
+constexpr uint32_t kDefaultAdaptiveLongWindow = 600;
+constexpr char kDefaultAdaptiveProbeInterval[] = "30s";
+constexpr uint32_t kDefaultAdaptiveProbeSamples = 10;
+constexpr char kDefaultAdaptiveProbeTimeout[] = "2s";
+constexpr double kDefaultAdaptiveProbeJitter = 0.1;
+constexpr uint32_t kMaxAdaptiveLimit = 1000000;
+
+// concurrency.adaptive at `path`; fills in the defaults.
+void CheckAdaptive(pb::AdaptiveConcurrency* adaptive, const std::string& path,
+                   Errors* errors, AdaptiveConcurrencySettings* out) {
+  if (adaptive->min() == 0) adaptive->set_min(kDefaultAdaptiveMin);
+  if (adaptive->max() == 0) {
+    errors->Add(path + ".max", "required, > 0");
+  } else if (adaptive->max() > kMaxAdaptiveLimit) {
+    errors->Add(path + ".max",
+                OutOfRange(adaptive->max(), 1, kMaxAdaptiveLimit));
+  } else if (adaptive->min() > adaptive->max()) {
+    errors->Add(path + ".min", absl::StrCat(adaptive->min(),
+                                            " is larger than max ",
+                                            adaptive->max()));
+  }
+  if (adaptive->initial() == 0) {
+    adaptive->set_initial(std::clamp(kDefaultAdaptiveInitial, adaptive->min(),
+                                     std::max(adaptive->min(), adaptive->max())));
+  } else if (adaptive->initial() < adaptive->min() ||
+             (adaptive->max() > 0 && adaptive->initial() > adaptive->max())) {
+    errors->Add(path + ".initial",
+                absl::StrCat(adaptive->initial(), " is outside min..max (",
+                             adaptive->min(), "..", adaptive->max(), ")"));
+  }
+  out->min = adaptive->min();
+  out->max = adaptive->max();
+  out->initial = adaptive->initial();
+  out->window = Duration(adaptive->mutable_window(), kDefaultAdaptiveWindow,
+                         path + ".window", errors);
+  if (out->window == absl::ZeroDuration() &&
+      !errors->Dropped(path + ".window")) {
+    errors->Add(path + ".window", "must be > 0");
+  }
+  if (adaptive->window_samples() == 0) {
+    adaptive->set_window_samples(kDefaultAdaptiveWindowSamples);
+  }
+  out->window_samples = adaptive->window_samples();
+  if (adaptive->smoothing() == 0) {
+    adaptive->set_smoothing(kDefaultAdaptiveSmoothing);
+  }
+  if (!(adaptive->smoothing() > 0 && adaptive->smoothing() <= 1)) {
+    errors->Add(path + ".smoothing",
+                absl::StrCat(adaptive->smoothing(), " is outside (0, 1]"));
+  }
+  out->smoothing = adaptive->smoothing();
+  if (adaptive->rtt_tolerance() == 0) {
+    adaptive->set_rtt_tolerance(kDefaultAdaptiveRttTolerance);
+  }
+  if (!(adaptive->rtt_tolerance() >= 1 && adaptive->rtt_tolerance() <= 100)) {
+    errors->Add(path + ".rtt_tolerance",
+                absl::StrCat(adaptive->rtt_tolerance(), " is outside [1, 100]"));
+  }
+  out->rtt_tolerance = adaptive->rtt_tolerance();
+  if (adaptive->long_window() == 0) {
+    adaptive->set_long_window(kDefaultAdaptiveLongWindow);
+  }
+  out->long_window = adaptive->long_window();
+  out->probe_interval =
+      Duration(adaptive->mutable_probe_interval(),
+               kDefaultAdaptiveProbeInterval, path + ".probe_interval", errors);
+  if (adaptive->probe_samples() == 0) {
+    adaptive->set_probe_samples(kDefaultAdaptiveProbeSamples);
+  }
+  out->probe_samples = adaptive->probe_samples();
+  out->probe_timeout =
+      Duration(adaptive->mutable_probe_timeout(), kDefaultAdaptiveProbeTimeout,
+               path + ".probe_timeout", errors);
+  if (out->probe_timeout == absl::ZeroDuration() &&
+      !errors->Dropped(path + ".probe_timeout")) {
+    errors->Add(path + ".probe_timeout", "must be > 0");
+  }
+  if (!adaptive->has_probe_jitter()) {
+    adaptive->set_probe_jitter(kDefaultAdaptiveProbeJitter);
+  }
+  if (!(adaptive->probe_jitter() >= 0 && adaptive->probe_jitter() <= 0.5)) {
+    errors->Add(path + ".probe_jitter",
+                absl::StrCat(adaptive->probe_jitter(), " is outside [0, 0.5]"));
+  }
+  out->probe_jitter = adaptive->probe_jitter();
+}
+
+// A limit's `concurrency` at `path` (".concurrency"): the shared bounds,
+// fair queuing across keys, and the adaptive limit.
+void CheckConcurrency(pb::ConcurrencyLimit* concurrency,
+                      const std::string& path, Errors* errors,
+                      LimitSettings* out) {
+  if (concurrency->has_adaptive()) {
+    if (concurrency->max() != 0) {
+      errors->Add(path + ".max",
+                  "not with adaptive (the limit moves between adaptive.min "
+                  "and adaptive.max)");
+    }
+    out->concurrency_adaptive = true;
+    CheckAdaptive(concurrency->mutable_adaptive(), path + ".adaptive", errors,
+                  &out->adaptive);
+    // The limiter starts at the initial value; the adaptive limit moves it.
+    out->concurrency_max = std::max<int64_t>(1, out->adaptive.initial);
+  } else {
+    if (concurrency->max() == 0) errors->Add(path + ".max", "required, > 0");
+    out->concurrency_max = concurrency->max();
+  }
+  out->concurrency_queue = concurrency->queue();
+  out->concurrency_max_wait =
+      Duration(concurrency->mutable_max_wait(), kDefaultMaxWait,
+               path + ".max_wait", errors);
+  CheckKeyParts(concurrency->mutable_key(), path + ".key", errors,
+                &out->concurrency_key);
+  const bool keyed = concurrency->key_size() > 0;
+  if (concurrency->max_per_key() > 0) {
+    if (!keyed) {
+      errors->Add(path + ".max_per_key", "set only with concurrency.key");
+    } else if (!concurrency->has_adaptive() &&
+               concurrency->max_per_key() > concurrency->max()) {
+      errors->Add(path + ".max_per_key",
+                  absl::StrCat(concurrency->max_per_key(),
+                               " is larger than max ", concurrency->max()));
+    } else if (concurrency->has_adaptive() &&
+               concurrency->max_per_key() > concurrency->adaptive().max()) {
+      errors->Add(path + ".max_per_key",
+                  absl::StrCat(concurrency->max_per_key(),
+                               " is larger than adaptive.max ",
+                               concurrency->adaptive().max()));
+    }
+  }
+  out->concurrency_max_per_key = concurrency->max_per_key();
+  if (concurrency->max_queue_per_key() > 0) {
+    if (!keyed) {
+      errors->Add(path + ".max_queue_per_key",
+                  "set only with concurrency.key");
+    } else if (concurrency->max_queue_per_key() > concurrency->queue()) {
+      errors->Add(path + ".max_queue_per_key",
+                  absl::StrCat(concurrency->max_queue_per_key(),
+                               " is larger than queue ", concurrency->queue()));
+    }
+  }
+  out->concurrency_max_queue_per_key = concurrency->max_queue_per_key();
+}
+
 // Canonical text of a limit whose defaults are filled in: its JSON, with
 // the fields in field-number order.
 std::string LimitFingerprint(const pb::Limit& limit) {
@@ -701,15 +874,8 @@ void CheckLimit(pb::Limit* limit, const std::string& path, Errors* errors,
   }
 
   if (limit->has_concurrency()) {
-    pb::ConcurrencyLimit* concurrency = limit->mutable_concurrency();
-    if (concurrency->max() == 0) {
-      errors->Add(path + ".concurrency.max", "required, > 0");
-    }
-    out->concurrency_max = concurrency->max();
-    out->concurrency_queue = concurrency->queue();
-    out->concurrency_max_wait =
-        Duration(concurrency->mutable_max_wait(), kDefaultMaxWait,
-                 path + ".concurrency.max_wait", errors);
+    CheckConcurrency(limit->mutable_concurrency(), path + ".concurrency",
+                     errors, out);
   }
 
   if (limit->has_messages()) {
@@ -738,22 +904,7 @@ void CheckLimit(pb::Limit* limit, const std::string& path, Errors* errors,
       !errors->Dropped(path + ".rate")) {
     errors->Add(path + ".key", "key applies to rate only");
   }
-  absl::flat_hash_map<std::string, int> parts;
-  for (int k = 0; k < limit->key_size(); ++k) {
-    const std::string key_path = absl::StrCat(path, ".key[", k, "]");
-    std::string* part = limit->mutable_key(k);
-    std::string reason;
-    if (!CheckKeyPart(part, &reason)) {
-      errors->Add(key_path, reason);
-      continue;
-    }
-    const auto [it, inserted] = parts.try_emplace(*part, k);
-    if (!inserted) {
-      errors->Add(key_path, absl::StrCat("duplicate key part ", Quote(*part),
-                                         " (first at key[", it->second, "])"));
-    }
-    out->key.push_back(*part);
-  }
+  CheckKeyParts(limit->mutable_key(), path + ".key", errors, &out->key);
 
   if (limit->max_keys() == 0) limit->set_max_keys(kDefaultMaxKeys);
   if (limit->max_keys() > kMaxMaxKeys) {

@@ -74,6 +74,22 @@ struct ConnectionSettings {
 };
 
 // One limit with its defaults applied and durations parsed.
+// concurrency.adaptive (the fields of AdaptiveLimit::Settings).
+struct AdaptiveConcurrencySettings {
+  int64_t min = 1;
+  int64_t max = 0;
+  int64_t initial = 20;
+  absl::Duration window = absl::Milliseconds(100);
+  int64_t window_samples = 10;
+  double smoothing = 0.2;
+  double rtt_tolerance = 1.2;
+  int64_t long_window = 600;
+  absl::Duration probe_interval = absl::Seconds(30);
+  int64_t probe_samples = 10;
+  absl::Duration probe_timeout = absl::Seconds(2);
+  double probe_jitter = 0.1;
+};
+
 struct LimitSettings {
   std::string name;
   // rate: tokens per `rate_period` (0 count: no rate limit).
@@ -84,6 +100,14 @@ struct LimitSettings {
   int64_t concurrency_max = 0;
   int64_t concurrency_queue = 0;
   absl::Duration concurrency_max_wait = absl::Seconds(1);
+  // Fair queuing: key parts (as `key`); empty: one FIFO.
+  std::vector<std::string> concurrency_key;
+  int64_t concurrency_max_per_key = 0;        // 0: none
+  int64_t concurrency_max_queue_per_key = 0;  // 0: only concurrency_queue
+  // Adaptive: concurrency_max is then adaptive.initial (the limiter's
+  // starting value), and the limit moves between adaptive.min and .max.
+  bool concurrency_adaptive = false;
+  AdaptiveConcurrencySettings adaptive;
   // messages (0 per_second: none).
   int64_t messages_per_second = 0;
   int64_t messages_burst = 0;

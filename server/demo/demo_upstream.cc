@@ -13,6 +13,8 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
+#include "sluice/demo/v1/capacity.grpc.pb.h"
+#include "sluice/demo/v1/capacity.pb.h"
 #include "sluice/demo/v1/ticker.pb.h"
 
 namespace sluice::demo {
@@ -36,6 +38,7 @@ namespace {
     kServedProtoFiles[] = {
         &descriptor_table_grpc_2ftesting_2ftest_2eproto,
         &descriptor_table_sluice_2fdemo_2fv1_2fticker_2eproto,
+        &descriptor_table_sluice_2fdemo_2fv1_2fcapacity_2eproto,
         &descriptor_table_grpc_2fhealth_2fv1_2fhealth_2eproto,
 };
 
@@ -47,6 +50,7 @@ absl::Status CheckServicesDescribable() {
       google::protobuf::DescriptorPool::generated_pool();
   for (const char* service : {grpc::testing::TestService::service_full_name(),
                               sluice::demo::v1::Ticker::service_full_name(),
+                              sluice::demo::v1::Capacity::service_full_name(),
                               grpc::health::v1::Health::service_full_name()}) {
     if (pool->FindServiceByName(service) == nullptr) {
       return absl::InternalError(absl::StrCat(
@@ -105,6 +109,7 @@ absl::StatusOr<int> DemoUpstream::Start(
   }
   builder.RegisterService(&test_service_);
   builder.RegisterService(&ticker_service_);
+  builder.RegisterService(&capacity_service_);
 
   const bool health_was_enabled = grpc::DefaultHealthCheckServiceEnabled();
   grpc::EnableDefaultHealthCheckService(true);

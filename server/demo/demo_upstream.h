@@ -12,13 +12,17 @@
 #include "absl/time/time.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
+#include "server/demo/capacity_model.h"
+#include "server/demo/capacity_service.h"
 #include "server/demo/test_service.h"
 #include "server/demo/ticker_service.h"
 
 namespace sluice::demo {
 
 // Owns a grpc::Server serving, on one port (plaintext by default):
-// grpc.testing.TestService, sluice.demo.v1.Ticker, grpc.health.v1.Health
+// grpc.testing.TestService, sluice.demo.v1.Ticker, sluice.demo.v1.Capacity
+// (the TestService's capacity mode, changed at run time),
+// grpc.health.v1.Health
 // (gRPC's default service: "" and both service names SERVING; NOT_SERVING
 // once Shutdown starts) and server reflection (grpc.reflection.v1alpha).
 //
@@ -69,12 +73,15 @@ class DemoUpstream {
 
   TestService& test_service() { return test_service_; }
   TickerService& ticker_service() { return ticker_service_; }
+  // The unary methods' capacity mode (off unless set).
+  CapacityModel& capacity() { return test_service_.capacity(); }
   // Null before Start.
   grpc::Server* server() { return server_.get(); }
 
  private:
   TestService test_service_;
   TickerService ticker_service_;
+  CapacityService capacity_service_{&test_service_.capacity()};
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::string address_;

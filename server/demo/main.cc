@@ -3,8 +3,10 @@
 //
 //   demo_upstream --listen=127.0.0.1:0 --ready_file=/tmp/upstream.json
 //   demo_upstream --tls_cert=server.pem --tls_key=server.key   # TLS
+//   demo_upstream --capacity=20 --service_time=10ms   # capacity mode
 #include <signal.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -35,6 +37,13 @@ ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain: serve TLS instead of plaintext (with "
           "--tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(int64_t, capacity, 0,
+          "capacity mode: serve this many unary TestService calls at once "
+          "in --service_time each, slower beyond (a call started with k in "
+          "flight takes service_time * k / capacity); 0: off. Changed at "
+          "run time by sluice.demo.v1.Capacity/Set");
+ABSL_FLAG(absl::Duration, service_time, absl::Milliseconds(10),
+          "capacity mode: how long a unary call takes at full speed");
 ABSL_FLAG(absl::Duration, min_ping_interval, absl::ZeroDuration(),
           "shortest interval between HTTP/2 pings without data the server "
           "tolerates (e.g. 500ms, for a client keepalive that fast); 0: "
@@ -106,6 +115,15 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   sluice::demo::DemoUpstream upstream;
+  if (absl::GetFlag(FLAGS_capacity) < 0 ||
+      absl::GetFlag(FLAGS_service_time) <= absl::ZeroDuration()) {
+    std::cerr << "demo-upstream: --capacity must be >= 0 and --service_time "
+                 "> 0"
+              << std::endl;
+    return 2;
+  }
+  upstream.capacity().Set({absl::GetFlag(FLAGS_capacity),
+                           absl::GetFlag(FLAGS_service_time)});
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       Credentials();
   if (!credentials.ok()) {

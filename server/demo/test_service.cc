@@ -111,25 +111,73 @@ grpc::Status HandleSimpleRequest(grpc::CallbackServerContext* context,
 }
 
 // A unary call: counts itself and frees itself in OnDone. The handler
-// calls Finish before returning it.
+// calls Serve (or Finish) before returning it. Serve finishes at once, or,
+// in capacity mode, after the model's service time on a grpc::Alarm; a
+// cancel cuts the wait short (CANCELLED). OnDone comes only after Finish,
+// which only the alarm's callback calls once an alarm is set, so the
+// reactor is never freed with its alarm pending.
 class UnaryReactor final : public grpc::ServerUnaryReactor {
  public:
   UnaryReactor(CallStats* stats, Method method,
-               grpc::CallbackServerContext* context)
-      : stats_(stats), method_(method) {
+               grpc::CallbackServerContext* context,
+               CapacityModel* capacity = nullptr)
+      : stats_(stats), method_(method), capacity_(capacity) {
     RecordStart(stats_, method_, context);
     EchoMetadata(context);
   }
 
-  void OnCancel() override { stats_->RecordCancel(method_); }
+  void Serve(grpc::Status status) {
+    const absl::Duration delay =
+        capacity_ != nullptr ? capacity_->Start() : absl::ZeroDuration();
+    if (delay <= absl::ZeroDuration()) {
+      Finish(status);
+      return;
+    }
+    absl::MutexLock lock(&mu_);
+    status_ = std::move(status);
+    alarm_pending_ = true;
+    alarm_.Set(gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                            gpr_time_from_micros(
+                                absl::ToInt64Microseconds(delay), GPR_TIMESPAN)),
+               [this](bool ok) { OnServed(ok); });
+  }
+
+  void OnCancel() override {
+    stats_->RecordCancel(method_);
+    bool pending;
+    {
+      absl::MutexLock lock(&mu_);
+      pending = alarm_pending_;
+    }
+    // Outside the lock: Cancel may run the callback. `this` stays valid
+    // until OnCancel returns (OnDone comes last).
+    if (pending) alarm_.Cancel();
+  }
   void OnDone() override {
     stats_->RecordDone(method_);
     delete this;
   }
 
  private:
+  void OnServed(bool ok) {
+    capacity_->Finish();
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      alarm_pending_ = false;
+      status = ok ? status_
+                  : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    }
+    Finish(status);
+  }
+
   CallStats* const stats_;
   const Method method_;
+  CapacityModel* const capacity_;
+  grpc::Alarm alarm_;
+  absl::Mutex mu_;
+  bool alarm_pending_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
 // The write side shared by StreamingOutputCall, FullDuplexCall and
@@ -487,25 +535,26 @@ TestService::~TestService() = default;
 grpc::ServerUnaryReactor* TestService::EmptyCall(
     grpc::CallbackServerContext* context, const Empty* /*request*/,
     Empty* /*response*/) {
-  auto* reactor = new UnaryReactor(&stats_, kEmptyCall, context);
-  reactor->Finish(grpc::Status::OK);
+  auto* reactor = new UnaryReactor(&stats_, kEmptyCall, context, &capacity_);
+  reactor->Serve(grpc::Status::OK);
   return reactor;
 }
 
 grpc::ServerUnaryReactor* TestService::UnaryCall(
     grpc::CallbackServerContext* context, const SimpleRequest* request,
     SimpleResponse* response) {
-  auto* reactor = new UnaryReactor(&stats_, kUnaryCall, context);
-  reactor->Finish(HandleSimpleRequest(context, *request, response));
+  auto* reactor = new UnaryReactor(&stats_, kUnaryCall, context, &capacity_);
+  reactor->Serve(HandleSimpleRequest(context, *request, response));
   return reactor;
 }
 
 grpc::ServerUnaryReactor* TestService::CacheableUnaryCall(
     grpc::CallbackServerContext* context, const SimpleRequest* request,
     SimpleResponse* response) {
-  auto* reactor = new UnaryReactor(&stats_, kCacheableUnaryCall, context);
+  auto* reactor =
+      new UnaryReactor(&stats_, kCacheableUnaryCall, context, &capacity_);
   context->AddInitialMetadata("cache-control", "max-age=60, public");
-  reactor->Finish(HandleSimpleRequest(context, *request, response));
+  reactor->Serve(HandleSimpleRequest(context, *request, response));
   return reactor;
 }
 

@@ -11,6 +11,7 @@
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"
 #include "server/demo/call_record.h"
+#include "server/demo/capacity_model.h"
 #include "server/demo/call_stats.h"
 
 namespace sluice::demo {
@@ -39,6 +40,9 @@ namespace sluice::demo {
 //   send initial metadata at once. Negative sizes or intervals, sizes over
 //   64 MiB and unknown payload types: INVALID_ARGUMENT.
 //   `expect_compressed` is not checked.
+// - Capacity mode (capacity(), off by default): the unary methods take the
+//   CapacityModel's service time (N calls at once at full speed, slower
+//   beyond) before they answer, waiting on a grpc::Alarm.
 //
 // Streams write one message at a time (the next only after OnWriteDone) and
 // wait with grpc::Alarm callbacks, so an idle or waiting stream holds no
@@ -112,8 +116,13 @@ class TestService final : public grpc::testing::TestService::CallbackService {
   // Everything above, plus Await on any condition of the counters.
   const CallStats& stats() const { return stats_; }
 
+  // The unary methods' capacity mode (thread-safe; the Capacity service
+  // changes it at run time).
+  CapacityModel& capacity() { return capacity_; }
+
  private:
   CallStats stats_;
+  CapacityModel capacity_;
 };
 
 }  // namespace sluice::demo

@@ -39,17 +39,53 @@ LimitState::LimitState(std::string route, const LimitSettings& settings,
     }
   }
   if (settings.concurrency_max > 0) {
+    if (settings.concurrency_adaptive) {
+      if (previous != nullptr && previous->adaptive_ != nullptr) {
+        adaptive_ = previous->adaptive_;
+        adaptive_->Reconfigure(AdaptiveSettings(settings.adaptive));
+      } else {
+        adaptive_ = std::make_shared<AdaptiveLimit>(
+            AdaptiveSettings(settings.adaptive), clock_);
+      }
+    }
+    ConcurrencyLimiter::Limits limits;
+    limits.max_in_flight =
+        adaptive_ != nullptr ? adaptive_->limit() : settings.concurrency_max;
+    limits.max_queue = settings.concurrency_queue;
+    limits.max_per_key = settings.concurrency_max_per_key;
+    limits.max_queue_per_key = settings.concurrency_max_queue_per_key;
+    limits.max_keys = settings.max_keys;
     if (previous != nullptr && previous->concurrency_ != nullptr) {
       // Permits held (and waiters queued) under the old definition count
       // against the new one.
       concurrency_ = previous->concurrency_;
-      concurrency_->SetLimits(settings.concurrency_max,
-                              settings.concurrency_queue);
+      if (previous->adaptive_ != nullptr && adaptive_ == nullptr) {
+        previous->adaptive_->Follow(nullptr);  // a fixed max from now on
+      }
+      concurrency_->SetLimits(limits);
     } else {
-      concurrency_ = std::make_shared<ConcurrencyLimiter>(
-          settings.concurrency_max, settings.concurrency_queue);
+      concurrency_ = std::make_shared<ConcurrencyLimiter>(limits);
     }
+    if (adaptive_ != nullptr) adaptive_->Follow(concurrency_);
   }
+}
+
+AdaptiveLimit::Settings LimitState::AdaptiveSettings(
+    const AdaptiveConcurrencySettings& config) {
+  AdaptiveLimit::Settings settings;
+  settings.min_limit = config.min;
+  settings.max_limit = config.max;
+  settings.initial_limit = config.initial;
+  settings.smoothing = config.smoothing;
+  settings.rtt_tolerance = config.rtt_tolerance;
+  settings.long_window = config.long_window;
+  settings.window = config.window;
+  settings.window_samples = config.window_samples;
+  settings.probe_interval = config.probe_interval;
+  settings.probe_jitter = config.probe_jitter;
+  settings.probe_samples = config.probe_samples;
+  settings.probe_timeout = config.probe_timeout;
+  return settings;
 }
 
 bool LimitState::RateCompatible(const LimitState& previous) const {
@@ -163,6 +199,11 @@ absl::Status LimitState::Override(std::optional<double> rate_per_second,
   }
   if (burst && *burst < 1) {
     return absl::InvalidArgumentError("burst must be >= 1");
+  }
+  if (concurrency_max && adaptive_ != nullptr) {
+    return absl::FailedPreconditionError(
+        "this limit is adaptive: its concurrency max follows the upstream "
+        "(change adaptive.min/max in the config)");
   }
   if (concurrency_max && *concurrency_max < 1) {
     return absl::InvalidArgumentError("concurrency_max must be >= 1");

@@ -15,8 +15,11 @@
 // in place; in both cases:
 // - one ConcurrencyLimiter serves the old and the new state (calls of the
 //   old snapshot still hold and take permits from it), with the new
-//   max/queue applied by SetLimits: permits held count against the new
-//   maximum and waiters stay queued in order;
+//   bounds applied by SetLimits: permits held count against the new
+//   maximum and waiters stay queued in their keys' order;
+// - likewise one AdaptiveLimit (concurrency.adaptive) serves both, with
+//   the new settings applied by Reconfigure: its estimate and long RTT
+//   carry over, and it alone drives the limiter's maximum;
 // - the rate table lives in a cell shared by the old and new state; a new
 //   definition replaces the table in the cell by one that carries every
 //   bucket's debt scaled to the new rate (TokenBucket::Config::CarryTat;
@@ -43,6 +46,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "server/config/config.h"
+#include "server/limits/adaptive_limit.h"
 #include "server/limits/clock.h"
 #include "server/limits/concurrency_limiter.h"
 #include "server/limits/global_rate_limiter.h"
@@ -82,6 +86,17 @@ class LimitState {
   bool keyed() const { return !settings_.key.empty(); }
   // Null when the limit has no concurrency part.
   ConcurrencyLimiter* concurrency() { return concurrency_.get(); }
+  const ConcurrencyLimiter* concurrency() const { return concurrency_.get(); }
+  // Whether the concurrency part queues per key (settings().concurrency_key
+  // names the parts; the limit's default_key stands for a missing one).
+  bool concurrency_keyed() const { return !settings_.concurrency_key.empty(); }
+  // Null unless the concurrency part is adaptive. Its limit() is the
+  // limiter's max_in_flight; calls report to it through StartCall().
+  AdaptiveLimit* adaptive() { return adaptive_.get(); }
+  const AdaptiveLimit* adaptive() const { return adaptive_.get(); }
+  // The AdaptiveLimit settings of a concurrency.adaptive config.
+  static AdaptiveLimit::Settings AdaptiveSettings(
+      const AdaptiveConcurrencySettings& config);
   // Non-null for a global rate (scope: global with a Redis client); then
   // the rate is taken through it instead of TakeRate().
   GlobalRateLimiter* global() { return global_.get(); }
@@ -172,6 +187,7 @@ class LimitState {
   const LimitSettings settings_;
   std::shared_ptr<RateCell> rate_;  // null without a rate part
   std::shared_ptr<ConcurrencyLimiter> concurrency_;
+  std::shared_ptr<AdaptiveLimit> adaptive_;  // null unless adaptive
   std::unique_ptr<GlobalRateLimiter> global_;
   std::atomic<bool> overridden_{false};
   mutable absl::Mutex mu_;  // serializes overrides of this state

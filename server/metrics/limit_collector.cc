@@ -5,7 +5,10 @@
 #include <string>
 #include <utility>
 
+#include "absl/time/time.h"
+#include "server/limits/adaptive_limit.h"
 #include "server/limits/clock.h"
+#include "server/limits/concurrency_limiter.h"
 #include "server/limits/redis_client.h"
 #include "server/metrics/series_plan.h"
 
@@ -76,6 +79,40 @@ std::vector<prometheus::MetricFamily> LimitCollector::Collect() const {
              "Tokens a global limit with lease > 1 holds locally (leased from "
              "Redis, not spent yet).",
              MetricType::Gauge);
+  auto queue_keys =
+      Family("sluice_limit_queue_keys",
+             "Keys holding a permit or queued in a concurrency limit with a "
+             "key (fair queuing; bounded by max_keys).",
+             MetricType::Gauge);
+  auto key_queue_full =
+      Family("sluice_limit_key_queue_full_total",
+             "Calls a keyed concurrency limit rejected because their key's "
+             "queue was full (max_queue_per_key).",
+             MetricType::Counter);
+  auto adaptive_limit =
+      Family("sluice_adaptive_limit",
+             "The current value of an adaptive concurrency limit (its min "
+             "while probing the no-load latency).",
+             MetricType::Gauge);
+  auto adaptive_gradient =
+      Family("sluice_adaptive_limit_gradient",
+             "An adaptive limit's last gradient, 0.5..1 (1: the upstream "
+             "does not queue).",
+             MetricType::Gauge);
+  auto adaptive_rtt =
+      Family("sluice_adaptive_limit_rtt_seconds",
+             "An adaptive limit's no-load (window=long) and last window's "
+             "(window=short) round-trip time.",
+             MetricType::Gauge);
+  auto adaptive_samples =
+      Family("sluice_adaptive_limit_samples_total",
+             "Unary calls' samples an adaptive limit took; dropped=true: "
+             "timed out or shed by the upstream.",
+             MetricType::Counter);
+  auto adaptive_probes =
+      Family("sluice_adaptive_limit_probes_total",
+             "Probes that re-measured an adaptive limit's no-load latency.",
+             MetricType::Counter);
   const int64_t now = RealClock::Get().NowNanos();
   // Only the series each limit's settings make possible (series_plan.h),
   // all of them from the moment the limit is bound: at 0 for a new limit.
@@ -120,6 +157,38 @@ std::vector<prometheus::MetricFamily> LimitCollector::Collect() const {
         queue.metric.push_back(Sample(*s, c->QueueDepth(), MetricType::Gauge));
       }
     }
+    if (plan.queue_keys && s->concurrency() != nullptr) {
+      const ConcurrencyLimiter::Stats stats = s->concurrency()->GetStats();
+      queue_keys.metric.push_back(
+          Sample(*s, static_cast<double>(stats.keys), MetricType::Gauge));
+      key_queue_full.metric.push_back(
+          Sample(*s, static_cast<double>(stats.rejected_key_queue_full),
+                 MetricType::Counter));
+    }
+    if (plan.adaptive && s->adaptive() != nullptr) {
+      const AdaptiveLimit::Snapshot a = s->adaptive()->GetSnapshot();
+      adaptive_limit.metric.push_back(
+          Sample(*s, static_cast<double>(a.limit), MetricType::Gauge));
+      adaptive_gradient.metric.push_back(
+          Sample(*s, a.gradient, MetricType::Gauge));
+      for (const auto& [window, rtt] :
+           {std::pair{"long", a.long_rtt}, std::pair{"short", a.short_rtt}}) {
+        prometheus::ClientMetric m =
+            Sample(*s, absl::ToDoubleSeconds(rtt), MetricType::Gauge);
+        m.label.push_back({"window", window});
+        adaptive_rtt.metric.push_back(std::move(m));
+      }
+      for (const auto& [dropped, count] :
+           {std::pair{"false", a.samples - a.dropped_samples},
+            std::pair{"true", a.dropped_samples}}) {
+        prometheus::ClientMetric m =
+            Sample(*s, static_cast<double>(count), MetricType::Counter);
+        m.label.push_back({"dropped", dropped});
+        adaptive_samples.metric.push_back(std::move(m));
+      }
+      adaptive_probes.metric.push_back(
+          Sample(*s, static_cast<double>(a.probes), MetricType::Counter));
+    }
     if (plan.keys) {
       keys.metric.push_back(Sample(*s, s->KeyCount(), MetricType::Gauge));
       key_overflow.metric.push_back(Sample(
@@ -128,7 +197,9 @@ std::vector<prometheus::MetricFamily> LimitCollector::Collect() const {
   }
   std::vector<prometheus::MetricFamily> out;
   for (auto* f : {&decisions, &in_flight, &queue, &keys, &key_overflow,
-                  &fallback, &redis_state, &lease_tokens}) {
+                  &fallback, &redis_state, &lease_tokens, &queue_keys,
+                  &key_queue_full, &adaptive_limit, &adaptive_gradient,
+                  &adaptive_rtt, &adaptive_samples, &adaptive_probes}) {
     if (!f->metric.empty()) out.push_back(std::move(*f));
   }
   // Only global limits send requests to Redis: without one, no Redis series

@@ -24,6 +24,9 @@ LimitSeriesPlan PlanLimitSeries(const LimitSettings& limit) {
   // the limit's local keyed buckets are never used.
   p.keys = rate && !limit.key.empty() && !limit.global;
   p.fallback_active = rate && limit.global;
+  // A dry-run limit never queues, so it has no per-key queues to show.
+  p.queue_keys = concurrency && !limit.concurrency_key.empty() && !dry;
+  p.adaptive = concurrency && limit.concurrency_adaptive;
   p.paces_to_client = pace && !dry;
   p.paces_to_upstream = pace && !dry && limit.messages_client_to_upstream;
   return p;

@@ -43,6 +43,14 @@ struct LimitSeriesPlan {
   bool queue_wait = false;
   bool keys = false;
   bool fallback_active = false;
+  // sluice_limit_queue_keys, sluice_limit_key_queue_full_total (a
+  // concurrency part with a key: fair queuing)
+  bool queue_keys = false;
+  // sluice_adaptive_limit, sluice_adaptive_limit_gradient,
+  // sluice_adaptive_limit_rtt_seconds{window},
+  // sluice_adaptive_limit_samples_total{dropped},
+  // sluice_adaptive_limit_probes_total (concurrency.adaptive)
+  bool adaptive = false;
   // Whether the limit holds reads back (sluice_stream_paced_seconds_total
   // of its route, by direction).
   bool paces_to_client = false;

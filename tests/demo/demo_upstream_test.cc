@@ -768,7 +768,8 @@ TEST_F(DemoUpstreamTest, ReflectionListsServices) {
       reflection.ListServices(),
       ::testing::UnorderedElementsAre(
           "grpc.testing.TestService", "sluice.demo.v1.Ticker",
-          "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"));
+          "sluice.demo.v1.Capacity", "grpc.health.v1.Health",
+          "grpc.reflection.v1alpha.ServerReflection"));
 }
 
 // grpcurl's `describe`: every listed service resolves by
@@ -777,7 +778,7 @@ TEST_F(DemoUpstreamTest, ReflectionDescribesEveryListedService) {
   ReflectionClient reflection(channel_);
   ASSERT_TRUE(reflection.ok());
   const std::vector<std::string> services = reflection.ListServices();
-  ASSERT_EQ(services.size(), 4u);
+  ASSERT_EQ(services.size(), 5u);
   std::vector<std::string> asks;
   for (const std::string& service : services) {
     asks.push_back(absl::StrCat("file_containing_symbol: \"", service, "\""));

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "server/config/config.h"
+#include "server/limits/adaptive_limit.h"
 #include "server/limits/clock.h"
 #include "server/limits/concurrency_limiter.h"
 #include "server/limits/limit_registry.h"
@@ -368,6 +369,102 @@ TEST(LimitRegistryCarryTest, AReloadCarriesPermitsDebtAndCounters) {
   std::shared_ptr<LimitState> again = registry.Bind(*second)[0][0];
   EXPECT_TRUE(again->TakeRate("", clock).admitted);
   EXPECT_EQ(again->admitted.load(), 0);
+}
+
+// Concurrency with fair queuing and an adaptive maximum (issue 20).
+
+LimitSettings KeyedConcurrency(int64_t max, int64_t queue, int64_t per_key,
+                               int64_t queue_per_key) {
+  LimitSettings s = Concurrency(max, queue);
+  s.concurrency_key = {"header:x-tenant"};
+  s.concurrency_max_per_key = per_key;
+  s.concurrency_max_queue_per_key = queue_per_key;
+  s.max_keys = 7;
+  return s;
+}
+
+LimitSettings Adaptive(int64_t min, int64_t max, int64_t initial) {
+  LimitSettings s = Concurrency(initial, 10);
+  s.concurrency_adaptive = true;
+  s.adaptive.min = min;
+  s.adaptive.max = max;
+  s.adaptive.initial = initial;
+  s.adaptive.probe_interval = absl::ZeroDuration();
+  return s;
+}
+
+// Windows of fast unary calls, each started at the current limit.
+void FeedFastCalls(LimitState& state, SimulatedClock& clock, int n) {
+  for (int i = 0; i < n; ++i) {
+    std::vector<AdaptiveLimit::Call> calls;
+    const int64_t limit = state.adaptive()->limit();
+    for (int64_t j = 0; j < limit; ++j) calls.push_back(state.adaptive()->StartCall());
+    clock.Advance(absl::Milliseconds(10));
+    for (auto& call : calls) call.Finish(false);
+  }
+}
+
+TEST(LimitStateFairTest, KeyedConcurrencyHasPerKeyBounds) {
+  SimulatedClock clock;
+  LimitState state("route", KeyedConcurrency(10, 20, 3, 4), nullptr, "",
+                   nullptr, &clock);
+  EXPECT_TRUE(state.concurrency_keyed());
+  EXPECT_EQ(state.adaptive(), nullptr);
+  const ConcurrencyLimiter::Limits limits = state.concurrency()->limits();
+  EXPECT_EQ(limits.max_in_flight, 10);
+  EXPECT_EQ(limits.max_queue, 20);
+  EXPECT_EQ(limits.max_per_key, 3);
+  EXPECT_EQ(limits.max_queue_per_key, 4);
+  EXPECT_EQ(limits.max_keys, 7);
+  // A reload that changes the per-key bounds keeps the permits.
+  ConcurrencyLimiter::Permit p = state.concurrency()->TryAcquirePermit("a");
+  LimitState next("route", KeyedConcurrency(10, 20, 1, 4), nullptr, "", &state,
+                  &clock);
+  EXPECT_EQ(next.concurrency(), state.concurrency());
+  EXPECT_EQ(next.concurrency()->limits().max_per_key, 1);
+  EXPECT_FALSE(next.concurrency()->TryAcquirePermit("a"));  // a holds 1
+  EXPECT_TRUE(next.concurrency()->TryAcquirePermit("b"));
+}
+
+TEST(LimitStateFairTest, TheAdaptiveLimitDrivesTheLimiter) {
+  SimulatedClock clock(kSecond);
+  LimitSettings settings = Adaptive(2, 100, 5);
+  settings.dry_run = true;  // computed and applied to the limiter all the same
+  LimitState state("route", settings, nullptr, "", nullptr, &clock);
+  ASSERT_NE(state.adaptive(), nullptr);
+  EXPECT_EQ(state.concurrency()->max_in_flight(), 5);
+  FeedFastCalls(state, clock, 200);
+  EXPECT_GT(state.adaptive()->limit(), 5);
+  EXPECT_EQ(state.concurrency()->max_in_flight(), state.adaptive()->limit());
+  // An override of the maximum would fight the adaptive limit.
+  EXPECT_EQ(state.Override(std::nullopt, std::nullopt, 7, std::nullopt).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(state.Override(std::nullopt, std::nullopt, std::nullopt, 3).ok());
+  EXPECT_EQ(state.concurrency()->max_queue(), 3);
+}
+
+TEST(LimitStateFairTest, AReloadKeepsTheAdaptiveEstimate) {
+  SimulatedClock clock(kSecond);
+  auto first = std::make_shared<LimitState>("route", Adaptive(2, 100, 5),
+                                            nullptr, "", nullptr, &clock);
+  FeedFastCalls(*first, clock, 200);
+  const int64_t learned = first->adaptive()->limit();
+  ASSERT_GT(learned, 8);
+  // New bounds: the same adaptive limit, its estimate clamped.
+  auto second = std::make_shared<LimitState>("route", Adaptive(2, 8, 5),
+                                             nullptr, "", first.get(), &clock);
+  EXPECT_EQ(second->adaptive(), first->adaptive());
+  EXPECT_EQ(second->adaptive()->limit(), 8);
+  EXPECT_EQ(second->concurrency()->max_in_flight(), 8);
+  // Back to a fixed maximum: the adaptive limit no longer moves it, even
+  // fed by calls of the old generation.
+  auto fixed = std::make_shared<LimitState>("route", Concurrency(50, 10),
+                                            nullptr, "", second.get(), &clock);
+  EXPECT_EQ(fixed->adaptive(), nullptr);
+  EXPECT_EQ(fixed->concurrency(), first->concurrency());
+  EXPECT_EQ(fixed->concurrency()->max_in_flight(), 50);
+  FeedFastCalls(*second, clock, 50);
+  EXPECT_EQ(fixed->concurrency()->max_in_flight(), 50);
 }
 
 }  // namespace

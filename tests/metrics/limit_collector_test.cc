@@ -84,6 +84,36 @@ TEST_F(LimitCollectorTest, AConcurrencyLimitQueuesEvenWithQueueZero) {
             AtZero(expected));
 }
 
+TEST_F(LimitCollectorTest, AKeyedAdaptiveConcurrencyLimit) {
+  const std::vector<std::string> series = Bind(
+      "      - {name: a, concurrency: {queue: 10, key: [peer], "
+      "max_queue_per_key: 2, adaptive: {min: 2, max: 50, initial: 7}}}\n");
+  for (const std::string& line : std::vector<std::string>{
+           Gauge("sluice_limit_queue_keys", "a") + " 0",
+           Gauge("sluice_limit_key_queue_full_total", "a") + " 0",
+           Gauge("sluice_adaptive_limit", "a") + " 7",
+           Gauge("sluice_adaptive_limit_gradient", "a") + " 1",
+           Gauge("sluice_adaptive_limit_probes_total", "a") + " 0",
+           "sluice_adaptive_limit_rtt_seconds{limit=\"a\",route=\"r\","
+           "window=\"long\"} 0",
+           "sluice_adaptive_limit_rtt_seconds{limit=\"a\",route=\"r\","
+           "window=\"short\"} 0",
+           "sluice_adaptive_limit_samples_total{dropped=\"false\",limit=\"a\","
+           "route=\"r\"} 0",
+           "sluice_adaptive_limit_samples_total{dropped=\"true\",limit=\"a\","
+           "route=\"r\"} 0",
+       }) {
+    EXPECT_NE(std::find(series.begin(), series.end(), line), series.end())
+        << line;
+  }
+  // An unkeyed, fixed limit has none of them.
+  for (const std::string& line :
+       Bind("      - {name: c, concurrency: {max: 2}}\n")) {
+    EXPECT_EQ(line.find("adaptive"), std::string::npos) << line;
+    EXPECT_EQ(line.find("queue_keys"), std::string::npos) << line;
+  }
+}
+
 TEST_F(LimitCollectorTest, APaceModeMessageLimitDecidesNothing) {
   EXPECT_EQ(Bind("      - {name: p, messages: {per_second: 10}}\n"),
             std::vector<std::string>());
