@@ -1,6 +1,8 @@
 #include "server/proxy/admission.h"
 
 #include <algorithm>
+#include <optional>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -37,6 +39,7 @@ void CallAdmission::Stop() {
   }
   stage_ = Stage::kStopped;
   permits_.clear();  // each goes back once: here or in the destructor
+  adaptive_calls_.clear();  // an ended call is no latency sample
 }
 
 void CallAdmission::AddRateHeaders(grpc::ServerContext& ctx,
@@ -107,7 +110,9 @@ void CallAdmission::Continue() {
       LimitState* limit = limits[rate_index_].get();
       if (!limit->has_rate()) continue;
       const std::string key =
-          limit->keyed() ? host_->LimitKey(limit->settings()) : std::string();
+          limit->keyed() ? host_->LimitKey(limit->settings().key,
+                                           limit->settings().default_key)
+                         : std::string();
       if (GlobalRateLimiter* global = limit->global()) {
         stage_ = Stage::kGlobalReply;
         host_->Hold();  // until the reply's event is delivered
@@ -140,9 +145,15 @@ void CallAdmission::Continue() {
     ConcurrencyLimiter* c = limit.concurrency();
     if (c == nullptr) continue;
     const LimitSettings& ls = limit.settings();
+    std::optional<std::string> key;
+    if (limit.concurrency_keyed()) {
+      key = host_->LimitKey(ls.concurrency_key, ls.default_key);
+    }
     if (ls.dry_run) {
-      if (c->TryAcquire()) {
-        permits_.push_back(ConcurrencyLimiter::Permit::Adopt(c));
+      ConcurrencyLimiter::Permit permit =
+          key ? c->TryAcquirePermit(*key) : c->TryAcquirePermit();
+      if (permit) {
+        permits_.push_back(std::move(permit));
         limit.admitted.fetch_add(1, std::memory_order_relaxed);
       } else {
         limit.dry_run_rejected.fetch_add(1, std::memory_order_relaxed);
@@ -159,9 +170,11 @@ void CallAdmission::Continue() {
                                      absl::Now()));
     }
     QueueWait* wait = nullptr;
-    switch (QueueWait::Enqueue(c, this, cq_, until, &wait)) {
+    ConcurrencyLimiter::Permit permit;
+    switch (QueueWait::Enqueue(c, key ? &*key : nullptr, this, cq_, until,
+                               &wait, &permit)) {
       case ConcurrencyLimiter::AcquireResult::kAcquired:
-        permits_.push_back(ConcurrencyLimiter::Permit::Adopt(c));
+        permits_.push_back(std::move(permit));
         limit.admitted.fetch_add(1, std::memory_order_relaxed);
         continue;
       case ConcurrencyLimiter::AcquireResult::kRejectedQueueFull:
@@ -170,7 +183,10 @@ void CallAdmission::Continue() {
                             absl::StrCat("sluice: concurrency limit \"",
                                          ls.name, "\" of route \"",
                                          route_->name,
-                                         "\" reached and its queue is full")),
+                                         key ? "\" reached and the queue of "
+                                               "this key or the limit is full"
+                                             : "\" reached and its queue is "
+                                               "full")),
                Reason::kConcurrencyLimited,
                static_cast<int>(concurrency_index_),
                /*rate_headers=*/header_limit_ != nullptr);
@@ -233,6 +249,21 @@ void CallAdmission::OnQueueTimedOut() {
                           route_->name, "\"")),
          Reason::kQueueTimeout, static_cast<int>(concurrency_index_),
          /*rate_headers=*/header_limit_ != nullptr);
+}
+
+void CallAdmission::StartUpstream() {
+  for (const auto& limit : *limits_) {
+    if (AdaptiveLimit* a = limit->adaptive()) {
+      adaptive_calls_.push_back(a->StartCall());
+    }
+  }
+}
+
+void CallAdmission::EndUpstream(bool sample, bool dropped) {
+  if (sample) {
+    for (AdaptiveLimit::Call& call : adaptive_calls_) call.Finish(dropped);
+  }
+  adaptive_calls_.clear();  // no sample: only stops counting
 }
 
 }  // namespace sluice

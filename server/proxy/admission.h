@@ -10,6 +10,7 @@
 #include "grpcpp/completion_queue.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/status.h"
+#include "server/limits/adaptive_limit.h"
 #include "server/limits/concurrency_limiter.h"
 #include "server/limits/global_rate_limiter.h"
 #include "server/limits/token_bucket.h"
@@ -37,8 +38,11 @@ class CallAdmission final : private QueueWait::Owner {
  public:
   class Host {
    public:
-    // The key of a keyed limit for this call.
-    virtual std::string LimitKey(const LimitSettings& limit) const = 0;
+    // This call's key for a keyed limit: the values of `parts` (peer,
+    // method, header:<name>) joined, or `default_key` when a header is
+    // missing.
+    virtual std::string LimitKey(const std::vector<std::string>& parts,
+                                 const std::string& default_key) const = 0;
     // Keep the call alive while an event of admission is out.
     virtual void Hold() = 0;
     virtual void Unhold() = 0;
@@ -73,6 +77,14 @@ class CallAdmission final : private QueueWait::Owner {
   void AddRateHeaders(grpc::ServerContext& ctx, bool trailers) const;
   // Time spent in concurrency queues.
   absl::Duration queue_wait() const { return queue_wait_; }
+  // The upstream call starts: each adaptive limit of the route counts it in
+  // flight from now until EndUpstream.
+  void StartUpstream();
+  // The upstream call ended after `rtt`. `sample`: it was one request and
+  // one response (a long stream never is a latency sample); `dropped`: it
+  // ended in a status that means overload (deadline, resource exhausted,
+  // unavailable).
+  void EndUpstream(bool sample, bool dropped);
 
  private:
   enum class Stage {
@@ -129,6 +141,8 @@ class CallAdmission final : private QueueWait::Owner {
   const LimitState* header_limit_ = nullptr;  // for x-ratelimit-* headers
   TokenBucket::Decision rate_decision_;
   std::vector<ConcurrencyLimiter::Permit> permits_;
+  // The route's adaptive limits counting this call (StartUpstream).
+  std::vector<AdaptiveLimit::Call> adaptive_calls_;
 };
 
 }  // namespace sluice

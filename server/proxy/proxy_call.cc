@@ -176,9 +176,10 @@ std::string ProxyCall::PeerAddress() const {
   return std::string(PeerAddressOnly(peer));
 }
 
-std::string ProxyCall::LimitKey(const LimitSettings& limit) const {
+std::string ProxyCall::LimitKey(const std::vector<std::string>& parts,
+                                const std::string& default_key) const {
   std::string key;
-  for (const std::string& part : limit.key) {
+  for (const std::string& part : parts) {
     if (!key.empty()) key.push_back('|');
     if (part == "peer") {
       key.append(PeerAddress());
@@ -187,7 +188,7 @@ std::string ProxyCall::LimitKey(const LimitSettings& limit) const {
     } else {  // "header:<name>"
       const std::string name = part.substr(7);
       auto it = sctx_.client_metadata().find(name);
-      if (it == sctx_.client_metadata().end()) return limit.default_key;
+      if (it == sctx_.client_metadata().end()) return default_key;
       key.append(it->second.data(), it->second.size());
     }
   }
@@ -266,6 +267,7 @@ void ProxyCall::StartUpstream() {
   phase_ = Phase::kForwarding;
   upstream_ = Upstream::kOpen;
   upstream_started_at_ = now;
+  admission_.StartUpstream();
   if (series_.client != nullptr) series_.client->started().Increment();
   if (single_request_) {
     ustream_->StartCall(nullptr);
@@ -613,6 +615,18 @@ void ProxyCall::OnUpstreamFinished(bool /*ok*/) {
         absl::ToDoubleSeconds(absl::Now() - upstream_started_at_));
   }
   u2c_.SourceDone();
+  {
+    // Adaptive limits learn from calls of one request and one response;
+    // a stream only stops counting.
+    const grpc::StatusCode code = upstream_status_.error_code();
+    const bool sample =
+        !ended() && code != grpc::StatusCode::CANCELLED &&
+        (unary_ || (msgs_in_ == 1 && umsgs_in_ <= 1 && c2u_.src_done()));
+    admission_.EndUpstream(sample,
+                           code == grpc::StatusCode::DEADLINE_EXCEEDED ||
+                               code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+                               code == grpc::StatusCode::UNAVAILABLE);
+  }
   // A status the upstream sent passes untouched; one Sluice's own channel
   // made (no answer from the upstream at all) is Sluice's, with a reason.
   // Responses already read from the upstream still go to the client

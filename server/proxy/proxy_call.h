@@ -112,7 +112,8 @@ class ProxyCall final : private CallAdmission::Host {
   void OnStuckWriteAlarm(bool ok);
 
   // CallAdmission::Host
-  std::string LimitKey(const LimitSettings& limit) const override;
+  std::string LimitKey(const std::vector<std::string>& parts,
+                       const std::string& default_key) const override;
   void Hold() override { ++outstanding_; }
   void Unhold() override { Release(); }
   void Admitted() override { StartUpstream(); }

@@ -6,14 +6,19 @@
 namespace sluice {
 
 ConcurrencyLimiter::AcquireResult QueueWait::Enqueue(
-    ConcurrencyLimiter* limiter, Owner* owner, grpc::CompletionQueue* cq,
-    absl::Time until, QueueWait** wait) {
+    ConcurrencyLimiter* limiter, const std::string* key, Owner* owner,
+    grpc::CompletionQueue* cq, absl::Time until, QueueWait** wait,
+    ConcurrencyLimiter::Permit* permit) {
   *wait = nullptr;
   auto* w = new QueueWait(limiter, owner, cq);
   const ConcurrencyLimiter::AcquireResult result =
-      limiter->AcquireOrEnqueue(w);
+      key != nullptr ? limiter->AcquireOrEnqueue(w, *key)
+                     : limiter->AcquireOrEnqueue(w);
   if (result != ConcurrencyLimiter::AcquireResult::kQueued) {
-    delete w;  // never queued: the limiter does not know it
+    if (result == ConcurrencyLimiter::AcquireResult::kAcquired) {
+      *permit = limiter->AdoptPermit(w);  // returns to the right key
+    }
+    delete w;  // not queued: the limiter does not know it any more
     return result;
   }
   // A grant from another thread only sets grant_alarm_; its event is run by
@@ -38,8 +43,7 @@ void QueueWait::OnGranted() {
 void QueueWait::OnGrantEvent(bool /*ok*/) {
   grant_possible_ = false;
   // The permit was taken for us: it is the owner's, or goes back.
-  ConcurrencyLimiter::Permit permit =
-      ConcurrencyLimiter::Permit::Adopt(limiter_);
+  ConcurrencyLimiter::Permit permit = limiter_->AdoptPermit(this);
   if (state_ == State::kQueued) {
     state_ = State::kGranted;
     if (timeout_out_) timeout_alarm_.Cancel();

@@ -2,6 +2,8 @@
 #ifndef SLUICE_SERVER_PROXY_QUEUE_WAIT_H_
 #define SLUICE_SERVER_PROXY_QUEUE_WAIT_H_
 
+#include <string>
+
 #include "absl/time/time.h"
 #include "grpcpp/alarm.h"
 #include "grpcpp/completion_queue.h"
@@ -43,16 +45,15 @@ class QueueWait final : public ConcurrencyLimiter::Waiter {
     ~Owner() = default;
   };
 
-  // Takes a permit of `limiter` for `owner` or queues it until monotonic
-  // time `until`. kQueued: *wait is the new wait (owned by itself); the
-  // owner hears back through Owner. Otherwise *wait is null: kAcquired
-  // means the caller owns a permit now, kRejectedQueueFull that nothing
-  // changed.
-  static ConcurrencyLimiter::AcquireResult Enqueue(ConcurrencyLimiter* limiter,
-                                                   Owner* owner,
-                                                   grpc::CompletionQueue* cq,
-                                                   absl::Time until,
-                                                   QueueWait** wait);
+  // Takes a permit of `limiter` for `owner` (in the queue of `key`, or the
+  // unkeyed flow when null) or queues it until monotonic time `until`.
+  // kQueued: *wait is the new wait (owned by itself); the owner hears back
+  // through Owner. Otherwise *wait is null: kAcquired puts the permit in
+  // *permit, kRejectedQueueFull means nothing changed.
+  static ConcurrencyLimiter::AcquireResult Enqueue(
+      ConcurrencyLimiter* limiter, const std::string* key, Owner* owner,
+      grpc::CompletionQueue* cq, absl::Time until, QueueWait** wait,
+      ConcurrencyLimiter::Permit* permit);
 
   // Worker thread: the owner no longer wants the permit. Nothing more is
   // reported to it; the wait may delete itself before this returns.

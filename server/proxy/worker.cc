@@ -32,16 +32,26 @@ void Worker::Run() {
         flush_list_.clear();
         return;
       case grpc::CompletionQueue::TIMEOUT:
-        flushing_.swap(flush_list_);
-        for (ProxyCall* call : flushing_) call->OnFlush();
-        flushing_.clear();
+        RunFlushes();
         break;
       case grpc::CompletionQueue::GOT_EVENT:
         TsanTakeOver(tag);
         static_cast<CqTag*>(tag)->Proceed(ok);
+        // A queue that never runs dry (sustained load) must not hold
+        // messages for long: flush after a bounded number of events too.
+        if (!flush_list_.empty() && ++events_since_flush_ >= kFlushAfterEvents) {
+          RunFlushes();
+        }
         break;
     }
   }
+}
+
+void Worker::RunFlushes() {
+  events_since_flush_ = 0;
+  flushing_.swap(flush_list_);
+  for (ProxyCall* call : flushing_) call->OnFlush();
+  flushing_.clear();
 }
 
 void Worker::ScheduleForceDrain(absl::Time deadline) {

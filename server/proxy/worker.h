@@ -45,12 +45,14 @@ class Worker {
   void Link(ProxyCall* call);
   void Unlink(ProxyCall* call);
   // Worker thread only: run call->OnFlush() once the queue has no event
-  // ready (flush consolidation for the pumps' coalesced writes). The call
-  // holds itself alive until then.
+  // ready, or after kFlushAfterEvents events (flush consolidation for the
+  // pumps' coalesced writes). The call holds itself alive until then.
   void RequestFlush(ProxyCall* call) { flush_list_.push_back(call); }
 
  private:
   void Run();
+  // Runs OnFlush of every call on the flush list (RequestFlush).
+  void RunFlushes();
   void OnForceDrain(bool ok);
 
   const int index_;
@@ -63,6 +65,10 @@ class Worker {
   // Calls waiting for the queue to run dry (RequestFlush); worker thread.
   std::vector<ProxyCall*> flush_list_;
   std::vector<ProxyCall*> flushing_;
+  // Events run since the flush list was last run; at kFlushAfterEvents the
+  // list runs even though the queue has not run dry.
+  static constexpr int kFlushAfterEvents = 32;
+  int events_since_flush_ = 0;
 };
 
 }  // namespace sluice

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "absl/time/time.h"
 #include "grpcpp/completion_queue.h"
@@ -62,9 +63,12 @@ class QueueWaitTest : public ::testing::Test {
     return true;
   }
 
-  QueueWait* Enqueue(ConcurrencyLimiter& limiter, absl::Time until) {
+  QueueWait* Enqueue(ConcurrencyLimiter& limiter, absl::Time until,
+                     const std::string* key = nullptr) {
     QueueWait* wait = nullptr;
-    EXPECT_EQ(QueueWait::Enqueue(&limiter, &owner_, &cq_, until, &wait),
+    ConcurrencyLimiter::Permit permit;
+    EXPECT_EQ(QueueWait::Enqueue(&limiter, key, &owner_, &cq_, until, &wait,
+                                 &permit),
               Result::kQueued);
     EXPECT_NE(wait, nullptr);
     return wait;
@@ -79,23 +83,53 @@ class QueueWaitTest : public ::testing::Test {
 TEST_F(QueueWaitTest, AcquiresAtOnceWithoutAWait) {
   ConcurrencyLimiter limiter(1, 1);
   QueueWait* wait = nullptr;
-  EXPECT_EQ(QueueWait::Enqueue(&limiter, &owner_, &cq_, Never(), &wait),
+  ConcurrencyLimiter::Permit permit;
+  EXPECT_EQ(QueueWait::Enqueue(&limiter, nullptr, &owner_, &cq_, Never(),
+                               &wait, &permit),
             Result::kAcquired);
   EXPECT_EQ(wait, nullptr);
   EXPECT_EQ(owner_.holds, 0);
+  EXPECT_TRUE(permit.held());
   EXPECT_EQ(limiter.InFlight(), 1);
-  limiter.Release();
+  permit.Release();
+  EXPECT_EQ(limiter.InFlight(), 0);
 }
 
 TEST_F(QueueWaitTest, FullQueueRejectsWithoutAWait) {
   ConcurrencyLimiter limiter(1, 0);
   ASSERT_TRUE(limiter.TryAcquire());
   QueueWait* wait = nullptr;
-  EXPECT_EQ(QueueWait::Enqueue(&limiter, &owner_, &cq_, Never(), &wait),
+  ConcurrencyLimiter::Permit permit;
+  EXPECT_EQ(QueueWait::Enqueue(&limiter, nullptr, &owner_, &cq_, Never(),
+                               &wait, &permit),
             Result::kRejectedQueueFull);
   EXPECT_EQ(wait, nullptr);
+  EXPECT_FALSE(permit.held());
   EXPECT_EQ(owner_.holds, 0);
   limiter.Release();
+}
+
+// Fair queuing (issue 20): a keyed wait's permit goes back to its key, so
+// the key's count is right after a grant and after an abandoned grant.
+TEST_F(QueueWaitTest, KeyedWaitsReturnPermitsToTheirKey) {
+  ConcurrencyLimiter::Limits limits;
+  limits.max_in_flight = 1;
+  limits.max_queue = 4;
+  ConcurrencyLimiter limiter(limits);
+  const std::string a = "tenant-a", b = "tenant-b";
+  ConcurrencyLimiter::Permit held = limiter.TryAcquirePermit(a);
+  ASSERT_TRUE(held.held());
+  Enqueue(limiter, Never(), &a);
+  QueueWait* wait_b = Enqueue(limiter, Never(), &b);
+  held.Release();  // round robin: a's waiter is granted
+  RunOne();
+  ASSERT_EQ(owner_.granted, 1);
+  wait_b->Abandon();
+  while (owner_.holds > 0) RunOne();
+  EXPECT_EQ(limiter.GetStats().keys, 1);  // only a holds state
+  owner_.permits.clear();
+  EXPECT_EQ(limiter.InFlight(), 0);
+  EXPECT_EQ(limiter.GetStats().keys, 0);  // a's state dropped
 }
 
 TEST_F(QueueWaitTest, GrantIsReportedOnceAndTheWaitGoes) {
