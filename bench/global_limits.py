@@ -1,0 +1,194 @@
+"""Global limits measured with real processes on loopback: redis-server(s),
+the demo upstream and N sluice replicas, all started here on free ports and
+stopped by their PIDs. Prints one line per measurement (docs/limits-bench.md
+records them).
+
+  bazel run //bench:global_limits -- fairness --replicas=2 --seconds=10
+  bazel run //bench:global_limits -- decisions --lease=10 --seconds=5
+  bazel run //bench:global_limits -- cluster --replicas=3 --rate=300
+
+fairness: one Redis, --replicas sluices sharing one global limit of --rate/s
+(burst --burst), each offered 2 x rate / replicas calls/s open loop; prints
+the admitted rate of each replica and their total.
+decisions: one Redis, one sluice, a global limit far above the offered load
+(every call admitted), closed loop from --clients threads; prints decisions
+per second and Redis round trips per decision at --lease.
+cluster: a 3 masters + 3 replicas Redis Cluster, --replicas sluices at
+2 x --rate; then SIGKILL of the master owning the limit's key: the time
+until the replicas report the fallback and until global enforcement again.
+"""
+
+import argparse
+import os
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if "TEST_SRCDIR" not in os.environ:
+    # `bazel run`: the working directory is this binary's runfiles/sluice.
+    cwd = os.getcwd()
+    if os.path.isfile(os.path.join(cwd, "server", "sluice")):
+        os.environ["TEST_SRCDIR"] = os.path.dirname(cwd)
+        os.environ["TEST_WORKSPACE"] = os.path.basename(cwd)
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e", "python"))
+sys.path.insert(0, os.path.join(os.getcwd(), "tests", "e2e", "python"))
+
+import harness  # noqa: E402
+import grpc  # noqa: E402
+from grpc.testing import test_pb2_grpc  # noqa: E402
+from limits_lib import UNARY, offer_open_loop, unary_req  # noqa: E402
+
+
+def sluice_config(redis_yaml, rate, burst, lease, fallback="local", replicas=1):
+    return f"""drain_timeout: 1s
+{redis_yaml}upstreams:
+  - name: demo
+    target: 127.0.0.1:1   # replaced by --upstream
+routes:
+  - name: shared
+    match: {{method: {UNARY}}}
+    upstream: demo
+    limits:
+      - name: g
+        scope: global
+        rate: {{per_second: {rate}, burst: {burst}}}
+        global: {{lease: {lease}, fallback: {fallback}, expected_replicas: {replicas}}}
+  - name: default
+    match: {{prefix: /}}
+    upstream: demo
+"""
+
+
+class _Assert:
+    """offer_open_loop wants a TestCase for one assertion."""
+
+    def assertFalse(self, value, msg=None):
+        if value:
+            raise AssertionError(msg)
+
+
+def start_replicas(upstream, text, n):
+    path = harness.write_config(text)
+    procs, stubs, chans = [], [], []
+    for _ in range(n):
+        s = harness.start_sluice(config_path=path, upstream=upstream.address)
+        procs.append(s)
+        ch = harness.channel(s.data)
+        chans.append(ch)
+        stubs.append(test_pb2_grpc.TestServiceStub(ch))
+    return procs, stubs, chans
+
+
+def stop_all(procs, chans):
+    for ch in chans:
+        ch.close()
+    for p in procs:
+        p.stop()
+
+
+def per_replica(outcomes, n):
+    """Admitted calls per stub: offer_open_loop returns stub 0's calls
+    first, then stub 1's, and so on, the same count each."""
+    per = len(outcomes) // n
+    return [sum(o.code == grpc.StatusCode.OK for o in outcomes[k * per:(k + 1) * per])
+            for k in range(n)]
+
+
+def offer(stubs, rate, seconds):
+    per_stub = 2.0 * rate / len(stubs)
+    outcomes, duration = offer_open_loop(_Assert(), stubs, per_stub, seconds)
+    return outcomes, duration, per_stub
+
+
+def report_fairness(label, outcomes, duration, n, rate, burst, per_stub):
+    admitted = per_replica(outcomes, n)
+    total = (sum(admitted) - burst) / duration
+    rates = [a / duration for a in admitted]
+    mean = sum(rates) / n
+    spread = max(abs(r - mean) / mean for r in rates) if mean else 0.0
+    print(f"{label}: {n} replicas, limit {rate}/s burst {burst}, offered "
+          f"{per_stub:.0f}/s each over {duration:.2f}s: admitted "
+          + ", ".join(f"{r:.1f}/s" for r in rates)
+          + f"; total {total:.1f}/s ({100 * (total - rate) / rate:+.1f}%); "
+          f"largest gap from the mean {100 * spread:.1f}%", flush=True)
+
+
+def fairness(args):
+    upstream = harness.start_upstream()
+    redis = harness.RedisServer()
+    procs, chans = [], []
+    try:
+        redis_yaml = f"redis:\n  address: 127.0.0.1:{redis.port}\n  timeout: 2s\n"
+        procs, stubs, chans = start_replicas(
+            upstream, sluice_config(redis_yaml, args.rate, args.burst, args.lease),
+            args.replicas)
+        outcomes, duration, per_stub = offer(stubs, args.rate, args.seconds)
+        report_fairness(f"fairness lease {args.lease}", outcomes, duration,
+                        args.replicas, args.rate, args.burst, per_stub)
+    finally:
+        stop_all(procs, chans)
+        redis.stop()
+        upstream.stop()
+
+
+def decisions(args):
+    upstream = harness.start_upstream()
+    redis = harness.RedisServer()
+    procs, chans = [], []
+    try:
+        redis_yaml = f"redis:\n  address: 127.0.0.1:{redis.port}\n  timeout: 2s\n"
+        procs, stubs, chans = start_replicas(
+            upstream, sluice_config(redis_yaml, 1_000_000, 1_000_000, args.lease), 1)
+        stub = stubs[0]
+        count = [0] * args.clients
+        end = time.monotonic() + args.seconds
+
+        def run(k):
+            while time.monotonic() < end:
+                stub.UnaryCall(unary_req(), timeout=10)
+                count[k] += 1
+
+        before = harness.metric(procs[0], "sluice_redis_request_duration_seconds_count") or 0
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=args.seconds + 30)
+        elapsed = time.monotonic() - t0
+        trips = (harness.metric(procs[0], "sluice_redis_request_duration_seconds_count")
+                 or 0) - before
+        calls = sum(count)
+        print(f"decisions lease {args.lease}: {calls / elapsed:.0f} decisions/s on one "
+              f"replica ({args.clients} closed-loop clients, {elapsed:.1f}s); "
+              f"{trips / elapsed:.0f} Redis round trips/s "
+              f"({trips / max(1, calls):.3f} per decision)", flush=True)
+    finally:
+        stop_all(procs, chans)
+        redis.stop()
+        upstream.stop()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["fairness", "decisions", "cluster"])
+    p.add_argument("--replicas", type=int, default=2)
+    p.add_argument("--rate", type=int, default=100)
+    p.add_argument("--burst", type=int, default=10)
+    p.add_argument("--lease", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--clients", type=int, default=8)
+    args = p.parse_args()
+    if args.mode == "fairness":
+        fairness(args)
+    elif args.mode == "decisions":
+        decisions(args)
+    else:
+        import cluster_bench
+        cluster_bench.run(args)
+
+
+if __name__ == "__main__":
+    main()
