@@ -76,6 +76,11 @@ bool FallbackState::ShouldAskRedis(int64_t now) {
   return true;
 }
 
+void FallbackState::ProbeNow() {
+  absl::MutexLock lock(&mu_);
+  next_probe_ = 0;
+}
+
 FallbackState::Change FallbackState::OnSuccess() {
   if (!active_.load(std::memory_order_relaxed)) {
     absl::MutexLock lock(&mu_);
@@ -265,7 +270,7 @@ TokenBucket::Config LocalConfig(const LimitSettings& s) {
 
 }  // namespace
 
-GlobalRateLimiter::GlobalRateLimiter(std::shared_ptr<RedisClient> redis,
+GlobalRateLimiter::GlobalRateLimiter(std::shared_ptr<RedisLink> redis,
                                      const std::string& key_prefix,
                                      const std::string& route,
                                      const LimitSettings& settings)
@@ -325,13 +330,13 @@ const char* GlobalRateLimiter::redis_state() const {
   }
   if (!fallback_active()) return "ok";
   switch (last_status_.load(std::memory_order_relaxed)) {
-    case RedisClient::Reply::kTimeout:
+    case RedisLink::Reply::kTimeout:
       return "slow";
-    case RedisClient::Reply::kConnection:
+    case RedisLink::Reply::kConnection:
       return "unreachable";
-    case RedisClient::Reply::kAuth:
+    case RedisLink::Reply::kAuth:
       return "auth";
-    case RedisClient::Reply::kError:
+    case RedisLink::Reply::kError:
       return "error";
     default:
       return "ok";
@@ -362,6 +367,12 @@ bool GlobalRateLimiter::Take(const std::string& key, int64_t now,
     result->redis_unavailable = false;
     return true;
   }
+  if (fallback_.active()) {
+    const uint64_t epoch = redis_->topology_epoch();
+    if (seen_epoch_.exchange(epoch, std::memory_order_relaxed) != epoch) {
+      fallback_.ProbeNow();
+    }
+  }
   if (!fallback_.ShouldAskRedis(now)) {
     *result = Fallback(key, now);
     return true;
@@ -372,13 +383,12 @@ bool GlobalRateLimiter::Take(const std::string& key, int64_t now,
   redis_->EvalScript(
       std::move(redis_key), reserve ? reserve_args_ : args_,
       [this, key, reserve,
-       done = std::move(done)](const RedisClient::Reply& reply) {
+       done = std::move(done)](const RedisLink::Reply& reply) {
         const int64_t now = RealClock::Get().NowNanos();
         GcraReply g;
-        if (reply.status == RedisClient::Reply::kOk &&
+        if (reply.status == RedisLink::Reply::kOk &&
             ParseGcraReply(reply.ints, &g)) {
-          last_status_.store(RedisClient::Reply::kOk,
-                             std::memory_order_relaxed);
+          last_status_.store(RedisLink::Reply::kOk, std::memory_order_relaxed);
           Note(fallback_.OnSuccess(), "");
           Result r;
           if (g.reserved && reserve) {
@@ -404,11 +414,11 @@ bool GlobalRateLimiter::Take(const std::string& key, int64_t now,
           done(r);
           return;
         }
-        const std::string why = reply.status == RedisClient::Reply::kOk
+        const std::string why = reply.status == RedisLink::Reply::kOk
                                     ? "unexpected reply"
                                     : reply.error;
-        last_status_.store(reply.status == RedisClient::Reply::kOk
-                               ? RedisClient::Reply::kError
+        last_status_.store(reply.status == RedisLink::Reply::kOk
+                               ? RedisLink::Reply::kError
                                : reply.status,
                            std::memory_order_relaxed);
         {

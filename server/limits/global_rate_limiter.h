@@ -16,7 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "server/config/config.h"
 #include "server/limits/keyed_buckets.h"
-#include "server/limits/redis_client.h"
+#include "server/limits/redis_link.h"
 #include "server/limits/token_bucket.h"
 
 namespace sluice {
@@ -63,6 +63,9 @@ class FallbackState {
 
   // Before a request: true to ask Redis, false to apply the fallback.
   bool ShouldAskRedis(int64_t now);
+  // The next ShouldAskRedis() may probe at once (the servers behind the
+  // link changed), whatever the backoff.
+  void ProbeNow();
   Change OnSuccess();
   Change OnFailure(int64_t now);
   bool active() const { return active_.load(std::memory_order_relaxed); }
@@ -135,7 +138,8 @@ class LeaseStock {
   absl::flat_hash_map<std::string, int64_t> reserved_ ABSL_GUARDED_BY(mu_);
 };
 
-// One global rate limit. Owned by its LimitState; shares the RedisClient.
+// One global rate limit. Owned by its LimitState; shares the RedisLink (one
+// Redis or a cluster).
 // Take() may be called from any worker thread; its asynchronous callback
 // runs on the Redis I/O thread.
 class GlobalRateLimiter {
@@ -147,7 +151,7 @@ class GlobalRateLimiter {
   };
   using Done = std::function<void(const Result&)>;
 
-  GlobalRateLimiter(std::shared_ptr<RedisClient> redis,
+  GlobalRateLimiter(std::shared_ptr<RedisLink> redis,
                     const std::string& key_prefix, const std::string& route,
                     const LimitSettings& settings);
 
@@ -166,14 +170,14 @@ class GlobalRateLimiter {
   const char* redis_state() const;
   // Redis' or the client's last error message ("" if none); no secret.
   std::string redis_error() const;
-  const RedisClient& redis() const { return *redis_; }
+  const RedisLink& redis() const { return *redis_; }
   LeaseStock::Totals leases(int64_t now) const { return stock_.Count(now); }
 
  private:
   Result Fallback(const std::string& key, int64_t now);
   void Note(FallbackState::Change change, const std::string& why);
 
-  const std::shared_ptr<RedisClient> redis_;
+  const std::shared_ptr<RedisLink> redis_;
   const std::string key_base_;  // prefix + route + ":" + limit
   const std::string route_;
   const LimitSettings settings_;
@@ -182,8 +186,10 @@ class GlobalRateLimiter {
   FallbackState fallback_;
   LeaseStock stock_;
   std::unique_ptr<KeyedTokenBuckets> local_;  // fallback "local"
-  // RedisClient::Reply::Status of the last request (kOk: it succeeded).
+  // RedisLink::Reply::Status of the last request (kOk: it succeeded).
   std::atomic<int> last_status_{0};
+  // The link's topology_epoch() when this limit last looked, in fallback.
+  std::atomic<uint64_t> seen_epoch_{0};
   mutable absl::Mutex error_mu_;
   std::string last_error_ ABSL_GUARDED_BY(error_mu_);
 };

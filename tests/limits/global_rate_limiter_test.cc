@@ -58,6 +58,16 @@ TEST(FallbackStateTest, OneProbeAtATimeWithBoundedBackoff) {
   EXPECT_TRUE(f.ShouldAskRedis(1150 * kMs));
 }
 
+TEST(FallbackStateTest, ProbeNowSkipsTheBackoff) {
+  FallbackState f(1, 100 * kMs, 2000 * kMs);
+  f.OnFailure(0);
+  ASSERT_TRUE(f.active());
+  EXPECT_FALSE(f.ShouldAskRedis(50 * kMs));
+  f.ProbeNow();  // a cluster's slot map changed
+  EXPECT_TRUE(f.ShouldAskRedis(50 * kMs));
+  EXPECT_FALSE(f.ShouldAskRedis(51 * kMs));  // still one probe at a time
+}
+
 TEST(LeaseStockTest, SpendsWhatWasAdded) {
   LeaseStock stock(10, 1000 * kMs);
   EXPECT_FALSE(stock.TakeOne("k", 0));
