@@ -65,7 +65,7 @@ class RedisCluster:
             if out.returncode != 0:
                 raise RuntimeError(f"redis-cli --cluster create: {out.stdout}{out.stderr}")
             harness.wait_until(self.healthy, timeout=30, interval=0.1,
-                               what="cluster_state:ok on every node")
+                               what="cluster_state:ok and replicas in sync")
         except BaseException:
             self.stop()
             raise
@@ -90,10 +90,14 @@ class RedisCluster:
         return [p for p in self.ports if self.procs[p].poll() is None]
 
     def healthy(self):
-        """cluster_state:ok on every live node, and each slot range's master
-        alive."""
+        """cluster_state:ok on every live node, each slot range's master
+        alive, and every replica in sync with its master (a replica that
+        never synced cannot be promoted)."""
         for port in self.alive():
             if "cluster_state:ok" not in self.cli(port, "CLUSTER", "INFO"):
+                return False
+            info = self.cli(port, "INFO", "replication")
+            if "role:slave" in info and "master_link_status:up" not in info:
                 return False
         masters = set(self.masters())
         return bool(masters) and masters <= set(self.alive())
