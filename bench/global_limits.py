@@ -11,15 +11,18 @@ fairness: one Redis, --replicas sluices sharing one global limit of --rate/s
 (burst --burst), each offered 2 x rate / replicas calls/s open loop; prints
 the admitted rate of each replica and their total.
 decisions: one Redis, one sluice, a global limit far above the offered load
-(every call admitted), closed loop from --clients threads; prints decisions
-per second and Redis round trips per decision at --lease.
+(every call admitted), closed loop (sluice-bench, --clients calls in
+flight); prints decisions per second, Redis round trips per decision and
+Redis' CPU at --lease (0: a local limit, the baseline).
 cluster: a 3 masters + 3 replicas Redis Cluster, --replicas sluices at
 2 x --rate; then SIGKILL of the master owning the limit's key: the time
 until the replicas report the fallback and until global enforcement again.
 """
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -132,38 +135,49 @@ def fairness(args):
         upstream.stop()
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of process `pid` so far (/proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def decisions(args):
+    """Closed loop through one replica (sluice-bench, --clients calls in
+    flight) against a global limit it never reaches: every call is one
+    decision, admitted. --lease=0: the same limit with scope local, the
+    baseline without Redis."""
     upstream = harness.start_upstream()
     redis = harness.RedisServer()
     procs, chans = [], []
     try:
         redis_yaml = f"redis:\n  address: 127.0.0.1:{redis.port}\n  timeout: 2s\n"
-        procs, stubs, chans = start_replicas(
-            upstream, sluice_config(redis_yaml, 1_000_000, 1_000_000, args.lease), 1)
-        stub = stubs[0]
-        count = [0] * args.clients
-        end = time.monotonic() + args.seconds
-
-        def run(k):
-            while time.monotonic() < end:
-                stub.UnaryCall(unary_req(), timeout=10)
-                count[k] += 1
-
-        before = harness.metric(procs[0], "sluice_redis_request_duration_seconds_count") or 0
-        t0 = time.monotonic()
-        threads = [threading.Thread(target=run, args=(k,)) for k in range(args.clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=args.seconds + 30)
-        elapsed = time.monotonic() - t0
+        text = sluice_config(redis_yaml, 1_000_000, 1_000_000, max(1, args.lease))
+        if args.lease == 0:
+            text = text.replace("scope: global", "scope: local").replace(
+                "        global: {lease: 1, fallback: local, expected_replicas: 1}\n", "")
+        procs, stubs, chans = start_replicas(upstream, text, 1)
+        bench = os.path.join(harness.ROOT, "client", "bench", "sluice-bench")
+        trips0 = harness.metric(procs[0], "sluice_redis_request_duration_seconds_count") or 0
+        cpu0 = cpu_seconds(redis.popen.pid)
+        out = subprocess.run(
+            [bench, f"--target={procs[0].data}", f"--concurrency={args.clients}",
+             "--threads=1", f"--duration={args.seconds}s", "--json"],
+            capture_output=True, text=True, timeout=args.seconds + 60, check=True)
+        cpu = cpu_seconds(redis.popen.pid) - cpu0
+        result = json.loads(out.stdout)
         trips = (harness.metric(procs[0], "sluice_redis_request_duration_seconds_count")
-                 or 0) - before
-        calls = sum(count)
-        print(f"decisions lease {args.lease}: {calls / elapsed:.0f} decisions/s on one "
-              f"replica ({args.clients} closed-loop clients, {elapsed:.1f}s); "
-              f"{trips / elapsed:.0f} Redis round trips/s "
-              f"({trips / max(1, calls):.3f} per decision)", flush=True)
+                 or 0) - trips0
+        elapsed = result["elapsed_s"]
+        calls = result["calls"]
+        label = "local limit (no Redis)" if args.lease == 0 else f"global, lease {args.lease}"
+        print(f"decisions {label}: {result['calls_per_s']:.0f} decisions/s on one replica "
+              f"({args.clients} calls in flight, {elapsed:.1f}s, status {result['status']}, "
+              f"p50 {result['latency_us']['p50']:.0f} us, p99 {result['latency_us']['p99']:.0f} us); "
+              f"Redis: {trips / elapsed:.0f} round trips/s, {trips / max(1, calls):.3f} per "
+              f"decision, {100 * cpu / elapsed:.0f}% of a core"
+              + (f" = {trips / cpu:.0f} round trips per Redis CPU-second" if cpu > 0.05 and trips else ""),
+              flush=True)
     finally:
         stop_all(procs, chans)
         redis.stop()
@@ -236,7 +250,7 @@ def main():
     p.add_argument("--burst", type=int, default=10)
     p.add_argument("--lease", type=int, default=1)
     p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--clients", type=int, default=32)
     args = p.parse_args()
     if args.mode == "fairness":
         fairness(args)
