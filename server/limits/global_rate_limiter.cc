@@ -361,7 +361,8 @@ bool GlobalRateLimiter::Take(const std::string& key, int64_t now,
   }
   if (const int64_t blocked = stock_.BlockedFor(key, now); blocked > 0) {
     // Redis already said no token before then (and nobody can move it
-    // earlier): reject without a round trip.
+    // earlier), or this replica's reserved token is not due yet: reject
+    // without a round trip.
     result->decision = TokenBucket::Decision{};
     result->decision.retry_after_nanos = blocked;
     result->redis_unavailable = false;
