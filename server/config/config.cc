@@ -945,6 +945,7 @@ constexpr char kDefaultRedisConnectTimeout[] = "1s";
 constexpr char kDefaultRedisKeyPrefix[] = "sluice:";
 constexpr uint32_t kDefaultRedisPool = 2;
 constexpr uint32_t kMaxRedisPool = 64;
+constexpr int kMaxRedisClusterSeeds = 64;
 
 // The `redis` section; REQUIRED when any limit has scope: global.
 void CheckRedis(pb::Config* p, const std::vector<RouteSettings>& routes,
@@ -964,27 +965,68 @@ void CheckRedis(pb::Config* p, const std::vector<RouteSettings>& routes,
   }
   pb::Redis* redis = p->mutable_redis();
   out->enabled = true;
-  if (redis->address().empty()) {
-    errors->Add("redis.address", "required (host:port)");
-  } else if (absl::StrContains(redis->address(), "://") ||
-             absl::StrContains(redis->address(), '@')) {
-    // Not echoed: it may hold a password.
-    errors->Add("redis.address",
-                "must be host:port, not a URL, and must not hold "
-                "credentials: put the password in a file named by "
-                "redis.password_file (and an ACL user in "
-                "redis.username_file)");
-  } else {
+  // One host:port of redis.address or redis.cluster[i].
+  auto check_address = [errors](const std::string& field,
+                                const std::string& address,
+                                RedisSettings::Node* node) {
+    if (absl::StrContains(address, "://") ||
+        absl::StrContains(address, '@')) {
+      // Not echoed: it may hold a password.
+      errors->Add(field,
+                  "must be host:port, not a URL, and must not hold "
+                  "credentials: put the password in a file named by "
+                  "redis.password_file (and an ACL user in "
+                  "redis.username_file)");
+      return;
+    }
     HostPort parsed;
     std::string reason;
-    if (!ParseAddress(redis->address(), &parsed, &reason)) {
-      errors->Add("redis.address", reason);
+    if (!ParseAddress(address, &parsed, &reason)) {
+      errors->Add(field, reason);
     } else if (parsed.port == 0) {
-      errors->Add("redis.address", "port 0 is not a Redis port");
+      errors->Add(field, "port 0 is not a Redis port");
     } else {
-      out->host = parsed.host;
-      out->port = parsed.port;
+      node->host = parsed.host;
+      node->port = parsed.port;
     }
+  };
+  if (redis->cluster_size() > 0) {
+    if (!redis->address().empty()) {
+      errors->Add("redis.cluster",
+                  "set either redis.address (one Redis) or redis.cluster "
+                  "(the seed nodes of a Redis Cluster), not both");
+    }
+    if (redis->cluster_size() > kMaxRedisClusterSeeds) {
+      errors->Add("redis.cluster",
+                  absl::StrCat(redis->cluster_size(), " seed nodes; at most ",
+                               kMaxRedisClusterSeeds));
+    }
+    std::vector<std::string> seen;
+    for (int i = 0; i < redis->cluster_size(); ++i) {
+      const std::string field = absl::StrCat("redis.cluster[", i, "]");
+      const std::string& address = redis->cluster(i);
+      if (address.empty()) {
+        errors->Add(field, "empty (host:port of a cluster node)");
+        continue;
+      }
+      if (std::find(seen.begin(), seen.end(), address) != seen.end()) {
+        errors->Add(field, absl::StrCat(Quote(address), " is listed twice"));
+        continue;
+      }
+      seen.push_back(address);
+      RedisSettings::Node node;
+      check_address(field, address, &node);
+      if (node.port != 0) out->cluster.push_back(node);
+    }
+  } else if (redis->address().empty()) {
+    errors->Add("redis.address",
+                "required (host:port), or redis.cluster (the seed nodes of "
+                "a Redis Cluster)");
+  } else {
+    RedisSettings::Node node;
+    check_address("redis.address", redis->address(), &node);
+    out->host = node.host;
+    out->port = node.port;
   }
   if (redis->pool_size() == 0) redis->set_pool_size(kDefaultRedisPool);
   if (redis->pool_size() > kMaxRedisPool) {
@@ -1012,7 +1054,8 @@ void CheckRedis(pb::Config* p, const std::vector<RouteSettings>& routes,
   out->not_ready_in_fallback = redis->not_ready_in_fallback();
   out->fingerprint = absl::StrCat(
       redis->address(), "|", redis->pool_size(), "|", redis->timeout(), "|",
-      redis->connect_timeout(), "|", redis->key_prefix());
+      redis->connect_timeout(), "|", redis->key_prefix(), "|",
+      absl::StrJoin(redis->cluster(), ","));
 }
 
 // A route no call can reach, because an earlier one takes all its calls, is

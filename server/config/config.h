@@ -162,6 +162,13 @@ struct RedisSettings {
   bool enabled = false;
   std::string host;
   int port = 6379;
+  // redis.cluster: the seed nodes of a Redis Cluster (host without
+  // brackets); empty: one server at host:port.
+  struct Node {
+    std::string host;
+    int port = 0;
+  };
+  std::vector<Node> cluster;
   int pool_size = 2;
   absl::Duration timeout = absl::Milliseconds(50);
   absl::Duration connect_timeout = absl::Seconds(1);

@@ -1,6 +1,7 @@
 #include "server/limits/global_rate_limiter.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -16,6 +17,7 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
+local horizon = tonumber(ARGV[4])
 local tat = now
 local stored = redis.call('GET', KEYS[1])
 if stored then
@@ -23,25 +25,37 @@ if stored then
 end
 local avail = math.floor((now + tolerance - tat) / interval)
 if avail < 1 then
-  return {0, math.ceil(tat - tolerance + interval - now), 0, math.ceil(tat - now)}
+  local wait = tat - tolerance + interval - now
+  if wait > horizon then
+    return {0, math.ceil(wait), 0, math.ceil(tat - now), 0}
+  end
+  tat = tat + interval
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',
+             math.ceil((tat - now) / 1000) + 1000)
+  return {0, math.ceil(wait), 0, math.ceil(tat - now), 1}
 end
 local n = math.min(want, avail)
 tat = tat + n * interval
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',
            math.ceil((tat - now) / 1000) + 1000)
-return {n, 0, avail - n, math.ceil(tat - now)}
+return {n, 0, avail - n, math.ceil(tat - now), 0}
 )lua";
 
 namespace {
 constexpr int64_t kLeaseTtlNanos = 1'000'000'000;  // a leased token lives 1 s
+constexpr int64_t kAsking = std::numeric_limits<int64_t>::min();
 }  // namespace
 
 bool ParseGcraReply(const std::vector<int64_t>& ints, GcraReply* out) {
-  if (ints.size() != 4 || ints[0] < 0 || ints[1] < 0) return false;
+  if (ints.size() != 5 || ints[0] < 0 || ints[1] < 0 || ints[4] < 0 ||
+      ints[4] > 1 || (ints[4] == 1 && ints[0] != 0)) {
+    return false;
+  }
   out->granted = ints[0];
   out->retry_after_nanos = ints[1] * 1000;
   out->remaining = std::max<int64_t>(0, ints[2]);
   out->reset_after_nanos = std::max<int64_t>(0, ints[3]) * 1000;
+  out->reserved = ints[4] == 1;
   return true;
 }
 
@@ -60,6 +74,11 @@ bool FallbackState::ShouldAskRedis(int64_t now) {
   if (probing_ || now < next_probe_) return false;
   probing_ = true;
   return true;
+}
+
+void FallbackState::ProbeNow() {
+  absl::MutexLock lock(&mu_);
+  next_probe_ = 0;
 }
 
 FallbackState::Change FallbackState::OnSuccess() {
@@ -98,6 +117,15 @@ FallbackState::Change FallbackState::OnFailure(int64_t now) {
 
 bool LeaseStock::TakeOne(const std::string& key, int64_t now) {
   absl::MutexLock lock(&mu_);
+  if (auto r = reserved_.find(key);
+      r != reserved_.end() && r->second != kAsking) {
+    if (r->second + ttl_nanos_ <= now) {
+      reserved_.erase(r);  // never spent: given up
+    } else if (r->second <= now) {
+      reserved_.erase(r);
+      return true;
+    }
+  }
   auto it = stock_.find(key);
   if (it == stock_.end()) return false;
   if (it->second.expires <= now || it->second.tokens <= 0) {
@@ -143,9 +171,52 @@ void LeaseStock::Block(const std::string& key, int64_t until, int64_t now) {
 
 int64_t LeaseStock::BlockedFor(const std::string& key, int64_t now) const {
   absl::MutexLock lock(&mu_);
-  auto it = blocked_.find(key);
-  if (it == blocked_.end() || it->second <= now) return 0;
-  return it->second - now;
+  int64_t until = now;
+  if (auto it = blocked_.find(key); it != blocked_.end()) {
+    until = std::max(until, it->second);
+  }
+  if (auto r = reserved_.find(key);
+      r != reserved_.end() && r->second != kAsking) {
+    until = std::max(until, r->second);
+  }
+  return until - now;
+}
+
+bool LeaseStock::StartReserving(const std::string& key, int64_t now) {
+  absl::MutexLock lock(&mu_);
+  auto it = reserved_.find(key);
+  if (it != reserved_.end()) {
+    if (it->second == kAsking || it->second + ttl_nanos_ > now) return false;
+    it->second = kAsking;  // the old one was never spent
+    return true;
+  }
+  if (reserved_.size() >= max_keys_) {
+    absl::erase_if(reserved_, [this, now](const auto& kv) {
+      return kv.second != kAsking && kv.second + ttl_nanos_ <= now;
+    });
+    if (reserved_.size() >= max_keys_) return false;  // no reservation
+  }
+  reserved_.emplace(key, kAsking);
+  return true;
+}
+
+void LeaseStock::Reserved(const std::string& key, int64_t due, int64_t now) {
+  absl::MutexLock lock(&mu_);
+  auto it = reserved_.find(key);
+  // Only the asking request gets a reservation, and it marked the key.
+  if (it == reserved_.end() || it->second != kAsking) return;
+  it->second = std::max(due, now);
+}
+
+bool LeaseStock::Reserving(const std::string& key) const {
+  absl::MutexLock lock(&mu_);
+  return reserved_.contains(key);
+}
+
+void LeaseStock::EndReserving(const std::string& key) {
+  absl::MutexLock lock(&mu_);
+  auto it = reserved_.find(key);
+  if (it != reserved_.end() && it->second == kAsking) reserved_.erase(it);
 }
 
 LeaseStock::Totals LeaseStock::Count(int64_t now) const {
@@ -159,6 +230,9 @@ LeaseStock::Totals LeaseStock::Count(int64_t now) const {
   for (const auto& [key, until] : blocked_) {
     if (until > now) ++t.blocked_keys;
   }
+  for (const auto& [key, due] : reserved_) {
+    if (due != kAsking && due + ttl_nanos_ > now) ++t.reserved_keys;
+  }
   return t;
 }
 
@@ -166,13 +240,22 @@ LeaseStock::Totals LeaseStock::Count(int64_t now) const {
 
 namespace {
 
-std::vector<std::string> ScriptArgs(const LimitSettings& s) {
+// `reserve`: with the reservation horizon, max(1 s, expected_replicas
+// intervals): room for every replica's turn at the rates most limits have,
+// and at a slow rate for the replicas the operator expects. A reserved
+// token whose replica stops taking calls is lost (at most one per replica
+// and key, like a lease's tokens).
+std::vector<std::string> ScriptArgs(const LimitSettings& s, bool reserve) {
   const double interval_us = absl::ToDoubleMicroseconds(s.rate_period) /
                              static_cast<double>(s.rate_count);
+  const double horizon_us = std::max(
+      1e6, interval_us *
+               static_cast<double>(std::max<int64_t>(1, s.expected_replicas)));
   return {
       absl::StrFormat("%.6f", interval_us),
       absl::StrFormat("%.6f", interval_us * static_cast<double>(s.rate_burst)),
-      absl::StrCat(std::max<int64_t>(1, s.lease))};
+      absl::StrCat(std::max<int64_t>(1, s.lease)),
+      reserve ? absl::StrFormat("%.0f", horizon_us) : std::string("0")};
 }
 
 TokenBucket::Config LocalConfig(const LimitSettings& s) {
@@ -187,7 +270,7 @@ TokenBucket::Config LocalConfig(const LimitSettings& s) {
 
 }  // namespace
 
-GlobalRateLimiter::GlobalRateLimiter(std::shared_ptr<RedisClient> redis,
+GlobalRateLimiter::GlobalRateLimiter(std::shared_ptr<RedisLink> redis,
                                      const std::string& key_prefix,
                                      const std::string& route,
                                      const LimitSettings& settings)
@@ -195,7 +278,8 @@ GlobalRateLimiter::GlobalRateLimiter(std::shared_ptr<RedisClient> redis,
       key_base_(absl::StrCat(key_prefix, route, ":", settings.name)),
       route_(route),
       settings_(settings),
-      args_(ScriptArgs(settings)),
+      args_(ScriptArgs(settings, /*reserve=*/false)),
+      reserve_args_(ScriptArgs(settings, /*reserve=*/true)),
       stock_(static_cast<size_t>(std::max<int64_t>(1, settings.max_keys)),
              kLeaseTtlNanos),
       local_(std::make_unique<KeyedTokenBuckets>(
@@ -246,13 +330,13 @@ const char* GlobalRateLimiter::redis_state() const {
   }
   if (!fallback_active()) return "ok";
   switch (last_status_.load(std::memory_order_relaxed)) {
-    case RedisClient::Reply::kTimeout:
+    case RedisLink::Reply::kTimeout:
       return "slow";
-    case RedisClient::Reply::kConnection:
+    case RedisLink::Reply::kConnection:
       return "unreachable";
-    case RedisClient::Reply::kAuth:
+    case RedisLink::Reply::kAuth:
       return "auth";
-    case RedisClient::Reply::kError:
+    case RedisLink::Reply::kError:
       return "error";
     default:
       return "ok";
@@ -268,7 +352,7 @@ std::string GlobalRateLimiter::redis_error() const {
 
 bool GlobalRateLimiter::Take(const std::string& key, int64_t now,
                              Result* result, Done done) {
-  if (settings_.lease > 1 && stock_.TakeOne(key, now)) {
+  if (stock_.TakeOne(key, now)) {
     result->decision = TokenBucket::Decision{};
     result->decision.admitted = true;
     result->decision.remaining = stock_.Tokens(key, now);
@@ -277,11 +361,18 @@ bool GlobalRateLimiter::Take(const std::string& key, int64_t now,
   }
   if (const int64_t blocked = stock_.BlockedFor(key, now); blocked > 0) {
     // Redis already said no token before then (and nobody can move it
-    // earlier): reject without a round trip.
+    // earlier), or this replica's reserved token is not due yet: reject
+    // without a round trip.
     result->decision = TokenBucket::Decision{};
     result->decision.retry_after_nanos = blocked;
     result->redis_unavailable = false;
     return true;
+  }
+  if (fallback_.active()) {
+    const uint64_t epoch = redis_->topology_epoch();
+    if (seen_epoch_.exchange(epoch, std::memory_order_relaxed) != epoch) {
+      fallback_.ProbeNow();
+    }
   }
   if (!fallback_.ShouldAskRedis(now)) {
     *result = Fallback(key, now);
@@ -289,40 +380,53 @@ bool GlobalRateLimiter::Take(const std::string& key, int64_t now,
   }
   std::string redis_key =
       key.empty() ? key_base_ : absl::StrCat(key_base_, ":", key);
+  const bool reserve = stock_.StartReserving(key, now);
   redis_->EvalScript(
-      std::move(redis_key), args_,
-      [this, key, done = std::move(done)](const RedisClient::Reply& reply) {
+      std::move(redis_key), reserve ? reserve_args_ : args_,
+      [this, key, reserve,
+       done = std::move(done)](const RedisLink::Reply& reply) {
         const int64_t now = RealClock::Get().NowNanos();
         GcraReply g;
-        if (reply.status == RedisClient::Reply::kOk &&
+        if (reply.status == RedisLink::Reply::kOk &&
             ParseGcraReply(reply.ints, &g)) {
-          last_status_.store(RedisClient::Reply::kOk,
-                             std::memory_order_relaxed);
+          last_status_.store(RedisLink::Reply::kOk, std::memory_order_relaxed);
           Note(fallback_.OnSuccess(), "");
           Result r;
+          if (g.reserved && reserve) {
+            stock_.Reserved(key, now + g.retry_after_nanos, now);
+          } else if (reserve) {
+            stock_.EndReserving(key);
+          }
           if (g.granted > 0) {
             r.decision.admitted = true;
             r.decision.remaining = g.remaining + g.granted - 1;
             if (g.granted > 1) stock_.Add(key, g.granted - 1, now);
           } else {
             r.decision.retry_after_nanos = g.retry_after_nanos;
-            stock_.Block(key, now + g.retry_after_nanos, now);
+            // A refusal beside this replica's reservation (held or asked
+            // for) says nothing of the reserved token, and blocking would
+            // keep the replica from its next turn: only refusals with no
+            // reservation in sight are cached.
+            if (!g.reserved && (reserve || !stock_.Reserving(key))) {
+              stock_.Block(key, now + g.retry_after_nanos, now);
+            }
           }
           r.decision.reset_after_nanos = g.reset_after_nanos;
           done(r);
           return;
         }
-        const std::string why = reply.status == RedisClient::Reply::kOk
+        const std::string why = reply.status == RedisLink::Reply::kOk
                                     ? "unexpected reply"
                                     : reply.error;
-        last_status_.store(reply.status == RedisClient::Reply::kOk
-                               ? RedisClient::Reply::kError
+        last_status_.store(reply.status == RedisLink::Reply::kOk
+                               ? RedisLink::Reply::kError
                                : reply.status,
                            std::memory_order_relaxed);
         {
           absl::MutexLock lock(&error_mu_);
           last_error_ = why;
         }
+        if (reserve) stock_.EndReserving(key);
         Note(fallback_.OnFailure(now), why);
         done(Fallback(key, now));
       });

@@ -1,7 +1,11 @@
 #include "server/limits/limit_registry.h"
 
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/limits/redis_client.h"
+#include "server/limits/redis_cluster_client.h"
 #include "spdlog/spdlog.h"
 
 namespace sluice {
@@ -25,7 +29,16 @@ std::vector<std::vector<std::shared_ptr<LimitState>>> LimitRegistry::Bind(
       options.connect_timeout = redis.connect_timeout;
       options.username = redis.username;
       options.password = redis.password;
-      redis_ = std::make_shared<RedisClient>(options, kGcraScript);
+      if (redis.cluster.empty()) {
+        redis_ = std::make_shared<RedisClient>(options, kGcraScript);
+      } else {
+        std::vector<ClusterNode> seeds;
+        for (const RedisSettings::Node& n : redis.cluster) {
+          seeds.push_back(ClusterNode{n.host, n.port});
+        }
+        redis_ = std::make_shared<RedisClusterClient>(std::move(seeds), options,
+                                                      kGcraScript);
+      }
       redis_fingerprint_ = redis.fingerprint;
     }
   }

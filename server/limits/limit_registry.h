@@ -47,7 +47,7 @@ class LimitRegistry {
   std::map<std::pair<std::string, std::string>, std::shared_ptr<LimitState>>
       states_ ABSL_GUARDED_BY(mu_);
   // The Redis client of global limits, kept while its settings are unchanged.
-  std::shared_ptr<RedisClient> redis_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<RedisLink> redis_ ABSL_GUARDED_BY(mu_);
   std::string redis_fingerprint_ ABSL_GUARDED_BY(mu_);
 };
 

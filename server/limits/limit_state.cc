@@ -8,7 +8,7 @@
 namespace sluice {
 
 LimitState::LimitState(std::string route, const LimitSettings& settings,
-                       std::shared_ptr<RedisClient> redis,
+                       std::shared_ptr<RedisLink> redis,
                        const std::string& key_prefix, LimitState* previous,
                        const Clock* clock)
     : counters_(previous != nullptr ? previous->counters_

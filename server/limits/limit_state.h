@@ -76,7 +76,7 @@ class LimitState {
   // null for a new limit. `clock`: the time of carrying and of overrides
   // (null: RealClock).
   LimitState(std::string route, const LimitSettings& settings,
-             std::shared_ptr<RedisClient> redis = nullptr,
+             std::shared_ptr<RedisLink> redis = nullptr,
              const std::string& key_prefix = "", LimitState* previous = nullptr,
              const Clock* clock = nullptr);
 

@@ -40,21 +40,46 @@ bool IsAuthError(const std::string& message) {
          absl::StartsWith(message, "ERR invalid username-password");
 }
 
-}  // namespace
-
-const char* RedisLinkStateName(RedisLinkState state) {
-  switch (state) {
-    case RedisLinkState::kConnecting:
-      return "connecting";
-    case RedisLinkState::kUp:
-      return "up";
-    case RedisLinkState::kAuthFailed:
-      return "auth_failed";
-    case RedisLinkState::kUnreachable:
-      return "unreachable";
-  }
-  return "unknown";
+// A cluster node's redirection: MOVED (the slot lives elsewhere now) or
+// ASK (this one key is being migrated).
+bool IsRedirect(const std::string& message) {
+  return absl::StartsWith(message, "MOVED ") ||
+         absl::StartsWith(message, "ASK ");
 }
+
+RedisValue ToValue(const redisReply* r) {
+  RedisValue v;
+  switch (r->type) {
+    case REDIS_REPLY_INTEGER:
+      v.type = RedisValue::kInteger;
+      v.integer = r->integer;
+      break;
+    case REDIS_REPLY_STRING:
+      v.type = RedisValue::kString;
+      v.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_STATUS:
+      v.type = RedisValue::kStatus;
+      v.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_ERROR:
+      v.type = RedisValue::kError;
+      v.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_ARRAY:
+      v.type = RedisValue::kArray;
+      for (size_t i = 0; i < r->elements; ++i) {
+        v.elements.push_back(ToValue(r->element[i]));
+      }
+      break;
+    default:
+      v.type = RedisValue::kNil;
+      break;
+  }
+  return v;
+}
+
+}  // namespace
 
 const char* RedisStats::KindName(int kind) {
   switch (kind) {
@@ -90,7 +115,9 @@ struct RedisClient::Request {
   int64_t started = 0;
   int64_t deadline = 0;
   bool finished = false;
-  bool retried = false;  // re-sent as EVAL after NOSCRIPT
+  bool retried = false;              // re-sent as EVAL after NOSCRIPT
+  bool asking = false;               // ASKING first (a cluster node's ASK)
+  std::vector<std::string> command;  // Command(): sent as is
   RedisClient* client = nullptr;
 };
 
@@ -135,6 +162,38 @@ void RedisClient::EvalScript(std::string key, std::vector<std::string> args,
   req->key = std::move(key);
   req->args = std::move(args);
   req->done = std::move(done);
+  Submit(std::move(req));
+}
+
+void RedisClient::EvalScriptAsking(std::string key,
+                                   std::vector<std::string> args,
+                                   Callback done) {
+  auto req = std::make_shared<Request>();
+  req->key = std::move(key);
+  req->args = std::move(args);
+  req->done = std::move(done);
+  req->asking = true;
+  Submit(std::move(req));
+}
+
+void RedisClient::Command(std::vector<std::string> argv, Callback done) {
+  auto req = std::make_shared<Request>();
+  req->command = std::move(argv);
+  req->done = std::move(done);
+  Submit(std::move(req));
+}
+
+void RedisClient::RunAfter(absl::Duration delay, std::function<void()> fn) {
+  {
+    absl::MutexLock lock(&mu_);
+    timers_.emplace_back(Now() + absl::ToInt64Nanoseconds(delay),
+                         std::move(fn));
+  }
+  const uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof(one));
+}
+
+void RedisClient::Submit(std::shared_ptr<Request> req) {
   req->client = this;
   {
     absl::MutexLock lock(&mu_);
@@ -165,6 +224,9 @@ void RedisClient::Finish(Request* req, int status, std::string error) {
       stats.CountError(RedisStats::kReply);
       stats.ObserveLatency(Now() - req->started);
       break;
+    case Reply::kRedirect:
+      stats.ObserveLatency(Now() - req->started);
+      break;
     case Reply::kOk:
       break;
   }
@@ -183,8 +245,8 @@ void RedisClient::OnReply(redisAsyncContext* ac, void* r, void* privdata) {
   }
   if (reply->type == REDIS_REPLY_ERROR) {
     const std::string message(reply->str, reply->len);
-    if (absl::StartsWith(message, "NOSCRIPT") && !req->retried &&
-        !req->finished) {
+    if (absl::StartsWith(message, "NOSCRIPT") && req->command.empty() &&
+        !req->retried && !req->finished) {
       req->retried = true;
       auto* conn = static_cast<Conn*>(ac->data);
       if (conn->client->Send(conn, req, /*full_eval=*/true)) return;
@@ -201,12 +263,15 @@ void RedisClient::OnReply(redisAsyncContext* ac, void* r, void* privdata) {
              absl::StrCat("redis authentication failed: ", message));
       return;
     }
-    Finish(req.get(), Reply::kError, message);
+    Finish(req.get(), IsRedirect(message) ? Reply::kRedirect : Reply::kError,
+           message);
     return;
   }
   if (req->finished) return;  // timed out already
   Reply out;
-  if (reply->type == REDIS_REPLY_ARRAY) {
+  if (!req->command.empty()) {
+    out.value = ToValue(reply);
+  } else if (reply->type == REDIS_REPLY_ARRAY) {
     for (size_t i = 0; i < reply->elements; ++i) {
       const redisReply* e = reply->element[i];
       out.ints.push_back(e->type == REDIS_REPLY_INTEGER ? e->integer : 0);
@@ -223,6 +288,39 @@ void RedisClient::OnReply(redisAsyncContext* ac, void* r, void* privdata) {
 bool RedisClient::Send(Conn* conn, const std::shared_ptr<Request>& req,
                        bool full_eval) {
   if (conn->ac == nullptr || !conn->connected) return false;
+  std::vector<const char*> argv;
+  std::vector<size_t> lens;
+  auto add = [&](const std::string& s) {
+    argv.push_back(s.data());
+    lens.push_back(s.size());
+  };
+  if (!req->command.empty()) {
+    for (const std::string& a : req->command) add(a);
+  } else {
+    if (req->asking) {
+      // The node serves the migrating key only to a request right after
+      // ASKING on the same connection; hiredis keeps the order.
+      static const char* kAsking[] = {"ASKING"};
+      static const size_t kAskingLen[] = {6};
+      if (redisAsyncCommandArgv(conn->ac, nullptr, nullptr, 1, kAsking,
+                                kAskingLen) != REDIS_OK) {
+        return false;
+      }
+    }
+    return SendEval(conn, req, full_eval);
+  }
+  auto* holder = new std::shared_ptr<Request>(req);
+  if (redisAsyncCommandArgv(conn->ac, &RedisClient::OnReply, holder,
+                            static_cast<int>(argv.size()), argv.data(),
+                            lens.data()) != REDIS_OK) {
+    delete holder;
+    return false;
+  }
+  return true;
+}
+
+bool RedisClient::SendEval(Conn* conn, const std::shared_ptr<Request>& req,
+                           bool full_eval) {
   std::vector<const char*> argv;
   std::vector<size_t> lens;
   const std::string numkeys = "1";
@@ -369,6 +467,7 @@ void RedisClient::OnHandshake(redisAsyncContext* ac, void* r,
   conn->backoff = kMinBackoffNanos;
   client->connected_count_.fetch_add(1);
   client->SetLinkState(RedisLinkState::kUp, "");
+  if (client->options_.on_connected) client->options_.on_connected();
   // Load the script once per connection; EVALSHA finds it from then on.
   const char* argv[] = {"SCRIPT", "LOAD", client->script_.c_str()};
   const size_t lens[] = {6, 4, client->script_.size()};
@@ -430,6 +529,22 @@ void RedisClient::Loop() {
     int64_t now = Now();
     // Connections: start, or give up on a connect that takes too long.
     int64_t wake_at = now + 1'000'000'000;
+    // Timers due run now (outside the lock: they may submit requests).
+    std::vector<std::function<void()>> due;
+    {
+      absl::MutexLock lock(&mu_);
+      for (size_t i = 0; i < timers_.size();) {
+        if (timers_[i].first <= now) {
+          due.push_back(std::move(timers_[i].second));
+          timers_[i] = std::move(timers_.back());
+          timers_.pop_back();
+        } else {
+          wake_at = std::min(wake_at, timers_[i].first);
+          ++i;
+        }
+      }
+    }
+    for (auto& fn : due) fn();
     for (auto& c : conns_) {
       Conn* conn = c.get();
       if (conn->ac == nullptr) {

@@ -1,6 +1,6 @@
-// An asynchronous Redis client for global limits: hiredis' async API driven
-// by one dedicated I/O thread with a poll(2) loop, so no worker ever waits
-// on Redis.
+// An asynchronous client of one Redis server for global limits: hiredis'
+// async API driven by one dedicated I/O thread with a poll(2) loop, so no
+// worker ever waits on Redis. RedisClusterClient keeps one per cluster node.
 //
 // Ownership: shared (shared_ptr) by the GlobalRateLimiters that use it and
 // the LimitRegistry; the last owner's release stops and joins the I/O
@@ -20,10 +20,12 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/limits/redis_link.h"
 
 struct redisAsyncContext;
 
@@ -69,62 +71,62 @@ struct RedisClientOptions {
   // `password` is empty (a PING then checks that Redis needs none).
   std::string username;
   std::string password;
+  // Runs on the I/O thread each time a connection comes up (authenticated);
+  // must not block. RedisClusterClient reads the slot map then.
+  std::function<void()> on_connected;
 };
 
-// What the client's connections last saw, for logs, metrics and the admin
-// API.
-enum class RedisLinkState {
-  kConnecting = 0,   // no attempt has finished yet
-  kUp = 1,           // at least one connection is up and authenticated
-  kAuthFailed = 2,   // AUTH refused, or Redis wants AUTH and none is set
-  kUnreachable = 3,  // no connection: refused, timed out, lost
-};
-const char* RedisLinkStateName(RedisLinkState state);
-
-class RedisClient {
+class RedisClient : public RedisLink {
  public:
-  struct Reply {
-    enum Status { kOk, kTimeout, kConnection, kError, kAuth };
-    Status status = kOk;
-    std::vector<int64_t> ints;  // an integer array reply, in order
-    std::string error;          // kError: Redis' message; others: ours
-  };
-  using Callback = std::function<void(const Reply&)>;
-
   // `script`: the Lua script EvalScript runs (loaded with SCRIPT LOAD on
   // every new connection, run with EVALSHA, re-sent on NOSCRIPT).
   RedisClient(RedisClientOptions options, std::string script);
-  ~RedisClient();
+  ~RedisClient() override;
   RedisClient(const RedisClient&) = delete;
   RedisClient& operator=(const RedisClient&) = delete;
 
   // Any thread. Runs the script with one key and `args`; `done` runs once on
   // the I/O thread: kOk with an integer array, or a failure (timeout, no
-  // connection, error reply).
+  // connection, error reply; kRedirect for a cluster node's MOVED or ASK).
   void EvalScript(std::string key, std::vector<std::string> args,
-                  Callback done);
+                  Callback done) override;
+  // The same, preceded by ASKING on the same connection (a cluster node's
+  // ASK redirection: this request only).
+  void EvalScriptAsking(std::string key, std::vector<std::string> args,
+                        Callback done);
+  // Any thread. Sends `argv` as one command; `done` gets the whole reply in
+  // Reply::value (kOk), or a failure.
+  void Command(std::vector<std::string> argv, Callback done);
+  // Any thread. Runs `fn` on the I/O thread `delay` from now (never, if the
+  // client stops first); `fn` must not block.
+  void RunAfter(absl::Duration delay, std::function<void()> fn);
 
   // True while at least one connection is up (and authenticated).
-  bool connected() const { return connected_count_.load() > 0; }
-  RedisLinkState link_state() const {
+  bool connected() const override { return connected_count_.load() > 0; }
+  RedisLinkState link_state() const override {
     return static_cast<RedisLinkState>(link_state_.load());
   }
   // Redis' last AUTH/NOAUTH error, or why the last connect failed ("" while
   // up). Never holds a secret.
-  std::string last_error() const;
+  std::string last_error() const override;
   // "host:port", for logs and the admin API.
-  const std::string& address() const { return address_; }
+  const std::string& address() const override { return address_; }
+  const std::string& host() const { return options_.host; }
+  int port() const { return options_.port; }
   // Who uses the client, named in its log lines (e.g. the global limits:
   // "route/limit, ..."). Any thread.
-  void SetUsers(std::string users);
+  void SetUsers(std::string users) override;
   const std::string& script_sha() const { return sha_; }
 
  private:
   struct Request;
   struct Conn;
+  void Submit(std::shared_ptr<Request> req);
   void Loop();
   void Dispatch(std::shared_ptr<Request> req);
   bool Send(Conn* conn, const std::shared_ptr<Request>& req, bool full_eval);
+  bool SendEval(Conn* conn, const std::shared_ptr<Request>& req,
+                bool full_eval);
   void Connect(Conn* conn, int64_t now);
   void Dropped(Conn* conn, int64_t now);
   static void Finish(Request* req, int status, std::string error);
@@ -146,6 +148,8 @@ class RedisClient {
 
   absl::Mutex mu_;
   std::vector<std::shared_ptr<Request>> submitted_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<int64_t, std::function<void()>>> timers_
+      ABSL_GUARDED_BY(mu_);
   mutable absl::Mutex state_mu_;
   std::string last_error_ ABSL_GUARDED_BY(state_mu_);
   std::string users_ ABSL_GUARDED_BY(state_mu_);

@@ -145,7 +145,50 @@ TEST(GlobalLimitsConfigTest, LeaseAtMostTheBurst) {
 TEST(GlobalLimitsConfigTest, RedisAddressRequired) {
   EXPECT_EQ(ErrorOf(WithLimit("name: g, rate: {per_second: 1}",
                               "redis: {pool_size: 2}\n")),
-            "test.yaml: redis.address: required (host:port)");
+            "test.yaml: redis.address: required (host:port), or "
+            "redis.cluster (the seed nodes of a Redis Cluster)");
+}
+
+TEST(GlobalLimitsConfigTest, RedisClusterSeeds) {
+  auto config = ParseConfigYaml(
+      WithLimit("name: g, scope: global, rate: {per_second: 100}",
+                "redis:\n  cluster: [\"127.0.0.1:7000\", \"[::1]:7001\", "
+                "\"redis-0.redis:6379\"]\n"),
+      kSource);
+  ASSERT_TRUE(config.ok()) << config.status();
+  const RedisSettings& redis = (*config)->redis();
+  ASSERT_EQ(redis.cluster.size(), 3u);
+  EXPECT_EQ(redis.cluster[0].host, "127.0.0.1");
+  EXPECT_EQ(redis.cluster[0].port, 7000);
+  EXPECT_EQ(redis.cluster[1].host, "::1");
+  EXPECT_EQ(redis.cluster[1].port, 7001);
+  EXPECT_EQ(redis.cluster[2].host, "redis-0.redis");
+  EXPECT_EQ(redis.cluster[2].port, 6379);
+  EXPECT_TRUE(redis.host.empty());
+}
+
+TEST(GlobalLimitsConfigTest, RedisClusterErrorsNameTheEntry) {
+  EXPECT_EQ(ErrorOf(WithLimit("name: g, rate: {per_second: 1}",
+                              "redis: {address: \"h:1\", cluster: "
+                              "[\"h:2\"]}\n")),
+            "test.yaml: redis.cluster: set either redis.address (one Redis) "
+            "or redis.cluster (the seed nodes of a Redis Cluster), not both");
+  EXPECT_EQ(ErrorOf(WithLimit("name: g, rate: {per_second: 1}",
+                              "redis: {cluster: [\"h:2\", \"h:0\", "
+                              "\"h:2\", \"\"]}\n")),
+            "test.yaml: redis.cluster[1]: port 0 is not a Redis port\n"
+            "test.yaml: redis.cluster[2]: \"h:2\" is listed twice\n"
+            "test.yaml: redis.cluster[3]: empty (host:port of a cluster "
+            "node)");
+  const std::string error =
+      ErrorOf(WithLimit("name: g, rate: {per_second: 1}",
+                        "redis: {cluster: [\"redis://:pw@h:1\"]}\n"));
+  EXPECT_EQ(error.rfind("test.yaml: redis.cluster[0]: must be host:port, "
+                        "not a URL",
+                        0),
+            0u)
+      << error;
+  EXPECT_EQ(error.find("pw@"), std::string::npos) << error;
 }
 
 TEST(GlobalLimitsConfigTest, RedisAddressInvalid) {

@@ -1,6 +1,7 @@
 """Global limits (scope: global) through the real sluice binary and a real
 redis-server (Debian's /usr/bin/redis-server, started by each test on a free
-127.0.0.1 port and stopped by its PID): two replicas share one rate; Redis
+127.0.0.1 port and stopped by its PID): two and three replicas share one rate,
+each its fair part of it; Redis
 killed -> each fallback mode; Redis back -> global enforcement resumes;
 Redis stopped (SIGSTOP) -> other routes keep their latency and global calls
 get the fallback within the Redis timeout.
@@ -71,7 +72,11 @@ class GlobalLimitsTest(unittest.TestCase):
         self.channels.append(ch)
         return s, test_pb2_grpc.TestServiceStub(ch)
 
-    def offer_two_replicas(self, RATE, BURST, SECONDS, lease=1):
+    def offer_replicas(self, RATE, BURST, SECONDS, lease=1, replicas=2):
+        """`replicas` sluices sharing one global limit of RATE/s, offered
+        2 x RATE in all, the same to each. Returns every call's Outcome, the
+        admitted ones, the rejected ones, what one exact bucket admits of
+        the replicas' arrivals, and the admitted count of each replica."""
         routes = f"""  - name: shared
     match: {{method: {UNARY}}}
     upstream: demo
@@ -82,19 +87,22 @@ class GlobalLimitsTest(unittest.TestCase):
         global: {{lease: {lease}}}
 """
         logs = [os.path.join(harness.TMP, f"access-{time.monotonic_ns()}-{i}.jsonl")
-                for i in range(2)]
+                for i in range(replicas)]
         # A Redis timeout a busy machine cannot reach: three timeouts in a
         # row would put the limit in its documented fallback (admitting
         # more), which is not what this measures.
-        _, stub_a = self.start_sluice(routes, access_log=logs[0], timeout="2s")
-        _, stub_b = self.start_sluice(routes, access_log=logs[1], timeout="2s")
-        # Open loop, 2x the limit: each replica is offered RATE calls/s.
-        outcomes, duration = offer_open_loop(self, [stub_a, stub_b], RATE, SECONDS)
+        stubs = [self.start_sluice(routes, access_log=log, timeout="2s")[1] for log in logs]
+        # Open loop, 2x the limit, the same to each replica.
+        outcomes, duration = offer_open_loop(self, stubs, 2.0 * RATE / replicas, SECONDS)
         ok = [o for o in outcomes if o.code == grpc.StatusCode.OK]
         rejected = [o for o in outcomes if o.code != grpc.StatusCode.OK]
+        # offer_open_loop returns each stub's calls in turn, as many each.
+        per = len(outcomes) // replicas
+        admitted_each = [sum(o.code == grpc.StatusCode.OK for o in outcomes[k * per:(k + 1) * per])
+                         for k in range(replicas)]
         offered = len(outcomes) / duration
         admitted = (len(ok) - BURST) / duration
-        # What one exact bucket admits of the calls as both replicas took
+        # What one exact bucket admits of the calls as the replicas took
         # them (their access logs, to the microsecond; Redis decides a few
         # milliseconds later): the reference that neither the clients'
         # stalls nor the replicas' own on a busy machine move, only Sluice's
@@ -102,24 +110,35 @@ class GlobalLimitsTest(unittest.TestCase):
         # calls reach Sluice spread out.)
         arrivals = harness.wait_until(
             lambda: (lambda t: t if len(t) >= len(outcomes) else None)(
-                sorted(access_log_times(logs[0], UNARY) + access_log_times(logs[1], UNARY))),
+                sorted(sum((access_log_times(log, UNARY) for log in logs), []))),
             timeout=20, what="every call in the access logs")
         expected = gcra_admits(arrivals, RATE, BURST)
-        print(f"two replicas, lease {lease}: offered {offered:.0f}/s, admitted "
+        print(f"{replicas} replicas, lease {lease}: offered {offered:.0f}/s, admitted "
               f"{admitted:.2f}/s combined (limit {RATE}/s) over {duration:.2f}s; "
-              f"{len(ok)} admitted, an exact bucket admits {expected} of the replicas' "
-              f"arrivals ({gcra_admits([o.sent for o in outcomes], RATE, BURST)} of the "
+              f"{len(ok)} admitted ({', '.join(map(str, admitted_each))} per replica), "
+              f"an exact bucket admits {expected} of the replicas' arrivals "
+              f"({gcra_admits([o.sent for o in outcomes], RATE, BURST)} of the "
               f"clients' send times)")
         self.assertLess(expected, 0.8 * len(outcomes),
                         f"the clients offered only {offered:.0f}/s")
-        return outcomes, ok, rejected, expected
+        return outcomes, ok, rejected, expected, admitted_each
+
+    def assert_fair(self, admitted_each):
+        # Equal replicas, equal load: each gets about 1/n of the total
+        # (docs/limits-bench.md: within 1% measured). Half of that fair share
+        # is a bound only a defect breaks: before reservations one of two
+        # replicas got 4% of the total.
+        total = sum(admitted_each)
+        for n in admitted_each:
+            self.assertGreaterEqual(n, total / len(admitted_each) / 2, admitted_each)
 
     def test_two_replicas_share_one_rate(self):
         RATE, BURST, SECONDS = 100, 10, 10.0
-        outcomes, ok, rejected, expected = self.offer_two_replicas(RATE, BURST, SECONDS)
+        outcomes, ok, rejected, expected, each = self.offer_replicas(RATE, BURST, SECONDS)
         # Redis decides when a call's request reaches it: milliseconds after
         # the send, a few tokens; a replica counting alone would admit twice.
         self.assertAlmostEqual(len(ok), expected, delta=0.05 * expected)
+        self.assert_fair(each)
         for o in rejected:
             self.assertEqual(o.code, RE, o)
             self.assertEqual(o.reason, "rate_limited", o)
@@ -128,15 +147,23 @@ class GlobalLimitsTest(unittest.TestCase):
             self.assertEqual(harness.metric(s, "sluice_redis_errors_total") or 0, 0)
             self.assertGreater(harness.metric(s, "sluice_redis_request_duration_seconds_count"), 0)
 
+    def test_three_replicas_share_one_rate_fairly(self):
+        RATE, BURST, SECONDS = 90, 9, 6.0
+        outcomes, ok, rejected, expected, each = self.offer_replicas(
+            RATE, BURST, SECONDS, replicas=3)
+        self.assertAlmostEqual(len(ok), expected, delta=0.05 * expected)
+        self.assert_fair(each)
+
     def test_leasing_at_saturation_stays_within_its_stated_cost(self):
         RATE, BURST, SECONDS, LEASE = 100, 10, 4.0, 10
-        outcomes, ok, rejected, expected = self.offer_two_replicas(
+        outcomes, ok, rejected, expected, each = self.offer_replicas(
             RATE, BURST, SECONDS, lease=LEASE)
         # Stated cost: up to LEASE-1 tokens per replica taken early (admitted
         # later, or never at the end of the run).
         slack = 2 * (LEASE - 1)
         self.assertGreaterEqual(len(ok), 0.95 * expected - slack)
         self.assertLessEqual(len(ok), 1.05 * expected + slack)
+        self.assert_fair(each)
         round_trips = sum(harness.metric(s, "sluice_redis_request_duration_seconds_count")
                           for s in self.sluices)
         # At saturation a lease rarely finds more than one whole token, so it
