@@ -64,7 +64,9 @@
 # 100 B messages or 5 streams of 1000 4 KiB messages (one stream at a
 # time). Per call (per message) = (Ir of the run - Ir of the base run) /
 # calls (messages): start-up, warm-up and shutdown cancel out; the per-stream
-# set-up is spread over its 1000 messages.
+# set-up is spread over its 1000 messages. The same difference is taken of
+# the calls to grpc_call_start_batch (gRPC batches) and to sendmsg and
+# recvmsg (bench/callgrind_calls.py).
 #
 # Every process is started by this script, tracked by PID and stopped by
 # PID. All listeners are on 127.0.0.1 with port 0 or a freshly probed free
@@ -550,14 +552,18 @@ callgrind_run() {  # callgrind_run VARIANT KIND: sets CG_IR to the run's total I
   # "summary: IR" (or "totals:") in the profile: all threads, whole run.
   CG_IR=$(awk '/^(summary|totals):/ { print $2; exit }' "$out")
   [[ -n "$CG_IR" ]] || { echo "run.sh: $name: no total in $out" >&2; return 1; }
+  # Calls of gRPC batches and of the socket system calls, same run.
+  read -r CG_BATCHES CG_SENDMSG CG_RECVMSG < <("$PY" "$BENCH_DIR/callgrind_calls.py" "$out" \
+    grpc_call_start_batch sendmsg recvmsg)
 }
 
 run_callgrind() {
-  local variant kind base per units
+  local variant kind base per units base_batches base_sendmsg base_recvmsg
   for variant in 2 2-typed; do
     callgrind_run "$variant" base || { FAILED=1; continue; }
-    base=$CG_IR
-    echo "  callgrind sluice-w$variant base (start-up, warm-up, shutdown): $base Ir"
+    base=$CG_IR base_batches=$CG_BATCHES base_sendmsg=$CG_SENDMSG base_recvmsg=$CG_RECVMSG
+    echo "  callgrind sluice-w$variant base (start-up, warm-up, shutdown): $base Ir," \
+      "$base_batches batches, $base_sendmsg sendmsg, $base_recvmsg recvmsg"
     for kind in unary stream100 stream4k; do
       callgrind_run "$variant" "$kind" || { FAILED=1; continue; }
       case $kind in
@@ -566,9 +572,23 @@ run_callgrind() {
         stream4k) units=$((CG_STREAMS4K * 1000)) ;;
       esac
       per=$(( (CG_IR - base) / units ))
-      echo "  callgrind sluice-w$variant $kind: $CG_IR Ir, $per Ir per $( [[ $kind == unary ]] && echo call || echo message)"
-      printf '%s\t-\tsluice-w%s\tcallgrind-%s\t-\t-\t-\t-\t-\t-\t-\tok\t%s\n' \
-        "$PIN" "$variant" "$kind" "$per" >>"$RESULTS"
+      echo "  callgrind sluice-w$variant $kind: $CG_IR Ir, $per Ir per $( [[ $kind == unary ]] && echo call || echo message)," \
+        "$CG_BATCHES batches, $CG_SENDMSG sendmsg, $CG_RECVMSG recvmsg"
+      # Rows: Ir, gRPC batches, sendmsg and recvmsg per call (message),
+      # each the run's count minus the base run's over the calls (messages).
+      local what count base_count
+      for what in ir batches sendmsg recvmsg; do
+        case $what in
+          ir) count=$CG_IR base_count=$base ;;
+          batches) count=$CG_BATCHES base_count=$base_batches ;;
+          sendmsg) count=$CG_SENDMSG base_count=$base_sendmsg ;;
+          recvmsg) count=$CG_RECVMSG base_count=$base_recvmsg ;;
+        esac
+        printf '%s\t-\tsluice-w%s\tcallgrind-%s-%s\t-\t-\t-\t-\t-\t-\t-\tok\t%s\n' \
+          "$PIN" "$variant" "$kind" "$what" \
+          "$("$PY" -c 'import sys; a, b, n = map(float, sys.argv[1:]); print(f"{(a - b) / n:.3f}")' \
+             "$count" "$base_count" "$units")" >>"$RESULTS"
+      done
     done
   done
 }

@@ -39,8 +39,12 @@ instr = {}
 for r in rows:
     path, scen, rnd = r[col["path"]], r[col["scenario"]], r[col["round"]]
     if scen.startswith("callgrind-"):
+        # callgrind-KIND-WHAT (WHAT: ir, batches, sendmsg, recvmsg), or
+        # callgrind-KIND (Ir) from earlier versions of run.sh.
+        parts = scen.split("-")
+        kind, what = parts[1], (parts[2] if len(parts) > 2 else "ir")
         try:
-            instr[(path, scen[len("callgrind-"):])] = float(r[col["instr"]])
+            instr[(path, kind, what)] = float(r[col["instr"]])
         except ValueError:
             pass
         continue
@@ -223,15 +227,24 @@ for sl in (TYPED, FLAGS):
 
 if instr:
     p("")
-    p(f"Instructions (callgrind, Ir; {info.get('callgrind', '')}; run minus a base run of "
-      "start-up, warm-up and shutdown, divided by calls or messages):")
+    p(f"Instructions and calls counted under callgrind ({info.get('callgrind', '')}): the run's "
+      "count minus a base run's (start-up, warm-up, shutdown) over its calls or messages; "
+      "batches are calls of grpc_call_start_batch (both of Sluice's sides), sendmsg and recvmsg "
+      "the socket system calls:")
     p("")
-    p("| Sluice | Ir per unary call | Ir per 100 B stream message | Ir per 4 KiB stream message |")
-    p("|---|---|---|---|")
+    p("| Sluice | scenario | Ir | gRPC batches | sendmsg | recvmsg |")
+    p("|---|---|---|---|---|---|")
+    per = {"unary": "per unary call", "stream100": "per 100 B stream message",
+           "stream4k": "per 4 KiB stream message"}
     for path in sorted({k[0] for k in instr}):
-        label = LABEL.get(path, path)
-        f = lambda k: f"{instr[(path, k)]:,.0f}" if (path, k) in instr else "n/a"
-        p(f"| {label} | {f('unary')} | {f('stream100')} | {f('stream4k')} |")
+        for kind in ("unary", "stream100", "stream4k"):
+            if (path, kind, "ir") not in instr:
+                continue
+            def f(what, fmt):
+                v = instr.get((path, kind, what))
+                return fmt.format(v) if v is not None else "n/a"
+            p(f"| {LABEL.get(path, path)} | {per[kind]} | {f('ir', '{:,.0f}')} | "
+              f"{f('batches', '{:.2f}')} | {f('sendmsg', '{:.2f}')} | {f('recvmsg', '{:.2f}')} |")
 
 if failed:
     p("")
