@@ -47,8 +47,9 @@
 #                targets refer to this mode
 #   --pin=split  servers (upstream + proxy) on CPU 0, h2load on CPU 1
 #   --callgrind  also count Sluice's instructions per unary call and per
-#                stream message under valgrind --tool=callgrind (flags only
-#                and typed; see "Instruction counts" below)
+#                stream message under valgrind --tool=callgrind (flags only,
+#                typed, limits not hit; see "Instruction counts" below);
+#                with --rounds=0, only that
 #   --paths=...  run only these paths (direct is always run)
 #   --out=DIR    keep results.tsv, summary.md, raw h2load outputs, logs and
 #                configs in DIR (default: a temp dir, removed at exit)
@@ -56,8 +57,9 @@
 # and bazel-bin/server/demo/demo_upstream; they are copied to the work dir
 # first, so a concurrent rebuild cannot swap them mid-run.
 #
-# Instruction counts (--callgrind): Sluice (--workers=2) runs under
-# callgrind four times per variant, the demo upstream natively. Every run
+# Instruction counts (--callgrind): Sluice (--workers=2; flags only, typed,
+# limits not hit) runs under callgrind four times per variant, the demo
+# upstream natively. Every run
 # starts, takes the same warm-up (100 unary calls, one 1000-message
 # stream) and is stopped with SIGTERM; the "base" run does nothing else,
 # the others add 2,000 unary calls (one at a time), 10 streams of 1000
@@ -559,7 +561,7 @@ callgrind_run() {  # callgrind_run VARIANT KIND: sets CG_IR to the run's total I
 
 run_callgrind() {
   local variant kind base per units base_batches base_sendmsg base_recvmsg
-  for variant in 2 2-typed; do
+  for variant in 2 2-typed 2-limits; do
     callgrind_run "$variant" base || { FAILED=1; continue; }
     base=$CG_IR base_batches=$CG_BATCHES base_sendmsg=$CG_SENDMSG base_recvmsg=$CG_RECVMSG
     echo "  callgrind sluice-w$variant base (start-up, warm-up, shutdown): $base Ir," \

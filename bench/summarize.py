@@ -118,112 +118,113 @@ p(f"Machine: {info.get('nproc', '?')} CPUs ({info.get('cpu', '?')}); "
 if info.get("skipped"):
     p("")
     p(f"**SKIPPED (not installed): {info['skipped']}.**")
-p("")
-p("Each cell: median over the rounds (range min–max). CPU: utime+stime of the path's server "
-  "process and its children (for direct, the upstream) over the h2load run, per call or per "
-  "message. Added latency: the path's mean one at a time minus direct's, same round.")
-p("")
-p("| path | unary req/s (c8 m16) | CPU µs/call | 1 at a time: mean µs | added latency µs | "
-  "stream 100 B msg/s | CPU µs/msg | stream 4 KiB msg/s | CPU µs/msg |")
-p("|---|---|---|---|---|---|---|---|---|")
-for path in paths:
-    lat_add = "—" if path == "direct" else cell(added(path), lambda v: f"{v:.0f}")
-    p(f"| {LABEL.get(path, path)} | {cell(per_round(path, 'unary', 'req_s'))} | "
-      f"{cell(per_round(path, 'unary', 'cpu_us'))} | "
-      f"{cell(per_round(path, 'latency', 'mean_us'), lambda v: f'{v:.0f}')} | {lat_add} | "
-      f"{cell(per_round(path, 'stream100', 'msg_s'))} | "
-      f"{cell(per_round(path, 'stream100', 'cpu_us'))} | "
-      f"{cell(per_round(path, 'stream4k', 'msg_s'))} | "
-      f"{cell(per_round(path, 'stream4k', 'cpu_us'))} |")
-p("")
-p("Latency details (medians over the rounds): unary at saturation (128 in flight) and one at "
-  "a time; CPU per call one at a time.")
-p("")
-p("| path | unary c8 m16 mean / p99 µs | 1 at a time mean / p50 / p99 µs | CPU µs/call, 1 at a time | "
-  "stream 100 B MB/s | stream 4 KiB MB/s |")
-p("|---|---|---|---|---|---|")
+if paths:
+    p("")
+    p("Each cell: median over the rounds (range min–max). CPU: utime+stime of the path's server "
+      "process and its children (for direct, the upstream) over the h2load run, per call or per "
+      "message. Added latency: the path's mean one at a time minus direct's, same round.")
+    p("")
+    p("| path | unary req/s (c8 m16) | CPU µs/call | 1 at a time: mean µs | added latency µs | "
+      "stream 100 B msg/s | CPU µs/msg | stream 4 KiB msg/s | CPU µs/msg |")
+    p("|---|---|---|---|---|---|---|---|---|")
+    for path in paths:
+        lat_add = "—" if path == "direct" else cell(added(path), lambda v: f"{v:.0f}")
+        p(f"| {LABEL.get(path, path)} | {cell(per_round(path, 'unary', 'req_s'))} | "
+          f"{cell(per_round(path, 'unary', 'cpu_us'))} | "
+          f"{cell(per_round(path, 'latency', 'mean_us'), lambda v: f'{v:.0f}')} | {lat_add} | "
+          f"{cell(per_round(path, 'stream100', 'msg_s'))} | "
+          f"{cell(per_round(path, 'stream100', 'cpu_us'))} | "
+          f"{cell(per_round(path, 'stream4k', 'msg_s'))} | "
+          f"{cell(per_round(path, 'stream4k', 'cpu_us'))} |")
+    p("")
+    p("Latency details (medians over the rounds): unary at saturation (128 in flight) and one at "
+      "a time; CPU per call one at a time.")
+    p("")
+    p("| path | unary c8 m16 mean / p99 µs | 1 at a time mean / p50 / p99 µs | CPU µs/call, 1 at a time | "
+      "stream 100 B MB/s | stream 4 KiB MB/s |")
+    p("|---|---|---|---|---|---|")
 
 
-def m0(path, scen, c, scale=1.0, f="{:.0f}"):
-    v = med(per_round(path, scen, c))
-    return f.format(v / scale) if v is not None else "FAIL"
+    def m0(path, scen, c, scale=1.0, f="{:.0f}"):
+        v = med(per_round(path, scen, c))
+        return f.format(v / scale) if v is not None else "FAIL"
 
 
-for path in paths:
-    p(f"| {LABEL.get(path, path)} | {m0(path, 'unary', 'mean_us')} / {m0(path, 'unary', 'p99_us')} | "
-      f"{m0(path, 'latency', 'mean_us')} / {m0(path, 'latency', 'p50_us')} / "
-      f"{m0(path, 'latency', 'p99_us')} | {m0(path, 'latency', 'cpu_us')} | "
-      f"{m0(path, 'stream100', 'bytes_s', 1e6, '{:.1f}')} | "
-      f"{m0(path, 'stream4k', 'bytes_s', 1e6, '{:.0f}')} |")
+    for path in paths:
+        p(f"| {LABEL.get(path, path)} | {m0(path, 'unary', 'mean_us')} / {m0(path, 'unary', 'p99_us')} | "
+          f"{m0(path, 'latency', 'mean_us')} / {m0(path, 'latency', 'p50_us')} / "
+          f"{m0(path, 'latency', 'p99_us')} | {m0(path, 'latency', 'cpu_us')} | "
+          f"{m0(path, 'stream100', 'bytes_s', 1e6, '{:.1f}')} | "
+          f"{m0(path, 'stream4k', 'bytes_s', 1e6, '{:.0f}')} |")
 
-# --- targets (issue 18), per-round ratios
-TARGETS = []
-
-
-def target(what, d, goal, ok, fmt=ratio_fmt):
-    m = med(d)
-    verdict = "n/a" if m is None else ("**met**" if ok(m) else "not met")
-    TARGETS.append(f"| {what} | {goal} | {cell(d, fmt, 'n/a')} | {verdict} |")
+    # --- targets (issue 18), per-round ratios
+    TARGETS = []
 
 
-def rr(a, b, scen, c):
-    return combine(per_round(a, scen, c), per_round(b, scen, c), lambda x, y: x / y if y else None)
+    def target(what, d, goal, ok, fmt=ratio_fmt):
+        m = med(d)
+        verdict = "n/a" if m is None else ("**met**" if ok(m) else "not met")
+        TARGETS.append(f"| {what} | {goal} | {cell(d, fmt, 'n/a')} | {verdict} |")
 
 
-us = lambda v: f"{v:.2f} µs" if v < 10 else f"{v:.0f} µs"
-for sl in (TYPED, FLAGS):
-    if "haproxy" in paths:
-        target(f"stream 100 B msg/s, {LABEL[sl]} / HAProxy", rr(sl, "haproxy", "stream100", "msg_s"),
+    def rr(a, b, scen, c):
+        return combine(per_round(a, scen, c), per_round(b, scen, c), lambda x, y: x / y if y else None)
+
+
+    us = lambda v: f"{v:.2f} µs" if v < 10 else f"{v:.0f} µs"
+    for sl in (TYPED, FLAGS):
+        if "haproxy" in paths:
+            target(f"stream 100 B msg/s, {LABEL[sl]} / HAProxy", rr(sl, "haproxy", "stream100", "msg_s"),
+                   "≥ 1.0×", lambda v: v >= 1.0)
+    for sl in (TYPED, FLAGS):
+        target(f"stream 100 B, {LABEL[sl]} CPU per message", per_round(sl, "stream100", "cpu_us"),
+               "≤ 3 µs", lambda v: v <= 3, us)
+    for sl in (TYPED, FLAGS):
+        target(f"stream 4 KiB msg/s, {LABEL[sl]} / nginx", rr(sl, "nginx", "stream4k", "msg_s"),
                "≥ 1.0×", lambda v: v >= 1.0)
-for sl in (TYPED, FLAGS):
-    target(f"stream 100 B, {LABEL[sl]} CPU per message", per_round(sl, "stream100", "cpu_us"),
-           "≤ 3 µs", lambda v: v <= 3, us)
-for sl in (TYPED, FLAGS):
-    target(f"stream 4 KiB msg/s, {LABEL[sl]} / nginx", rr(sl, "nginx", "stream4k", "msg_s"),
-           "≥ 1.0×", lambda v: v >= 1.0)
-target(f"unary req/s, {LABEL[TYPED]} / nginx", rr(TYPED, "nginx", "unary", "req_s"), "≥ 1.5×",
-       lambda v: v >= 1.5)
-target(f"unary, {LABEL[TYPED]} CPU per call", per_round(TYPED, "unary", "cpu_us"), "≤ 35 µs",
-       lambda v: v <= 35, us)
-target("unary req/s, flags only / typed", rr(FLAGS, TYPED, "unary", "req_s"), "≥ 0.9×",
-       lambda v: v >= 0.9)
-for sl in (TYPED, FLAGS):
-    target(f"added mean latency one at a time, {LABEL[sl]}", added(sl), "≤ 100 µs",
-           lambda v: v <= 100, lambda v: f"{v:.0f} µs")
-target("limits not hit / none: unary req/s", rr(LIMITS, FLAGS, "unary", "req_s"), "≥ 0.95×",
-       lambda v: v >= 0.95)
-target("limits not hit / none: unary CPU per call", rr(LIMITS, FLAGS, "unary", "cpu_us"),
-       "≤ 1.05×", lambda v: v <= 1.05)
-target("limits not hit / none: stream 100 B msg/s", rr(LIMITS, FLAGS, "stream100", "msg_s"),
-       "≥ 0.95×", lambda v: v >= 0.95)
-target("limits not hit / none: added latency one at a time",
-       combine(added(LIMITS), added(FLAGS), lambda a, b: a / b if b > 0 else None), "≤ 1.05×",
-       lambda v: v <= 1.05)
-p("")
-p("Targets of issue 18 (ratios computed within each round; median (range) over the rounds; "
-  "the verdict is on the median):")
-p("")
-p("| target | goal | measured | |")
-p("|---|---|---|---|")
-out.extend(TARGETS)
+    target(f"unary req/s, {LABEL[TYPED]} / nginx", rr(TYPED, "nginx", "unary", "req_s"), "≥ 1.5×",
+           lambda v: v >= 1.5)
+    target(f"unary, {LABEL[TYPED]} CPU per call", per_round(TYPED, "unary", "cpu_us"), "≤ 35 µs",
+           lambda v: v <= 35, us)
+    target("unary req/s, flags only / typed", rr(FLAGS, TYPED, "unary", "req_s"), "≥ 0.9×",
+           lambda v: v >= 0.9)
+    for sl in (TYPED, FLAGS):
+        target(f"added mean latency one at a time, {LABEL[sl]}", added(sl), "≤ 100 µs",
+               lambda v: v <= 100, lambda v: f"{v:.0f} µs")
+    target("limits not hit / none: unary req/s", rr(LIMITS, FLAGS, "unary", "req_s"), "≥ 0.95×",
+           lambda v: v >= 0.95)
+    target("limits not hit / none: unary CPU per call", rr(LIMITS, FLAGS, "unary", "cpu_us"),
+           "≤ 1.05×", lambda v: v <= 1.05)
+    target("limits not hit / none: stream 100 B msg/s", rr(LIMITS, FLAGS, "stream100", "msg_s"),
+           "≥ 0.95×", lambda v: v >= 0.95)
+    target("limits not hit / none: added latency one at a time",
+           combine(added(LIMITS), added(FLAGS), lambda a, b: a / b if b > 0 else None), "≤ 1.05×",
+           lambda v: v <= 1.05)
+    p("")
+    p("Targets of issue 18 (ratios computed within each round; median (range) over the rounds; "
+      "the verdict is on the median):")
+    p("")
+    p("| target | goal | measured | |")
+    p("|---|---|---|---|")
+    out.extend(TARGETS)
 
-others = [x for x in ("nginx", "haproxy", "caddy") if x in paths]
-p("")
-p("Sluice against each alternative (per-round ratio, median; > 1 is better for Sluice except "
-  "CPU and latency, where < 1 is):")
-p("")
-p("| ratio | unary req/s | CPU/call | added latency | stream 100 B msg/s | CPU/msg | "
-  "stream 4 KiB msg/s | CPU/msg |")
-p("|---|---|---|---|---|---|---|---|")
-for sl in (TYPED, FLAGS):
-    for o in others:
-        def r2(scen, c):
-            v = med(rr(sl, o, scen, c))
-            return f"{v:.2f}" if v is not None else "n/a"
-        al = med(combine(added(sl), added(o), lambda a, b: a / b if b > 0 else None))
-        p(f"| {LABEL[sl]} / {o} | {r2('unary', 'req_s')} | {r2('unary', 'cpu_us')} | "
-          f"{'%.2f' % al if al is not None else 'n/a'} | {r2('stream100', 'msg_s')} | "
-          f"{r2('stream100', 'cpu_us')} | {r2('stream4k', 'msg_s')} | {r2('stream4k', 'cpu_us')} |")
+    others = [x for x in ("nginx", "haproxy", "caddy") if x in paths]
+    p("")
+    p("Sluice against each alternative (per-round ratio, median; > 1 is better for Sluice except "
+      "CPU and latency, where < 1 is):")
+    p("")
+    p("| ratio | unary req/s | CPU/call | added latency | stream 100 B msg/s | CPU/msg | "
+      "stream 4 KiB msg/s | CPU/msg |")
+    p("|---|---|---|---|---|---|---|---|")
+    for sl in (TYPED, FLAGS):
+        for o in others:
+            def r2(scen, c):
+                v = med(rr(sl, o, scen, c))
+                return f"{v:.2f}" if v is not None else "n/a"
+            al = med(combine(added(sl), added(o), lambda a, b: a / b if b > 0 else None))
+            p(f"| {LABEL[sl]} / {o} | {r2('unary', 'req_s')} | {r2('unary', 'cpu_us')} | "
+              f"{'%.2f' % al if al is not None else 'n/a'} | {r2('stream100', 'msg_s')} | "
+              f"{r2('stream100', 'cpu_us')} | {r2('stream4k', 'msg_s')} | {r2('stream4k', 'cpu_us')} |")
 
 if instr:
     p("")
@@ -236,7 +237,8 @@ if instr:
     p("|---|---|---|---|---|---|")
     per = {"unary": "per unary call", "stream100": "per 100 B stream message",
            "stream4k": "per 4 KiB stream message"}
-    for path in sorted({k[0] for k in instr}):
+    cg_paths = {k[0] for k in instr}
+    for path in [x for x in ORDER if x in cg_paths] + sorted(cg_paths - set(ORDER)):
         for kind in ("unary", "stream100", "stream4k"):
             if (path, kind, "ir") not in instr:
                 continue
@@ -245,6 +247,16 @@ if instr:
                 return fmt.format(v) if v is not None else "n/a"
             p(f"| {LABEL.get(path, path)} | {per[kind]} | {f('ir', '{:,.0f}')} | "
               f"{f('batches', '{:.2f}')} | {f('sendmsg', '{:.2f}')} | {f('recvmsg', '{:.2f}')} |")
+
+    # The cost of limits configured but not hit, without the noise.
+    if (LIMITS, "unary", "ir") in instr and (FLAGS, "unary", "ir") in instr:
+        parts = []
+        for kind, what in (("unary", "call"), ("stream100", "100 B message")):
+            a, b = instr.get((LIMITS, kind, "ir")), instr.get((FLAGS, kind, "ir"))
+            if a and b:
+                parts.append(f"{a / b:.3f}× per {what} ({a - b:+,.0f} Ir)")
+        p("")
+        p("Limits not hit / none, instructions (target ≤ 1.05×): " + ", ".join(parts) + ".")
 
 if failed:
     p("")
