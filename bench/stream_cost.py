@@ -75,8 +75,12 @@ def main():
             f"proxy:\n  stream_window: {opts['window']}\n"
             f"upstreams:\n  - name: demo\n    target: {upstream.address}\n"
             "routes:\n  - name: all\n    match: {prefix: /}\n    upstream: demo\n")
-    sluice = harness.start_sluice(config, upstream=None if config else upstream.address,
-                                  extra=extra)
+    try:
+        sluice = harness.start_sluice(config, upstream=None if config else upstream.address,
+                                      extra=extra)
+    except Exception:
+        upstream.stop()
+        raise
     try:
         perf = subprocess.Popen(
             ["perf", "stat", "-x", ",", "-e",

@@ -85,9 +85,9 @@ class Pump {
   // last message in hand, and holds back that last one while a read is in
   // flight that may bring another: it is written (without the hint) when
   // the read brings nothing, or when the worker's queue has no event left
-  // to run or has run 32 more events (FlushDue(): the call asked its
-  // worker, Worker::RequestFlush). A message is thus never held past the
-  // moment the worker would go idle, nor for more than a few dozen events
+  // to run, or 1024 events or 1 ms after the first hold (FlushDue(): the
+  // call asked its worker, Worker::RequestFlush). A message is thus never
+  // held past the moment the worker would go idle, nor for more than 1 ms
   // under sustained load, and a 1-per-second stream keeps its latency.
   enum class WriteStep {
     kNone,   // nothing to write now (none queued, a write out, dst failed)

@@ -1,5 +1,6 @@
 #include "server/proxy/worker.h"
 
+#include "server/proxy/call_time.h"
 #include "server/proxy/data_plane.h"
 #include "server/proxy/proxy_call.h"
 #include "server/proxy/tsan_edges.h"
@@ -38,13 +39,24 @@ void Worker::Run() {
         TsanTakeOver(tag);
         static_cast<CqTag*>(tag)->Proceed(ok);
         // A queue that never runs dry (sustained load) must not hold
-        // messages for long: flush after a bounded number of events too.
-        if (!flush_list_.empty() && ++events_since_flush_ >= kFlushAfterEvents) {
+        // messages for long: flush after a bounded number of events or
+        // time too, whichever comes first.
+        if (!flush_list_.empty() &&
+            (++events_since_flush_ >= kFlushAfterEvents ||
+             MonoNow() - flush_requested_at_ >= kMaxFlushDelay)) {
           RunFlushes();
         }
         break;
     }
   }
+}
+
+void Worker::RequestFlush(ProxyCall* call) {
+  if (flush_list_.empty()) {
+    flush_requested_at_ = MonoNow();
+    events_since_flush_ = 0;
+  }
+  flush_list_.push_back(call);
 }
 
 void Worker::RunFlushes() {

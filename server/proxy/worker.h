@@ -45,9 +45,11 @@ class Worker {
   void Link(ProxyCall* call);
   void Unlink(ProxyCall* call);
   // Worker thread only: run call->OnFlush() once the queue has no event
-  // ready, or after kFlushAfterEvents events (flush consolidation for the
-  // pumps' coalesced writes). The call holds itself alive until then.
-  void RequestFlush(ProxyCall* call) { flush_list_.push_back(call); }
+  // ready, or after kFlushAfterEvents events or kMaxFlushDelay, whichever
+  // comes first (flush consolidation for the pumps' coalesced writes, as
+  // Netty's FlushConsolidationHandler). The call holds itself alive until
+  // then.
+  void RequestFlush(ProxyCall* call);
 
  private:
   void Run();
@@ -65,10 +67,13 @@ class Worker {
   // Calls waiting for the queue to run dry (RequestFlush); worker thread.
   std::vector<ProxyCall*> flush_list_;
   std::vector<ProxyCall*> flushing_;
-  // Events run since the flush list was last run; at kFlushAfterEvents the
-  // list runs even though the queue has not run dry.
-  static constexpr int kFlushAfterEvents = 32;
+  // Events run since the flush list was last run, and when its first call
+  // asked (monotonic): at kFlushAfterEvents or kMaxFlushDelay the list runs
+  // even though the queue has not run dry.
+  static constexpr int kFlushAfterEvents = 1024;
+  static constexpr absl::Duration kMaxFlushDelay = absl::Milliseconds(1);
   int events_since_flush_ = 0;
+  absl::Time flush_requested_at_;
 };
 
 }  // namespace sluice
