@@ -439,9 +439,13 @@ void ProxyCall::AdvanceClientToUpstream() {
         break;
       case Pump::WriteStep::kWrite: {
         grpc::WriteOptions options = p.StartWrite();
-        if (single_request_) {
+        if (single_request_ || (p.src_done() && p.queue_empty())) {
+          // The last message: the half-close goes in the same batch (with
+          // the corked headers too, for one request). A client's request
+          // and half-close usually arrive together, so the hold above lets
+          // the half-close's read complete first.
           options.clear_buffer_hint();
-          options.set_last_message();  // with the corked headers, half-close
+          options.set_last_message();
           p.Close();
         }
         ++outstanding_;
