@@ -91,6 +91,8 @@ class ProxyCall final : private CallAdmission::Host {
   void OnUpstreamInitialMetadata(bool ok);
   void OnDownstreamInitialMetadataSent(bool ok);
   void OnClientRead(bool ok);
+  // The read after a one-request method's request (see OnClientRead).
+  void OnShapeCheckRead(bool ok);
   void OnUpstreamWritten(bool ok);
   void OnUpstreamWritesDone(bool ok);
   void OnUpstreamRead(bool ok);
@@ -227,6 +229,8 @@ class ProxyCall final : private CallAdmission::Host {
                                   &ProxyCall::OnDownstreamInitialMetadataSent};
   MemberTag<ProxyCall> cread_tag_{this, &ProxyCall::OnClientRead};
   ClientRead client_read_{&cread_tag_};  // client reads, by core batch
+  MemberTag<ProxyCall> ccheck_tag_{this, &ProxyCall::OnShapeCheckRead};
+  ClientRead shape_check_{&ccheck_tag_};
   MemberTag<ProxyCall> uwrite_tag_{this, &ProxyCall::OnUpstreamWritten};
   MemberTag<ProxyCall> uwritesdone_tag_{this, &ProxyCall::OnUpstreamWritesDone};
   MemberTag<ProxyCall> uread_tag_{this, &ProxyCall::OnUpstreamRead};
