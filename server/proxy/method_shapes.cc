@@ -15,7 +15,10 @@ ShapeBoard::ShapeBoard(std::string upstream, int workers,
       slots_(workers > 0 ? workers : 1),
       current_(std::make_shared<const Table>()) {
   if (reflected_ != nullptr) {
+    // Shared with an earlier pool's board of the same name: this one is
+    // the upstream's now, and has learned nothing yet.
     reflected_gauge_ = &reflected_->Add({{"upstream", upstream_}});
+    reflected_gauge_->Set(0);
   }
 }
 
