@@ -12,6 +12,7 @@
 #include "google/protobuf/descriptor_database.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/wire_format_lite.h"
+#include "grpcpp/alarm.h"
 #include "grpcpp/completion_queue.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -27,6 +28,10 @@ using google::protobuf::internal::WireFormatLite;
 constexpr absl::Duration kPollInterval = absl::Milliseconds(250);
 constexpr absl::Duration kFirstRetry = absl::Seconds(5);
 constexpr absl::Duration kMaxRetry = absl::Minutes(1);
+// The longest one connectivity watch lasts (then it is armed again).
+constexpr absl::Duration kWatchSlice = absl::Milliseconds(200);
+// Shapes are fetched again at least this often.
+constexpr absl::Duration kRefreshInterval = absl::Minutes(5);
 
 constexpr const char* kMethods[2] = {
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
@@ -329,6 +334,7 @@ ReflectionFetcher::~ReflectionFetcher() { Stop(); }
 void ReflectionFetcher::Stop() {
   {
     absl::MutexLock lock(&mu_);
+    if (!stop_ && thread_.joinable()) WakeLocked();
     stop_ = true;
     if (in_flight_ != nullptr) in_flight_->TryCancel();
   }
@@ -337,33 +343,79 @@ void ReflectionFetcher::Stop() {
 
 void ReflectionFetcher::Watch(std::vector<Target> targets) {
   absl::MutexLock lock(&mu_);
+  if (stop_) return;
   pending_ = std::move(targets);
   new_targets_ = true;
   changed_ = true;
+  WakeLocked();
 }
 
 void ReflectionFetcher::RefreshAll() {
   absl::MutexLock lock(&mu_);
+  if (stop_) return;
   refresh_ = true;
   changed_ = true;
+  WakeLocked();
+}
+
+// One channel's connectivity watch (NotifyOnStateChange on the fetcher's
+// own queue): every transition is seen, however short the outage, since the
+// next watch starts from the state the last one ended in. A watch of a
+// replaced target set (older generation) is dropped when its event comes.
+struct ReflectionFetcher::Event {
+  explicit Event(bool w) : wake(w) {}
+  virtual ~Event() = default;
+  const bool wake;  // a Wake, else a ChannelWatch
+};
+
+struct ReflectionFetcher::ChannelWatch : Event {
+  ChannelWatch(std::shared_ptr<grpc::Channel> c, grpc_connectivity_state s,
+               size_t t, uint64_t g)
+      : Event(false), channel(std::move(c)), last(s), target(t),
+        generation(g) {}
+  std::shared_ptr<grpc::Channel> channel;
+  grpc_connectivity_state last;
+  size_t target;
+  uint64_t generation;
+};
+
+// Wakes the thread at once (Watch, RefreshAll, Stop).
+struct ReflectionFetcher::Wake : Event {
+  Wake() : Event(true) {}
+  grpc::Alarm alarm;
+};
+
+void ReflectionFetcher::WakeLocked() {
+  if (woken_) return;  // one wake-up out is enough
+  woken_ = true;
+  auto* wake = new Wake;
+  wake->alarm.Set(&watch_cq_, gpr_now(GPR_CLOCK_MONOTONIC), wake);
+}
+
+void ReflectionFetcher::Arm(ChannelWatch* watch) {
+  watch->channel->NotifyOnStateChange(
+      watch->last, absl::ToChronoTime(absl::Now() + kWatchSlice), &watch_cq_,
+      watch);
+  ++watches_;
 }
 
 void ReflectionFetcher::Run() {
-  while (true) {
+  bool stopping = false;
+  while (!stopping) {
     std::vector<Target> replaced;  // released outside the lock
+    bool retarget = false;
     {
       absl::MutexLock lock(&mu_);
-      mu_.AwaitWithTimeout(absl::Condition(this, &ReflectionFetcher::Woken),
-                           kPollInterval);
-      if (stop_) break;
+      stopping = stop_;
       changed_ = false;
-      if (new_targets_) {
+      woken_ = false;
+      if (new_targets_ && !stopping) {
         new_targets_ = false;
+        retarget = true;
         for (Watched& w : watched_) replaced.push_back(std::move(w.target));
         watched_.clear();
         for (Target& t : pending_) {
           Watched w;
-          w.last.assign(t.channels.size(), GRPC_CHANNEL_IDLE);
           w.target = std::move(t);
           watched_.push_back(std::move(w));
         }
@@ -377,25 +429,71 @@ void ReflectionFetcher::Run() {
         }
       }
     }
-    for (Watched& w : watched_) MaybeFetch(w);
+    if (retarget) {
+      ++generation_;
+      for (size_t i = 0; i < watched_.size(); ++i) {
+        for (const auto& channel : watched_[i].target.channels) {
+          Arm(new ChannelWatch{channel, channel->GetState(false), i,
+                               generation_});
+        }
+      }
+    }
+    // Fetch what is due and connected now (no-op otherwise).
+    if (!stopping) {
+      for (Watched& w : watched_) MaybeFetch(w);
+    }
+    // Connectivity events, up to kPollInterval (which also bounds how late
+    // a Watch, RefreshAll or Stop is noticed).
+    const absl::Time until = absl::Now() + kPollInterval;
+    void* tag;
+    bool ok;
+    while (!stopping &&
+           watch_cq_.AsyncNext(&tag, &ok, absl::ToChronoTime(until)) ==
+               grpc::CompletionQueue::GOT_EVENT) {
+      auto* event = static_cast<Event*>(tag);
+      if (event->wake) {
+        delete event;
+        break;
+      }
+      auto* watch = static_cast<ChannelWatch*>(event);
+      --watches_;
+      if (watch->generation != generation_) {
+        delete watch;
+        continue;
+      }
+      const grpc_connectivity_state state = watch->channel->GetState(false);
+      if (state == GRPC_CHANNEL_READY && watch->last != GRPC_CHANNEL_READY) {
+        // A channel that (re)connected: the upstream may have restarted.
+        Watched& w = watched_[watch->target];
+        w.due = true;
+        w.retry_at = absl::InfinitePast();
+        watch->last = state;
+        Arm(watch);
+        break;  // fetch now
+      }
+      watch->last = state;
+      Arm(watch);
+    }
   }
+  // Every watch ends within kWatchSlice; the queue must be empty to go.
+  watch_cq_.Shutdown();
+  void* tag;
+  bool ok;
+  while (watch_cq_.Next(&tag, &ok)) delete static_cast<Event*>(tag);
 }
 
 void ReflectionFetcher::MaybeFetch(Watched& w) {
   grpc::Channel* ready = nullptr;
-  for (size_t i = 0; i < w.target.channels.size(); ++i) {
-    const grpc_connectivity_state state =
-        w.target.channels[i]->GetState(/*try_to_connect=*/false);
-    if (state == GRPC_CHANNEL_READY) {
-      // A channel that (re)connected: the upstream may have restarted.
-      if (w.last[i] != GRPC_CHANNEL_READY) {
-        w.due = true;
-        w.retry_at = absl::InfinitePast();
-      }
-      if (ready == nullptr) ready = w.target.channels[i].get();
+  for (const auto& channel : w.target.channels) {
+    if (channel->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) {
+      ready = channel.get();
+      break;
     }
-    w.last[i] = state;
   }
+  const absl::Time now = absl::Now();
+  // A periodic look too: behind one channel, round_robin over several
+  // addresses stays READY while a rolling deploy replaces them.
+  if (!w.due && now - w.fetched_at >= kRefreshInterval) w.due = true;
   if (!w.due || ready == nullptr || absl::Now() < w.retry_at) return;
   auto shapes = FetchShapes(ready, kFetchTimeout, &w.version, &mu_,
                             &in_flight_);
@@ -403,6 +501,7 @@ void ReflectionFetcher::MaybeFetch(Watched& w) {
     absl::MutexLock lock(&mu_);
     if (stop_) return;
   }
+  w.fetched_at = absl::Now();
   if (shapes.ok()) {
     w.due = false;
     w.backoff = absl::ZeroDuration();

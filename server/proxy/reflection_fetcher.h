@@ -9,7 +9,9 @@
 // When: for each watched upstream, as soon as one of its channels is
 // READY (at start and for a new pool), again whenever a channel becomes
 // READY after it was not (a reconnect: the upstream may have restarted
-// with other methods), and at each reload (RefreshAll). A fetch that
+// with other methods; every transition is watched), at each reload
+// (RefreshAll), and at least every 5 minutes (a channel balancing over
+// several addresses stays READY through a rolling deploy). A fetch that
 // fails for a reason other than "not served" keeps the shapes it had and
 // is retried with a backoff (5 s doubling to 1 min); an upstream that does
 // not serve reflection (UNIMPLEMENTED) gets an empty table.
@@ -33,6 +35,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
+#include "grpcpp/completion_queue.h"
 #include "server/proxy/method_shapes.h"
 
 namespace sluice {
@@ -77,18 +80,22 @@ class ReflectionFetcher {
   void Stop();
 
  private:
+  struct Event;
+  struct ChannelWatch;
+  struct Wake;
   struct Watched {
     Target target;
-    std::vector<grpc_connectivity_state> last;  // per channel
     bool due = true;
+    absl::Time fetched_at = absl::InfinitePast();
     absl::Time retry_at = absl::InfinitePast();
     absl::Duration backoff = absl::ZeroDuration();
     int version = 1;  // reflection version to try first
   };
   void Run();
-  bool Woken() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return stop_ || changed_;
-  }
+  void Arm(ChannelWatch* watch);
+  // Posts an immediate event on watch_cq_ (one at a time; never after
+  // stop_).
+  void WakeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fetches `w` if it is due and connected (fetcher thread).
   void MaybeFetch(Watched& w);
 
@@ -98,8 +105,13 @@ class ReflectionFetcher {
   std::vector<Target> pending_ ABSL_GUARDED_BY(mu_);
   bool new_targets_ ABSL_GUARDED_BY(mu_) = false;
   bool refresh_ ABSL_GUARDED_BY(mu_) = false;
+  bool woken_ ABSL_GUARDED_BY(mu_) = false;  // a Wake is out
   grpc::ClientContext* in_flight_ ABSL_GUARDED_BY(mu_) = nullptr;
-  std::vector<Watched> watched_;  // the thread's own
+  // The thread's own.
+  std::vector<Watched> watched_;
+  grpc::CompletionQueue watch_cq_;  // connectivity watches
+  uint64_t generation_ = 0;         // of watched_
+  int watches_ = 0;                 // watches out
   std::thread thread_;
 };
 

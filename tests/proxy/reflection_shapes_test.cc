@@ -144,6 +144,37 @@ TEST_F(ReflectionShapesTest, LearnsShapesFromTheUpstreamsReflection) {
   EXPECT_GT(Board().learned_size(), 8u);
 }
 
+// A reconnect fetches again: the upstream restarts (on the same port), the
+// next call reconnects the channel, and the fetcher asks the new process.
+TEST_F(ReflectionShapesTest, ReconnectFetchesAgain) {
+  ASSERT_TRUE(AwaitPublished());
+  const uint64_t before = Board().publishes();
+  const std::string address = upstream_.address();
+  upstream_.Shutdown(absl::ZeroDuration());
+  demo::DemoUpstream restarted;
+  absl::StatusOr<int> port = absl::UnavailableError("not started");
+  for (int i = 0; i < 50 && !port.ok(); ++i) {  // the port may linger
+    port = restarted.Start(address);
+    if (!port.ok()) absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(port.ok()) << port.status();
+  const absl::Time end = absl::Now() + absl::Seconds(20);
+  bool refetched = false;
+  while (!refetched && absl::Now() < end) {
+    grpc::ClientContext ctx;
+    SetTimeout(&ctx, absl::Seconds(2));
+    SimpleRequest req;
+    SimpleResponse resp;
+    test_->UnaryCall(&ctx, req, &resp);  // connects the channel again
+    absl::SleepFor(absl::Milliseconds(50));
+    refetched = Board().publishes() > before;
+  }
+  EXPECT_TRUE(refetched);
+  EXPECT_TRUE(plane_->pool()->ShapeFor(0, 0, kUnary, {}).unary);
+  plane_->Drain(absl::ZeroDuration());
+  restarted.Shutdown(absl::Seconds(1));
+}
+
 // Every kind still works through the typed paths reflection chose.
 TEST_F(ReflectionShapesTest, CallsOfEveryKindWork) {
   ASSERT_TRUE(AwaitPublished());
