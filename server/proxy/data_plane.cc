@@ -192,9 +192,8 @@ absl::StatusOr<std::shared_ptr<const ProxySnapshot>> DataPlane::BuildSnapshot(
       !previous->pool->TlsFilesChanged()) {
     pool = previous->pool;
   } else {
-    auto created =
-        UpstreamPool::Create(*config, &metrics_->shape_fallbacks(),
-                             &metrics_->reflected_methods());
+    auto created = UpstreamPool::Create(*config, &metrics_->shape_fallbacks(),
+                                        &metrics_->reflected_methods());
     if (!created.ok()) return created.status();
     pool = std::shared_ptr<UpstreamPool>(std::move(*created));
   }

@@ -57,8 +57,7 @@ class ShapeBoard {
   // `declared`: the shape the config's descriptor sets give (all false
   // when they do not name the method), which wins over reflection; a
   // method that fell back takes the general path (all false).
-  MethodShape ShapeFor(int worker, std::string_view path,
-                       MethodShape declared);
+  MethodShape ShapeFor(int worker, std::string_view path, MethodShape declared);
 
   // Fetcher thread: the shapes the upstream's reflection gave now (empty:
   // it serves none), replacing the previous ones.

@@ -124,9 +124,9 @@ void ProxyCall::OnAccepted(bool ok) {
   series_ = snap_->methods.Find(method, upstream);
   // The descriptor sets' shape, else the upstream's reflection's, unless
   // the method broke it once (method_shapes.h).
-  const MethodShape shape = snap_->pool->ShapeFor(
-      upstream, worker_->index(), method,
-      {series_.unary, series_.single_request});
+  const MethodShape shape =
+      snap_->pool->ShapeFor(upstream, worker_->index(), method,
+                            {series_.unary, series_.single_request});
   single_request_ = shape.single_request;
   unary_ = shape.unary;
   // Unary: the read after the response sees the upstream's end (or a

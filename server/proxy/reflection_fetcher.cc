@@ -21,8 +21,8 @@
 namespace sluice {
 namespace {
 
-using google::protobuf::io::CodedInputStream;
 using google::protobuf::internal::WireFormatLite;
+using google::protobuf::io::CodedInputStream;
 
 // How often the thread looks at the watched channels' states.
 constexpr absl::Duration kPollInterval = absl::Milliseconds(250);
@@ -49,8 +49,8 @@ constexpr int kErrorResponse = 7;
 // A request with one string field set.
 grpc::ByteBuffer Request(int field, const std::string& value) {
   std::string out;
-  uint32_t tag = WireFormatLite::MakeTag(
-      field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+  uint32_t tag =
+      WireFormatLite::MakeTag(field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
   auto varint = [&out](uint64_t v) {
     while (v >= 0x80) {
       out.push_back(static_cast<char>((v & 0x7f) | 0x80));
@@ -170,23 +170,23 @@ struct Response {
 
 Response Parse(const std::string& bytes) {
   Response r;
-  const bool parsed = ForEachBytesField(bytes, [&r](int field,
-                                                    const std::string& v) {
-    if (field == kFileDescriptorResponse) {
-      ForEachBytesField(v, [&r](int f, const std::string& file) {
-        if (f == 1) r.files.push_back(file);
+  const bool parsed =
+      ForEachBytesField(bytes, [&r](int field, const std::string& v) {
+        if (field == kFileDescriptorResponse) {
+          ForEachBytesField(v, [&r](int f, const std::string& file) {
+            if (f == 1) r.files.push_back(file);
+          });
+        } else if (field == kListServicesResponse) {
+          ForEachBytesField(v, [&r](int f, const std::string& service) {
+            if (f != 1) return;
+            ForEachBytesField(service, [&r](int g, const std::string& name) {
+              if (g == 1) r.services.push_back(name);
+            });
+          });
+        } else if (field == kErrorResponse) {
+          r.error = true;
+        }
       });
-    } else if (field == kListServicesResponse) {
-      ForEachBytesField(v, [&r](int f, const std::string& service) {
-        if (f != 1) return;
-        ForEachBytesField(service, [&r](int g, const std::string& name) {
-          if (g == 1) r.services.push_back(name);
-        });
-      });
-    } else if (field == kErrorResponse) {
-      r.error = true;
-    }
-  });
   if (!parsed) r.error = true;
   return r;
 }
@@ -203,8 +203,9 @@ void AddShape(const std::string& service, const std::string& method,
 // The services' method shapes from `files`: through a DescriptorPool
 // (which resolves every dependency); a service the pool cannot build (a
 // dependency missing) from its file's own descriptor.
-ShapeMap Shapes(const std::vector<std::string>& services,
-                const std::vector<google::protobuf::FileDescriptorProto>& files) {
+ShapeMap Shapes(
+    const std::vector<std::string>& services,
+    const std::vector<google::protobuf::FileDescriptorProto>& files) {
   google::protobuf::SimpleDescriptorDatabase db;
   for (const auto& f : files) db.Add(f);
   google::protobuf::DescriptorPool pool(&db);
@@ -220,9 +221,9 @@ ShapeMap Shapes(const std::vector<std::string>& services,
     }
     for (const auto& f : files) {
       for (const auto& s : f.service()) {
-        const std::string full =
-            f.package().empty() ? s.name() : absl::StrCat(f.package(), ".",
-                                                          s.name());
+        const std::string full = f.package().empty()
+                                     ? s.name()
+                                     : absl::StrCat(f.package(), ".", s.name());
         if (full != name) continue;
         for (const auto& m : s.method()) {
           AddShape(name, m.name(), m.client_streaming(), m.server_streaming(),
@@ -257,9 +258,8 @@ absl::StatusOr<ShapeMap> FetchWith(grpc::Channel* channel, const char* method,
     if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
       return absl::NotFoundError("reflection not served");
     }
-    return absl::UnavailableError(
-        absl::StrCat(what, ": ", status.error_code(), " ",
-                     status.error_message()));
+    return absl::UnavailableError(absl::StrCat(what, ": ", status.error_code(),
+                                               " ", status.error_message()));
   };
   std::string bytes;
   if (!stream.Start() || !stream.Ask(Request(kListServices, "*"), &bytes)) {
@@ -371,7 +371,10 @@ struct ReflectionFetcher::Event {
 struct ReflectionFetcher::ChannelWatch : Event {
   ChannelWatch(std::shared_ptr<grpc::Channel> c, grpc_connectivity_state s,
                size_t t, uint64_t g)
-      : Event(false), channel(std::move(c)), last(s), target(t),
+      : Event(false),
+        channel(std::move(c)),
+        last(s),
+        target(t),
         generation(g) {}
   std::shared_ptr<grpc::Channel> channel;
   grpc_connectivity_state last;
@@ -495,8 +498,8 @@ void ReflectionFetcher::MaybeFetch(Watched& w) {
   // addresses stays READY while a rolling deploy replaces them.
   if (!w.due && now - w.fetched_at >= kRefreshInterval) w.due = true;
   if (!w.due || ready == nullptr || absl::Now() < w.retry_at) return;
-  auto shapes = FetchShapes(ready, kFetchTimeout, &w.version, &mu_,
-                            &in_flight_);
+  auto shapes =
+      FetchShapes(ready, kFetchTimeout, &w.version, &mu_, &in_flight_);
   {
     absl::MutexLock lock(&mu_);
     if (stop_) return;

@@ -101,8 +101,7 @@ class ReflectionShapesTest : public ProxyFixture {
     // Both requests leave in one flush (the first is hinted), so the
     // second reaches Sluice before the upstream's answer can end the call:
     // one arriving after that is not seen (nor would an upstream see it).
-    call->Write(RawRequest(7), grpc::WriteOptions().set_buffer_hint(),
-                nullptr);
+    call->Write(RawRequest(7), grpc::WriteOptions().set_buffer_hint(), nullptr);
     step();
     call->Write(RawRequest(9), nullptr);
     step();  // may fail once the call is over
@@ -138,7 +137,8 @@ TEST_F(ReflectionShapesTest, LearnsShapesFromTheUpstreamsReflection) {
       shape("/grpc.testing.TestService/StreamingOutputCall").single_request);
   EXPECT_FALSE(
       shape("/grpc.testing.TestService/StreamingInputCall").single_request);
-  EXPECT_FALSE(shape("/grpc.testing.TestService/FullDuplexCall").single_request);
+  EXPECT_FALSE(
+      shape("/grpc.testing.TestService/FullDuplexCall").single_request);
   EXPECT_TRUE(shape("/sluice.demo.v1.Ticker/Subscribe").single_request);
   EXPECT_FALSE(shape("/no.Such/Method").single_request);
   EXPECT_GT(Board().learned_size(), 8u);
@@ -385,8 +385,8 @@ TEST_F(NoReflectionUpstreamTest, KeepsTheGeneralPath) {
   SetTimeout(&ctx, absl::Seconds(5));
   grpc::CompletionQueue cq;
   grpc::Slice empty("");
-  auto call = stub.PrepareUnaryCall(&ctx, kCheck, grpc::ByteBuffer(&empty, 1),
-                                    &cq);
+  auto call =
+      stub.PrepareUnaryCall(&ctx, kCheck, grpc::ByteBuffer(&empty, 1), &cq);
   call->StartCall();
   grpc::ByteBuffer response;
   grpc::Status status;
@@ -413,9 +413,8 @@ TEST(FetchShapesTest, DemoUpstreamServesV1alpha) {
   EXPECT_EQ(version, 0);
   ASSERT_EQ(shapes->count(kUnary), 1u);
   EXPECT_TRUE(shapes->at(kUnary).unary);
-  EXPECT_EQ(shapes->count(
-                "/grpc.reflection.v1alpha.ServerReflection/"
-                "ServerReflectionInfo"),
+  EXPECT_EQ(shapes->count("/grpc.reflection.v1alpha.ServerReflection/"
+                          "ServerReflectionInfo"),
             1u);
   upstream.Shutdown(absl::Seconds(1));
 }
