@@ -237,10 +237,15 @@ ShapeMap Shapes(
 
 absl::StatusOr<ShapeMap> FetchWith(grpc::Channel* channel, const char* method,
                                    absl::Duration timeout, absl::Mutex* mu,
-                                   grpc::ClientContext** ctx_slot) {
+                                   grpc::ClientContext** ctx_slot,
+                                   const bool* stopped) {
   Stream stream(channel, method, timeout);
   if (mu != nullptr) {
     absl::MutexLock lock(mu);
+    // A Stop between two attempts: the slot was cleared, stopped is set.
+    if (stopped != nullptr && *stopped) {
+      return absl::CancelledError("stopping");
+    }
     *ctx_slot = stream.ctx();
   }
   struct Clear {
@@ -312,11 +317,13 @@ absl::StatusOr<ShapeMap> FetchWith(grpc::Channel* channel, const char* method,
 absl::StatusOr<ShapeMap> FetchShapes(grpc::Channel* channel,
                                      absl::Duration timeout, int* version,
                                      absl::Mutex* mu,
-                                     grpc::ClientContext** ctx_slot) {
+                                     grpc::ClientContext** ctx_slot,
+                                     const bool* stopped) {
   const int first = version != nullptr ? *version : 1;
   absl::Status last;
   for (int v : {first, 1 - first}) {
-    auto shapes = FetchWith(channel, kMethods[v], timeout, mu, ctx_slot);
+    auto shapes =
+        FetchWith(channel, kMethods[v], timeout, mu, ctx_slot, stopped);
     if (shapes.ok()) {
       if (version != nullptr) *version = v;
       return shapes;
@@ -499,7 +506,7 @@ void ReflectionFetcher::MaybeFetch(Watched& w) {
   if (!w.due && now - w.fetched_at >= kRefreshInterval) w.due = true;
   if (!w.due || ready == nullptr || absl::Now() < w.retry_at) return;
   auto shapes =
-      FetchShapes(ready, kFetchTimeout, &w.version, &mu_, &in_flight_);
+      FetchShapes(ready, kFetchTimeout, &w.version, &mu_, &in_flight_, &stop_);
   {
     absl::MutexLock lock(&mu_);
     if (stop_) return;
@@ -508,8 +515,12 @@ void ReflectionFetcher::MaybeFetch(Watched& w) {
   if (shapes.ok()) {
     w.due = false;
     w.backoff = absl::ZeroDuration();
-    spdlog::info("upstream \"{}\": reflection gave the shape of {} methods",
-                 w.target.upstream, shapes->size());
+    // Logged when the count changes (a fetch is routine every 5 minutes).
+    if (w.target.board->publishes() == 0 ||
+        w.target.board->learned_size() != shapes->size()) {
+      spdlog::info("upstream \"{}\": reflection gave the shape of {} methods",
+                   w.target.upstream, shapes->size());
+    }
     w.target.board->Publish(std::move(*shapes));
   } else if (absl::IsNotFound(shapes.status())) {
     w.due = false;

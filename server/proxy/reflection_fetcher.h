@@ -49,14 +49,16 @@ inline constexpr size_t kMaxReflectionBytes = 16 << 20;
 // One fetch, blocking (the fetcher's thread, or a test): the shapes
 // `channel`'s server declares. `ctx_slot`, when not null, is set to the
 // fetch's ClientContext while it runs (under `mu`) so another thread can
-// cancel it. NotFound: the server serves no reflection (UNIMPLEMENTED on
+// cancel it; `stopped` (read under `mu`, may be null) true: no attempt
+// starts. NotFound: the server serves no reflection (UNIMPLEMENTED on
 // both versions); `version` (in/out, may be null): 1 or 0 (v1alpha), the
 // version to try first, set to the one that answered.
 absl::StatusOr<ShapeMap> FetchShapes(grpc::Channel* channel,
                                      absl::Duration timeout,
                                      int* version = nullptr,
                                      absl::Mutex* mu = nullptr,
-                                     grpc::ClientContext** ctx_slot = nullptr);
+                                     grpc::ClientContext** ctx_slot = nullptr,
+                                     const bool* stopped = nullptr);
 
 class ReflectionFetcher {
  public:
