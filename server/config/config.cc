@@ -410,6 +410,7 @@ void CheckUpstream(pb::Upstream* upstream, const std::string& path,
     out->tls_server_name = tls.server_name();
   }
   out->required = upstream->required();
+  out->reflection = !upstream->has_reflection() || upstream->reflection();
   if (upstream->has_health_check()) {
     pb::UpstreamHealthCheck* hc = upstream->mutable_health_check();
     out->health_check = true;

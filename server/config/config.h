@@ -56,6 +56,8 @@ struct UpstreamSettings {
   absl::Duration connect_timeout = absl::Seconds(1);
   // How long a call waits for a connecting upstream (0: no wait).
   absl::Duration connect_wait = absl::Seconds(1);
+  // Learn method shapes from the upstream's server reflection.
+  bool reflection = true;
 };
 
 // proxy.connections: the data port's connection lifetime limits and ping

@@ -74,7 +74,21 @@ ProxyMetrics::ProxyMetrics(std::shared_ptr<prometheus::Registry> registry)
                               .Name("sluice_access_log_dropped_total")
                               .Help("Access-log lines dropped because the "
                                     "log's queue was full.")
-                              .Register(*registry_)) {}
+                              .Register(*registry_)),
+      shape_fallbacks_(
+          prometheus::BuildCounter()
+              .Name("sluice_method_shape_fallbacks_total")
+              .Help("Methods whose calls broke the shape their descriptor "
+                    "or the upstream's reflection declares (a second "
+                    "request or response on a one-message side): their "
+                    "calls take the general path from then on.")
+              .Register(*registry_)),
+      reflected_methods_(
+          prometheus::BuildGauge()
+              .Name("sluice_upstream_reflected_methods")
+              .Help("Methods whose shape the upstream's server reflection "
+                    "last gave (0: none, or reflection off or not served).")
+              .Register(*registry_)) {}
 
 RouteStats ProxyMetrics::ForRoute(const RouteSettings* settings,
                                   bool overload_possible) {

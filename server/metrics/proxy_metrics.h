@@ -78,6 +78,17 @@ class ProxyMetrics {
     return access_log_dropped_.Add({});
   }
   const std::shared_ptr<prometheus::Registry>& registry() { return registry_; }
+  // Shapes learned from upstreams' server reflection (method_shapes.h):
+  // sluice_method_shape_fallbacks_total{upstream,method}, a method that
+  // broke its declared shape at run time and takes the general path from
+  // then on; sluice_upstream_reflected_methods{upstream}, the methods whose
+  // shape the upstream's reflection last gave.
+  prometheus::Family<prometheus::Counter>& shape_fallbacks() {
+    return shape_fallbacks_;
+  }
+  prometheus::Family<prometheus::Gauge>& reflected_methods() {
+    return reflected_methods_;
+  }
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -95,6 +106,8 @@ class ProxyMetrics {
   GrpcMetrics grpc_;
   prometheus::Gauge* calls_in_flight_;
   prometheus::Family<prometheus::Counter>& access_log_dropped_;
+  prometheus::Family<prometheus::Counter>& shape_fallbacks_;
+  prometheus::Family<prometheus::Gauge>& reflected_methods_;
 };
 
 }  // namespace sluice

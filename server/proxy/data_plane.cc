@@ -44,7 +44,8 @@ bool SameUpstreams(const Config& a, const Config& b) {
         x.tls_server_name != y.tls_server_name ||
         x.reconnect_initial_backoff != y.reconnect_initial_backoff ||
         x.reconnect_max_backoff != y.reconnect_max_backoff ||
-        x.connect_timeout != y.connect_timeout) {
+        x.connect_timeout != y.connect_timeout ||
+        x.reflection != y.reflection) {
       return false;
     }
   }
@@ -112,6 +113,8 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
         TokenBucket::Config::PerSecond(rate, conn.early_cancels_burst),
         kEarlyCancelPeers);
   }
+  plane->reflection_ = std::make_unique<ReflectionFetcher>();
+  plane->WatchShapes(**snap, nullptr);
   {
     absl::MutexLock lock(&plane->mu_);
     plane->current_ = std::move(*snap);
@@ -189,7 +192,8 @@ absl::StatusOr<std::shared_ptr<const ProxySnapshot>> DataPlane::BuildSnapshot(
       !previous->pool->TlsFilesChanged()) {
     pool = previous->pool;
   } else {
-    auto created = UpstreamPool::Create(*config);
+    auto created = UpstreamPool::Create(*config, &metrics_->shape_fallbacks(),
+                                        &metrics_->reflected_methods());
     if (!created.ok()) return created.status();
     pool = std::shared_ptr<UpstreamPool>(std::move(*created));
   }
@@ -218,9 +222,10 @@ absl::Status DataPlane::SetConfig(std::shared_ptr<const Config> config) {
     absl::MutexLock lock(&mu_);
     previous = current_;
   }
-  auto snap = BuildSnapshot(std::move(config), std::move(previous));
+  auto snap = BuildSnapshot(std::move(config), previous);
   if (!snap.ok()) return snap.status();
   ApplyMemoryLimit((*snap)->memory_limit);
+  WatchShapes(**snap, previous == nullptr ? nullptr : previous->pool.get());
   std::shared_ptr<const ProxySnapshot> old;  // freed after the unlock
   {
     absl::MutexLock lock(&mu_);
@@ -228,6 +233,23 @@ absl::Status DataPlane::SetConfig(std::shared_ptr<const Config> config) {
     version_.fetch_add(1, std::memory_order_release);
   }
   return absl::OkStatus();
+}
+
+void DataPlane::WatchShapes(const ProxySnapshot& snap,
+                            const UpstreamPool* previous) {
+  if (reflection_ == nullptr) return;
+  if (snap.pool.get() == previous) {
+    reflection_->RefreshAll();
+    return;
+  }
+  std::vector<ReflectionFetcher::Target> targets;
+  const auto& upstreams = snap.config->upstreams();
+  for (int i = 0; i < snap.pool->size(); ++i) {
+    if (!upstreams[i].reflection) continue;
+    targets.push_back(
+        {upstreams[i].name, snap.pool->channels(i), snap.pool->shapes(i)});
+  }
+  reflection_->Watch(std::move(targets));
 }
 
 void DataPlane::ApplyMemoryLimit(int64_t limit) {
@@ -313,6 +335,7 @@ void DataPlane::Drain(absl::Duration timeout) {
     absl::SleepFor(std::min(kRefuseWindow, timeout));
   }
   accepting_.store(false);
+  if (reflection_ != nullptr) reflection_->Stop();
   // Stops accepting at once; waits for live calls until the deadline (the
   // workers finish them with UNAVAILABLE at force_at), then cancels any
   // left.

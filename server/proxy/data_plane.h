@@ -24,6 +24,7 @@
 #include "server/metrics/proxy_metrics.h"
 #include "server/proxy/memory_guard.h"
 #include "server/proxy/proxy_snapshot.h"
+#include "server/proxy/reflection_fetcher.h"
 #include "server/proxy/worker.h"
 
 namespace sluice {
@@ -101,6 +102,9 @@ class DataPlane {
   absl::StatusOr<std::shared_ptr<const ProxySnapshot>> BuildSnapshot(
       std::shared_ptr<const Config> config,
       std::shared_ptr<const ProxySnapshot> previous);
+  // Points the reflection fetcher at `snap`'s upstreams (those with
+  // reflection on): a new pool is watched afresh, a kept one re-fetched.
+  void WatchShapes(const ProxySnapshot& snap, const UpstreamPool* previous);
   // Sets the MemoryGuard's ceiling (and logs it when it changes).
   void ApplyMemoryLimit(int64_t limit);
   struct WorkerCache {
@@ -112,6 +116,8 @@ class DataPlane {
   MemoryGuard memory_guard_;
   LimitRegistry limits_;
   std::unique_ptr<KeyedTokenBuckets> early_cancels_;  // null: off
+  // Method shapes from the upstreams' reflection (stopped by Drain).
+  std::unique_ptr<ReflectionFetcher> reflection_;
   int64_t early_cancel_burst_ = 0;
   int64_t early_cancel_refill_nanos_ = 0;
   grpc::AsyncGenericService service_;

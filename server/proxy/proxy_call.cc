@@ -119,10 +119,19 @@ void ProxyCall::OnAccepted(bool ok) {
   window_ = snap_->config->stream_window();
   const std::string& method = sctx_.method();
   int route = snap_->router.Match(method);
-  series_ = snap_->methods.Find(
-      method, route < 0 ? -1 : snap_->config->routes()[route].upstream_index);
-  single_request_ = series_.single_request;
-  unary_ = series_.unary;
+  const int upstream =
+      route < 0 ? -1 : snap_->config->routes()[route].upstream_index;
+  series_ = snap_->methods.Find(method, upstream);
+  // The descriptor sets' shape, else the upstream's reflection's, unless
+  // the method broke it once (method_shapes.h).
+  const MethodShape shape =
+      snap_->pool->ShapeFor(upstream, worker_->index(), method,
+                            {series_.unary, series_.single_request});
+  single_request_ = shape.single_request;
+  unary_ = shape.unary;
+  // Unary: the read after the response sees the upstream's end (or a
+  // second response: OnUpstreamRead), whatever the window.
+  if (unary_) window_ = std::max(window_, 2);
   series_.server->started().Increment();
   if (route < 0) {
     stats_ = &snap_->no_route_stats;
@@ -474,8 +483,13 @@ void ProxyCall::OnClientRead(bool ok) {
     ++msgs_in_;
     if (++unflushed_msgs_ >= kMessageFlushBatch) FlushMessageCounts();
     bytes_in_ += static_cast<int64_t>(p.read_buf()->Length());
-    // One request: never read past it (its half-close goes with it).
-    if (single_request_) p.SourceDone();
+    // One request: never forward past it (its half-close goes with it);
+    // one more read checks that the client half-closes after it.
+    if (single_request_) {
+      p.SourceDone();
+      ++outstanding_;
+      if (!shape_check_.Start(sctx_.c_call())) --outstanding_;
+    }
     if (QueueRead(p)) AdvanceClientToUpstream();
   } else if (read != ClientRead::Result::kHalfClosed ||
              grpc_call_failed_before_recv_message(sctx_.c_call())) {
@@ -488,6 +502,17 @@ void ProxyCall::OnClientRead(bool ok) {
   } else {
     p.SourceDone();  // a graceful half-close: forward it
     AdvanceClientToUpstream();
+  }
+  Release();
+}
+
+void ProxyCall::OnShapeCheckRead(bool ok) {
+  // A second request on a one-request method: ignored (as before), and the
+  // method falls back for good. A failed read is the client's end, which
+  // OnDone sees.
+  if (shape_check_.Outcome(ok) == ClientRead::Result::kMessage &&
+      route_ != nullptr) {
+    snap_->pool->shapes(route_->upstream_index)->Fallback(sctx_.method());
   }
   Release();
 }
@@ -577,7 +602,16 @@ void ProxyCall::OnUpstreamRead(bool ok) {
   p.ReadDone();
   if (ok && !ended()) {
     ++umsgs_in_;
-    if (unary_) p.SourceDone();  // next comes the status: Finish
+    if (unary_ && umsgs_in_ > 1) {
+      // A second response on a unary method: the method falls back for
+      // good, and this call goes on as a server stream (headers now).
+      snap_->pool->shapes(route_->upstream_index)->Fallback(sctx_.method());
+      unary_ = false;
+      ForwardUpstreamHeaders();
+      headers_ = Headers::kSending;
+      ++outstanding_;
+      sstream_.SendInitialMetadata(&sinit_tag_);
+    }
     if (!QueueRead(p)) {
       Release();
       return;

@@ -21,11 +21,14 @@
 // or permit outlives it. Threading: that worker's thread only, so it takes
 // no lock (the limiters' and Redis's threads only set alarms on its queue).
 //
-// When a descriptor set names the method, its shape saves batches: a call
+// When the method's shape is known (a descriptor set names it, or the
+// upstream's reflection does: method_shapes.h), it saves batches: a call
 // with one request (unary, server_stream) sends the upstream its headers,
 // the request and the half-close in one batch; a unary call also answers
 // the client with headers, response and status in one batch, as a gRPC
-// server does. Any other call takes the general path.
+// server does. One more read on each one-message side checks the shape (a
+// second request or response makes the method fall back for good). Any
+// other call takes the general path.
 #ifndef SLUICE_SERVER_PROXY_PROXY_CALL_H_
 #define SLUICE_SERVER_PROXY_PROXY_CALL_H_
 
@@ -96,6 +99,8 @@ class ProxyCall final : private CallAdmission::Host {
   void OnUpstreamInitialMetadata(bool ok);
   void OnDownstreamInitialMetadataSent(bool ok);
   void OnClientRead(bool ok);
+  // The read after a one-request method's request (see OnClientRead).
+  void OnShapeCheckRead(bool ok);
   void OnUpstreamWritten(bool ok);
   void OnUpstreamWritesDone(bool ok);
   void OnUpstreamRead(bool ok);
@@ -237,6 +242,8 @@ class ProxyCall final : private CallAdmission::Host {
                                   &ProxyCall::OnDownstreamInitialMetadataSent};
   MemberTag<ProxyCall> cread_tag_{this, &ProxyCall::OnClientRead};
   ClientRead client_read_{&cread_tag_};  // client reads, by core batch
+  MemberTag<ProxyCall> ccheck_tag_{this, &ProxyCall::OnShapeCheckRead};
+  ClientRead shape_check_{&ccheck_tag_};
   MemberTag<ProxyCall> uwrite_tag_{this, &ProxyCall::OnUpstreamWritten};
   MemberTag<ProxyCall> uwritesdone_tag_{this, &ProxyCall::OnUpstreamWritesDone};
   MemberTag<ProxyCall> uread_tag_{this, &ProxyCall::OnUpstreamRead};

@@ -65,7 +65,9 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<UpstreamPool>> UpstreamPool::Create(
-    const Config& config) {
+    const Config& config,
+    prometheus::Family<prometheus::Counter>* shape_fallbacks,
+    prometheus::Family<prometheus::Gauge>* reflected_methods) {
   auto pool = std::make_unique<UpstreamPool>();
   for (const UpstreamSettings& u : config.upstreams()) {
     auto creds = Credentials(u, &pool->tls_files_);
@@ -75,6 +77,8 @@ absl::StatusOr<std::unique_ptr<UpstreamPool>> UpstreamPool::Create(
     }
     auto up = std::make_unique<Upstream>();
     up->name = u.name;
+    up->shapes = std::make_shared<ShapeBoard>(
+        u.name, config.workers(), shape_fallbacks, reflected_methods);
     for (int i = 0; i < u.channels; ++i) {
       grpc::ChannelArguments args;
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);

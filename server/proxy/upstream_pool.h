@@ -17,15 +17,22 @@
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/generic/generic_stub.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
 #include "server/config/config.h"
+#include "server/proxy/method_shapes.h"
 
 namespace sluice {
 
 class UpstreamPool {
  public:
-  // Creates the channels (connecting lazily, in the background).
+  // Creates the channels (connecting lazily, in the background), and one
+  // ShapeBoard per upstream with the metric families given (may be null).
   static absl::StatusOr<std::unique_ptr<UpstreamPool>> Create(
-      const Config& config);
+      const Config& config,
+      prometheus::Family<prometheus::Counter>* shape_fallbacks = nullptr,
+      prometheus::Family<prometheus::Gauge>* reflected_methods = nullptr);
 
   // True if an upstream TLS file (CA, certificate, key) now reads
   // differently from when the pool was created, or cannot be read: a
@@ -51,6 +58,19 @@ class UpstreamPool {
   const std::vector<std::shared_ptr<grpc::Channel>>& channels(int index) const {
     return upstreams_[index]->channels;
   }
+  // Upstream `index`'s method shapes beyond the descriptor sets
+  // (method_shapes.h): learned from its reflection, and fallbacks.
+  const std::shared_ptr<ShapeBoard>& shapes(int index) const {
+    return upstreams_[index]->shapes;
+  }
+  // Worker `worker`, at accept: the shape a call of `path` to upstream
+  // `index` (-1: none) takes, `declared` by the descriptor sets or not.
+  MethodShape ShapeFor(int index, int worker, std::string_view path,
+                       MethodShape declared) const {
+    if (index < 0 || index >= size()) return declared;
+    return upstreams_[index]->shapes->ShapeFor(worker, path, declared);
+  }
+
   // A call to upstream `index` lost its connection to a keepalive timeout
   // (the upstream is frozen, or the link to it): counted here for the
   // health watcher, which reads the count. Any thread.
@@ -69,6 +89,7 @@ class UpstreamPool {
     std::vector<std::unique_ptr<grpc::GenericStub>> stubs;
     std::atomic<uint32_t> next{0};
     std::atomic<uint64_t> keepalive_failures{0};
+    std::shared_ptr<ShapeBoard> shapes;
   };
   std::vector<std::unique_ptr<Upstream>> upstreams_;
   // (path, contents) of every upstream TLS file, as read by Create.

@@ -947,6 +947,23 @@ TEST(ConfigReconnectTest, OutOfRange) {
             "(must be >= 0)");
 }
 
+// upstreams[].reflection: learn method shapes from the upstream's server
+// reflection; on unless set to false, and a boolean.
+TEST(ConfigReflectionTest, OnByDefaultOffWhenFalse) {
+  auto on = MustParse(UpstreamWith("127.0.0.1:1", ""));
+  ASSERT_NE(on, nullptr);
+  EXPECT_TRUE(on->upstreams()[0].reflection);
+  auto set = MustParse(UpstreamWith("127.0.0.1:1", "    reflection: true\n"));
+  ASSERT_NE(set, nullptr);
+  EXPECT_TRUE(set->upstreams()[0].reflection);
+  auto off = MustParse(UpstreamWith("127.0.0.1:1", "    reflection: false\n"));
+  ASSERT_NE(off, nullptr);
+  EXPECT_FALSE(off->upstreams()[0].reflection);
+  EXPECT_NE(ErrorOf(UpstreamWith("127.0.0.1:1", "    reflection: sometimes\n"))
+                .find("upstreams[0].reflection"),
+            std::string::npos);
+}
+
 TEST(ConfigReconnectTest, DefaultsFollowAnEditedTarget) {
   // What `sluice --config=F --upstream=T` does: the file's loopback target
   // replaced by a remote one before defaults are filled in.

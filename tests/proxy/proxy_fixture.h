@@ -70,6 +70,10 @@ routes:
 )";
   }
   virtual std::string ProxyYaml() { return ""; }
+  // upstreams[0].reflection: off here, so that a test's Generic half keeps
+  // the general path (the demo upstream serves reflection);
+  // reflection_shapes_test turns it on.
+  virtual bool UpstreamReflection() { return false; }
 
   void SetUp() override {
     // No test here takes more than a few seconds when the proxy works
@@ -86,8 +90,9 @@ drain_timeout: 1s
 upstreams:
   - name: demo
     target: "$UP"
-)",
-                                    ProxyYaml(), RoutesYaml());
+    reflection: )",
+                                    UpstreamReflection() ? "true" : "false",
+                                    "\n", ProxyYaml(), RoutesYaml());
     yaml = absl::StrReplaceAll(yaml, {{"$UP", upstream_.address()}});
     auto config = ParseConfigYaml(yaml, "test.yaml");
     ASSERT_TRUE(config.ok()) << config.status();

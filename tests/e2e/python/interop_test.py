@@ -404,6 +404,9 @@ class UpstreamCallStillStartingTest(unittest.TestCase):
             sluice = harness.start_sluice(config_path=harness.write_config(
                 "upstreams:\n  - name: one_stream\n"
                 f"    target: 127.0.0.1:{port}\n    channels: 1\n"
+                # This upstream answers every method (it would take a
+                # reflection fetch for a call, and its one stream).
+                "    reflection: false\n"
                 "routes:\n  - name: all\n    match: {prefix: /}\n    upstream: one_stream\n"))
             try:
                 ch = harness.channel(sluice.data)
