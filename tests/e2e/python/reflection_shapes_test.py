@@ -14,7 +14,7 @@ from grpc.testing import messages_pb2, test_pb2_grpc
 from sluice.demo.v1 import ticker_pb2, ticker_pb2_grpc
 
 TIMEOUT = 10
-DEMO_METHODS = 12  # TestService 8, Ticker 1, health 2, reflection 1
+DEMO_METHODS = 14  # TestService 8, Ticker 1, Capacity 2, health 2, reflection 1
 
 
 def exercise(test, sluice):
@@ -47,7 +47,7 @@ class FlagsOnlyLearnsShapes(unittest.TestCase):
         sluice = harness.start_sluice(upstream=self.upstream.address)
         self.addCleanup(sluice.stop)
         harness.wait_for_metric(sluice, "sluice_upstream_reflected_methods", DEMO_METHODS)
-        self.assertIn("reflection gave the shape of 12 methods", sluice.output())
+        self.assertIn(f"reflection gave the shape of {DEMO_METHODS} methods", sluice.output())
         exercise(self, sluice)
 
     def test_reflection_off(self):
