@@ -203,8 +203,6 @@ void AdaptiveLimit::EndWindowLocked(int64_t /*now*/) {
       long_rtt = long_rtt_;
     }
   }
-  // App-limited: the callers, not this limit, bound the concurrency.
-  if (static_cast<double>(window_max_in_flight_) < estimated_ / 2.0) return;
   double gradient;
   if (window_count_ == 0 || window_dropped_ * 2 > total) {
     gradient = 0.5;
@@ -213,9 +211,19 @@ void AdaptiveLimit::EndWindowLocked(int64_t /*now*/) {
         short_rtt > 0 ? settings_.rtt_tolerance * long_rtt / short_rtt : 1.0,
         0.5, 1.0);
   }
+  // App-limited: the callers, not this limit, bound the concurrency. Then
+  // the limit never grows (Gradient2's rule), but it still comes down when
+  // the upstream queues: Gradient2 skips such windows altogether, so a
+  // limit that grew above twice what the callers send (during the warm-up,
+  // before the no-load latency is known) would stay there, enforcing
+  // nothing, however slow the upstream got.
+  const bool app_limited =
+      static_cast<double>(window_max_in_flight_) < estimated_ / 2.0;
+  if (app_limited && gradient >= 1.0) return;
   const double queue = std::sqrt(estimated_);
   double next = estimated_ * gradient + queue;
   next = estimated_ * (1.0 - settings_.smoothing) + next * settings_.smoothing;
+  if (app_limited) next = std::min(next, estimated_);
   estimated_ = std::clamp(next, static_cast<double>(settings_.min_limit),
                           static_cast<double>(settings_.max_limit));
   gradient_ = gradient;

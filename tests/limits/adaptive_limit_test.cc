@@ -257,6 +257,24 @@ TEST(AdaptiveLimitTest, AppLimitedCallersDoNotGrowTheLimit) {
   EXPECT_EQ(limit.limit(), 40);
 }
 
+// A limit that grew above twice what the callers send (here: set so at
+// start) while the upstream queues must still come down: app-limited
+// windows only never grow it. Before, they changed nothing, and the limit
+// stayed at 100 with latency 3x the no-load latency (the e2e test
+// limits_adaptive_test saw 121 with 60 in flight against N = 10).
+TEST(AdaptiveLimitTest, AppLimitedWindowsStillShrinkWhenTheUpstreamQueues) {
+  SimulatedClock clock(1'000'000'000);
+  Settings settings = TestSettings();
+  settings.initial_limit = 100;
+  settings.probe_interval = absl::Seconds(2);  // learns the no-load latency
+  AdaptiveLimit limit(settings, &clock);
+  SimulatedUpstream upstream(&limit, &clock, 10, kService);
+  upstream.set_demand(30);  // 30 in flight < 100 / 2: app-limited at first
+  upstream.Run(absl::Seconds(30));
+  EXPECT_LE(limit.limit(), 25);
+  EXPECT_GE(limit.limit(), 10);
+}
+
 TEST(AdaptiveLimitTest, MostlyDroppedWindowsCutTheLimit) {
   SimulatedClock clock(0);
   Settings settings = TestSettings();
