@@ -28,7 +28,14 @@ AdaptiveLimit::AdaptiveLimit(const Settings& settings, const Clock* clock)
   estimated_ = std::clamp(static_cast<double>(settings_.initial_limit),
                           static_cast<double>(settings_.min_limit),
                           static_cast<double>(settings_.max_limit));
-  next_probe_at_ = NextProbeAtLocked(now);
+  // The first probe comes with the first sample (as Envoy's filter starts
+  // with a minRTT measurement): without it the no-load latency would be
+  // the mean of the first windows, which under load at start is the
+  // loaded latency, and the limit would grow past capacity until the
+  // first periodic probe (seen: 3.3 N after 10 s at the default 30 s).
+  next_probe_at_ = settings_.probe_interval > absl::ZeroDuration()
+                       ? now
+                       : NextProbeAtLocked(now);
   PublishLocked();
 }
 
