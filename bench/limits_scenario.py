@@ -184,8 +184,10 @@ def limit_summary(values):
     last = plain[-1] if plain else values[-1][1]
     at = lambda s: [v for t, v, p in values if t - t0 >= s and not p]  # noqa: E731
     first5 = at(5.0)
+    probing = sum(p for _, _, p in values)
     return (f"start {values[0][1]}, at 5 s {first5[0] if first5 else '—'}, "
-            f"end {last} (min {min(plain) if plain else '—'}, max {max(plain) if plain else '—'})")
+            f"end {last} (min {min(plain) if plain else '—'}, max {max(plain) if plain else '—'}"
+            f"{f'; probing in {probing} of {len(values)} samples' if probing else ''})")
 
 
 def cmd_fair(a):

@@ -219,18 +219,19 @@ void AdaptiveLimit::EndWindowLocked(int64_t /*now*/) {
         0.5, 1.0);
   }
   // App-limited: the callers, not this limit, bound the concurrency. Then
-  // the limit never grows (Gradient2's rule), but it still comes down when
-  // the upstream queues: Gradient2 skips such windows altogether, so a
-  // limit that grew above twice what the callers send (during the warm-up,
-  // before the no-load latency is known) would stay there, enforcing
-  // nothing, however slow the upstream got.
-  const bool app_limited =
-      static_cast<double>(window_max_in_flight_) < estimated_ / 2.0;
+  // the limit never grows (Gradient2's rule), but when the upstream queues
+  // it still comes down, to no less than twice the window's largest
+  // in-flight (where windows judge it again): Gradient2 skips such windows
+  // altogether, so a limit that grew above twice what the callers send
+  // (e.g. while the no-load latency was not known yet) would stay there,
+  // enforcing nothing, however slow the upstream got.
+  const double app_floor = 2.0 * static_cast<double>(window_max_in_flight_);
+  const bool app_limited = app_floor < estimated_;
   if (app_limited && gradient >= 1.0) return;
   const double queue = std::sqrt(estimated_);
   double next = estimated_ * gradient + queue;
   next = estimated_ * (1.0 - settings_.smoothing) + next * settings_.smoothing;
-  if (app_limited) next = std::min(next, estimated_);
+  if (app_limited) next = std::clamp(next, app_floor, estimated_);
   estimated_ = std::clamp(next, static_cast<double>(settings_.min_limit),
                           static_cast<double>(settings_.max_limit));
   gradient_ = gradient;

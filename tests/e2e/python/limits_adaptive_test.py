@@ -162,19 +162,27 @@ class AdaptiveLimitTest(LimitsTestBase):
 
     def test_dry_run_computes_and_rejects_nothing(self):
         self.start(route(dry_run=True))
-        # A dry run enforces nothing, so a probe never sees calls start at
-        # `min` in flight under overload: the no-load latency is learnt
-        # from the first windows, here under a light load (4 < N at once).
-        calls, status = Load(self.sluice.data, 4, 2).finish()
+        # A dry run enforces nothing, so a probe sees calls start at `min`
+        # in flight only if the callers send no more: the probe at the
+        # first sample learns the no-load latency under a light load (2 =
+        # min calls at once).
+        calls, status = Load(self.sluice.data, 2, 2).finish()
         self.assertEqual(status, {"OK": calls})
         a = self.adaptive()
+        self.assertEqual(a.probes, 1, a)
+        self.assertFalse(a.probing, a)
         self.assertLess(a.long_rtt_seconds, 2.5 * SERVICE_US / 1e6, a)
-        self.assertEqual(a.limit, 100)  # app-limited, latency at no load: unchanged
+        # App-limited windows never grow it, nor bring it below twice the
+        # calls in flight.
+        self.assertTrue(4 <= a.limit <= 100, a)
         self.load = Load(self.sluice.data, 60, 60)
-        # Computed and reported: the estimate comes down from 100 and the
-        # calls over it are counted as dry-run rejections.
-        harness.wait_until(self.settled(lambda a: a.estimated_limit <= 50), timeout=30,
-                           interval=0.2, what="dry-run limit computed below its initial 100")
+        # Computed and reported: the upstream queues (60 at once against
+        # N = 10: 6x the no-load latency), the gradient says so and the
+        # estimate comes down; the calls over it count as dry-run
+        # rejections.
+        harness.wait_until(self.settled(lambda a: a.estimated_limit <= 50 and a.gradient < 0.8
+                                        and a.short_rtt_seconds > 3 * a.long_rtt_seconds),
+                           timeout=30, interval=0.2, what="dry-run limit computed and reported")
         harness.wait_until(lambda: self.limit_status("adapt", "gradient").dry_run_rejected > 0,
                            timeout=30, interval=0.2, what="dry_run_rejected counted")
         calls, status = self.load.stop()
