@@ -64,11 +64,11 @@ def limits_yaml(kind, n):
     elif kind == "adaptive_keyed":
         conc = (f"{{queue: 40, max_wait: 50ms, key: [\"header:x-tenant\"], "
                 f"max_queue_per_key: 4, {ADAPTIVE}}}")
-    elif kind == "adaptive_keyed_q2":
-        # Shorter per-key queues (the noisy tenant waits less) and a higher
-        # min (probes drain faster), max_wait above a probe's length.
+    elif kind == "adaptive_keyed_w100":
+        # A higher min (a probe drains and measures faster) and max_wait
+        # above a probe's length, so calls queued during one wait it out.
         conc = (f"{{queue: 40, max_wait: 100ms, key: [\"header:x-tenant\"], "
-                f"max_queue_per_key: 2, adaptive: {{min: 5, max: 200}}}}")
+                f"max_queue_per_key: 4, adaptive: {{min: 5, max: 200}}}}")
     elif kind == "not_hit":
         conc = ("{queue: 40, max_wait: 50ms, key: [\"header:x-tenant\"], max_queue_per_key: 4, "
                 "adaptive: {min: 1000, max: 2000, initial: 1000}}")
@@ -322,7 +322,7 @@ def main():
     f.add_argument("--service_ms", type=int, default=20)
     f.add_argument("--seconds", type=int, default=10)
     f.add_argument("--configs",
-                   default="none,fixed,adaptive,adaptive_keyed,adaptive_keyed_q2")
+                   default="none,fixed,adaptive,adaptive_keyed,adaptive_keyed_w100")
     c = sub.add_parser("cost")
     c.add_argument("--rounds", type=int, default=5)
     c.add_argument("--seconds", type=int, default=4)
