@@ -312,6 +312,58 @@ def cmd_cost(a):
           f"{h[2] / n[2]:.3f} | {h[3] / n[3]:.3f} |")
 
 
+def callgrind_instructions(upstream, kind, calls, concurrency):
+    """Instructions (callgrind's Ir total) of one sluice process, 1 worker,
+    from start to exit, that proxied `calls` unary calls."""
+    import signal as _signal
+    path = harness.write_config(sluice_config(kind, 10))
+    ready = os.path.join(harness.TMP, f"cg-ready-{time.monotonic_ns()}.json")
+    out = os.path.join(harness.TMP, f"callgrind-{kind}-{calls}-{time.monotonic_ns()}.out")
+    p = harness.Proc("sluice-callgrind", [
+        "/usr/bin/valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+        harness.SLUICE, f"--ready_file={ready}", "--listen=127.0.0.1:0",
+        "--admin=127.0.0.1:0", "--metrics=127.0.0.1:0", "--workers=1",
+        f"--config={path}", f"--upstream={upstream.address}", "--log_level=warn"], ready)
+    try:
+        # Proc waits 20 s for the ready file; valgrind may need longer.
+        r = finish(subprocess.Popen(
+            [BENCH, f"--target={p.info['data']}", "--json", "--threads=1",
+             "--connections=1", f"--concurrency={concurrency}", f"--calls={calls}",
+             "--timeout=30s", "--connect_timeout=30s", "--request_bytes=10",
+             "--response_bytes=10", "--header=x-tenant:t1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), 600)
+        assert r["status"] == {"OK": calls}, r["status"]
+    finally:
+        p.signal(_signal.SIGTERM)
+        p.wait(timeout=120)
+        p.stop()
+    with open(out) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    raise RuntimeError("no callgrind totals")
+
+
+def cmd_instructions(a):
+    upstream = harness.start_upstream()
+    try:
+        ir = {}
+        for kind in ("none", "not_hit"):
+            for calls in (a.calls, 3 * a.calls):
+                ir[kind, calls] = callgrind_instructions(upstream, kind, calls, a.concurrency)
+                print(kind, calls, ir[kind, calls], flush=True)
+    finally:
+        upstream.stop()
+    print(f"\ncallgrind, 1 worker, {a.concurrency} calls in flight; per call = "
+          f"(Ir of {3 * a.calls} calls - Ir of {a.calls}) / {2 * a.calls}\n")
+    print("| limits | instructions per unary call |")
+    print("|---|---:|")
+    per = {k: (ir[k, 3 * a.calls] - ir[k, a.calls]) / (2 * a.calls) for k in ("none", "not_hit")}
+    print(f"| none | {per['none']:,.0f} |")
+    print(f"| adaptive + keyed queues, not hit | {per['not_hit']:,.0f} |")
+    print(f"| ratio | {per['not_hit'] / per['none']:.3f} |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -327,8 +379,11 @@ def main():
     c.add_argument("--rounds", type=int, default=5)
     c.add_argument("--seconds", type=int, default=4)
     c.add_argument("--concurrency", type=int, default=16)
+    i = sub.add_parser("instructions")
+    i.add_argument("--calls", type=int, default=1000)
+    i.add_argument("--concurrency", type=int, default=4)
     a = p.parse_args()
-    {"fair": cmd_fair, "cost": cmd_cost}[a.cmd](a)
+    {"fair": cmd_fair, "cost": cmd_cost, "instructions": cmd_instructions}[a.cmd](a)
 
 
 if __name__ == "__main__":
