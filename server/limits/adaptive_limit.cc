@@ -28,7 +28,14 @@ AdaptiveLimit::AdaptiveLimit(const Settings& settings, const Clock* clock)
   estimated_ = std::clamp(static_cast<double>(settings_.initial_limit),
                           static_cast<double>(settings_.min_limit),
                           static_cast<double>(settings_.max_limit));
-  next_probe_at_ = NextProbeAtLocked(now);
+  // The first probe comes with the first sample (as Envoy's filter starts
+  // with a minRTT measurement): without it the no-load latency would be
+  // the mean of the first windows, which under load at start is the
+  // loaded latency, and the limit would grow past capacity until the
+  // first periodic probe (seen: 3.3 N after 10 s at the default 30 s).
+  next_probe_at_ = settings_.probe_interval > absl::ZeroDuration()
+                       ? now
+                       : NextProbeAtLocked(now);
   PublishLocked();
 }
 
@@ -203,8 +210,6 @@ void AdaptiveLimit::EndWindowLocked(int64_t /*now*/) {
       long_rtt = long_rtt_;
     }
   }
-  // App-limited: the callers, not this limit, bound the concurrency.
-  if (static_cast<double>(window_max_in_flight_) < estimated_ / 2.0) return;
   double gradient;
   if (window_count_ == 0 || window_dropped_ * 2 > total) {
     gradient = 0.5;
@@ -213,9 +218,20 @@ void AdaptiveLimit::EndWindowLocked(int64_t /*now*/) {
         short_rtt > 0 ? settings_.rtt_tolerance * long_rtt / short_rtt : 1.0,
         0.5, 1.0);
   }
+  // App-limited: the callers, not this limit, bound the concurrency. Then
+  // the limit never grows (Gradient2's rule), but when the upstream queues
+  // it still comes down, to no less than twice the window's largest
+  // in-flight (where windows judge it again): Gradient2 skips such windows
+  // altogether, so a limit that grew above twice what the callers send
+  // (e.g. while the no-load latency was not known yet) would stay there,
+  // enforcing nothing, however slow the upstream got.
+  const double app_floor = 2.0 * static_cast<double>(window_max_in_flight_);
+  const bool app_limited = app_floor < estimated_;
+  if (app_limited && gradient >= 1.0) return;
   const double queue = std::sqrt(estimated_);
   double next = estimated_ * gradient + queue;
   next = estimated_ * (1.0 - settings_.smoothing) + next * settings_.smoothing;
+  if (app_limited) next = std::clamp(next, app_floor, estimated_);
   estimated_ = std::clamp(next, static_cast<double>(settings_.min_limit),
                           static_cast<double>(settings_.max_limit));
   gradient_ = gradient;

@@ -48,7 +48,8 @@ namespace sluice {
 // - Between probes, the long average only comes down: a window slower
 //   than it is not fed to it. It is a smoothed long-window minimum, the
 //   "long-window minimum against short-window samples" of issue 20.
-// - Every `probe_interval` (jittered by +-probe_jitter, so replicas do not
+// - At the first sample, and then every `probe_interval` (jittered by
+//   +-probe_jitter, so replicas do not
 //   probe together), a probe re-measures the no-load RTT: limit() drops to
 //   `min` until `probe_samples` calls that started with at most `min` in
 //   flight have finished, whose mean becomes the long RTT (up or down: an

@@ -210,10 +210,15 @@ TEST(AdaptiveLimitTest, ProbeDropsToMinAndReMeasuresTheLongRtt) {
       limit.AddSample(Sample{rtt, in_flight, false});
     }
   };
+  // The first sample starts a probe; 4 calls started at min end it.
+  feed(absl::Milliseconds(30), 2, 5);
+  EXPECT_EQ(limit.GetSnapshot().probes, 1);
+  EXPECT_EQ(limit.limit(), 20);
   feed(absl::Milliseconds(30), 20, 100);  // a long RTT of ~30 ms
   EXPECT_GT(limit.GetSnapshot().long_rtt, absl::Milliseconds(25));
   const int64_t before = limit.limit();
-  clock.Set(absl::ToInt64Nanoseconds(absl::Seconds(5)));
+  // Past the next probe, 5 s after the first ended.
+  clock.Set(absl::ToInt64Nanoseconds(absl::Seconds(6)));
   limit.AddSample(Sample{absl::Milliseconds(30), 20, false});
   EXPECT_TRUE(limit.GetSnapshot().probing);
   EXPECT_EQ(limit.limit(), 2);
@@ -224,7 +229,7 @@ TEST(AdaptiveLimitTest, ProbeDropsToMinAndReMeasuresTheLongRtt) {
   feed(absl::Milliseconds(10), 2, 4);
   const AdaptiveLimit::Snapshot snap = limit.GetSnapshot();
   EXPECT_FALSE(snap.probing);
-  EXPECT_EQ(snap.probes, 1);
+  EXPECT_EQ(snap.probes, 2);
   EXPECT_EQ(snap.long_rtt, absl::Milliseconds(10));
   EXPECT_EQ(limit.limit(), before);  // back where it was
 }
@@ -257,10 +262,47 @@ TEST(AdaptiveLimitTest, AppLimitedCallersDoNotGrowTheLimit) {
   EXPECT_EQ(limit.limit(), 40);
 }
 
+// A limit that grew above twice what the callers send (here: set so at
+// start) while the upstream queues must still come down: app-limited
+// windows only never grow it. Before, they changed nothing, and the limit
+// stayed at 100 with latency 3x the no-load latency (the e2e test
+// limits_adaptive_test saw 121 with 60 in flight against N = 10).
+TEST(AdaptiveLimitTest, AppLimitedWindowsStillShrinkWhenTheUpstreamQueues) {
+  SimulatedClock clock(1'000'000'000);
+  Settings settings = TestSettings();
+  settings.initial_limit = 100;
+  settings.probe_interval = absl::Seconds(2);  // learns the no-load latency
+  AdaptiveLimit limit(settings, &clock);
+  SimulatedUpstream upstream(&limit, &clock, 10, kService);
+  upstream.set_demand(30);  // 30 in flight < 100 / 2: app-limited at first
+  upstream.Run(absl::Seconds(30));
+  EXPECT_LE(limit.limit(), 25);
+  EXPECT_GE(limit.limit(), 10);
+}
+
+// Started above capacity, under load: the probe at the first sample
+// learns the no-load latency, so the limit comes down within seconds, not
+// at the first periodic probe (30 s by default). Before, the first windows'
+// (loaded) latency became the long RTT and the limit grew: 3.3 N after
+// 10 s in bench/limits_scenario.py.
+TEST(AdaptiveLimitTest, FirstSampleProbesSoAnOverloadedStartComesDown) {
+  SimulatedClock clock(1'000'000'000);
+  Settings settings = TestSettings();
+  settings.initial_limit = 50;
+  settings.min_limit = 2;
+  AdaptiveLimit limit(settings, &clock);
+  SimulatedUpstream upstream(&limit, &clock, 10, kService);
+  upstream.Run(absl::Seconds(10));
+  EXPECT_EQ(limit.GetSnapshot().probes, 1);
+  EXPECT_LE(limit.limit(), 25);
+  EXPECT_GE(limit.limit(), 10);
+}
+
 TEST(AdaptiveLimitTest, MostlyDroppedWindowsCutTheLimit) {
   SimulatedClock clock(0);
   Settings settings = TestSettings();
   settings.initial_limit = 100;
+  settings.probe_interval = absl::ZeroDuration();  // no probe, at start either
   AdaptiveLimit limit(settings, &clock);
   for (int i = 0; i < 200; ++i) {
     clock.Advance(absl::Milliseconds(10));

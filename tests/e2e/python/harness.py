@@ -35,6 +35,10 @@ _PROTOS = [
     (os.path.join(ROOT, "proto"), "sluice/admin/v1/admin.proto"),
     (os.path.join(ROOT, "proto"), "sluice/rpc/v1/error_details.proto"),
 ]
+# The demo upstream's Capacity service: only the targets that list it in
+# their data have it (the limits tests and benches that use capacity mode).
+if os.path.exists(os.path.join(ROOT, "proto", "sluice/demo/v1/capacity.proto")):
+    _PROTOS.append((os.path.join(ROOT, "proto"), "sluice/demo/v1/capacity.proto"))
 
 
 def _generate_stubs():

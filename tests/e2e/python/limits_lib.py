@@ -201,3 +201,28 @@ class LimitsTestBase(unittest.TestCase):
         self.assertEqual(o.reason, "rate_limited", o)
         self.assertIn(f'"{limit}"', o.details)
         self.assertIn(f'"{route}"', o.details)
+
+
+def set_capacity(upstream_address, capacity, service_time_us=0):
+    """The demo upstream's capacity mode (docs/limits.md): N calls at once
+    in S each, slower beyond; applies to calls starting from now. Returns
+    the CapacityState it answers."""
+    from sluice.demo.v1 import capacity_pb2, capacity_pb2_grpc
+    ch = harness.channel(upstream_address)
+    try:
+        return capacity_pb2_grpc.CapacityStub(ch).Set(
+            capacity_pb2.SetCapacityRequest(capacity=capacity,
+                                            service_time_us=service_time_us),
+            timeout=10)
+    finally:
+        ch.close()
+
+
+def get_capacity(upstream_address):
+    from sluice.demo.v1 import capacity_pb2, capacity_pb2_grpc
+    ch = harness.channel(upstream_address)
+    try:
+        return capacity_pb2_grpc.CapacityStub(ch).Get(capacity_pb2.GetCapacityRequest(),
+                                                     timeout=10)
+    finally:
+        ch.close()
