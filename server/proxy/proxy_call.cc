@@ -24,10 +24,10 @@ namespace {
 // Messages counted locally before they are added to the shared counters.
 constexpr int kMessageFlushBatch = 64;
 
-// How long a write to the client may stay in flight after Sluice decided to
+// How long the status may take to reach the client after Sluice decided to
 // end the call (idle timeout, drain, a limit) before the downstream call is
-// cancelled: a write that is not stuck behind a client that does not read
-// completes in far less, and keeps the status and sluice-reason.
+// cancelled: a status not stuck behind a client that does not read arrives
+// in far less, and keeps its code and sluice-reason.
 constexpr absl::Duration kStuckWriteGrace = absl::Milliseconds(250);
 
 // The longest a call waiting for a connecting upstream waits before it
@@ -541,7 +541,11 @@ void ProxyCall::AdvanceUpstreamToClient() {
   // The read first: a read in flight lets the last message in hand wait
   // for the flush point (pump.h, write coalescing).
   if (!ended() && p.WantsRead(window_)) {
-    const Pump::PaceResult pace = p.Pace(worker_->cq());
+    // The read after a unary response only brings the end of the call (or
+    // a second response: a shape fallback): it carries no message to pace.
+    const Pump::PaceResult pace = unary_ && umsgs_in_ >= 1
+                                      ? Pump::PaceResult::kGo
+                                      : p.Pace(worker_->cq());
     if (pace == Pump::PaceResult::kArmed) ++outstanding_;
     if (pace == Pump::PaceResult::kGo) {
       p.StartRead();
@@ -722,9 +726,11 @@ void ProxyCall::Abort(const grpc::Status& status, Reason reason, int limit) {
   u2c_.Discard();
   c2u_.Discard();
   MaybeFinishDownstream();
-  // The status waits for the write in flight to the client; if that write
-  // is stuck (the client does not read), end the call anyway.
-  if (!finishing() && u2c_.writing() && !stuck_armed_) {
+  // The status may wait behind messages a client that does not read never
+  // takes: the write in flight, or hinted writes gRPC completed but could
+  // not send (pump.h). If it has not reached the client by the grace
+  // period, end the call anyway.
+  if ((u2c_.writing() || headers_ == Headers::kSent) && !stuck_armed_) {
     stuck_armed_ = true;
     ++outstanding_;
     stuck_alarm_.Set(worker_->cq(), AlarmAt(MonoNow() + kStuckWriteGrace),
@@ -734,8 +740,8 @@ void ProxyCall::Abort(const grpc::Status& status, Reason reason, int limit) {
 
 void ProxyCall::OnStuckWriteAlarm(bool ok) {
   stuck_armed_ = false;
-  if (ok && !finishing() && u2c_.writing()) {
-    // The write then completes with ok == false (OnClientWritten), and the
+  if (ok && !downstream_finished_) {
+    // The write or the Finish then completes with ok == false, and the
     // call finishes; the client, not reading, sees its stream reset.
     sctx_.TryCancel();
   }
@@ -770,7 +776,6 @@ void ProxyCall::MaybeFinishDownstream() {
   final_code_ = status.error_code();
   admission_.Stop();  // each permit goes back once: here, in Abort or in ~
   if (idle_armed_) idle_alarm_.Cancel();
-  if (stuck_armed_) stuck_alarm_.Cancel();
   u2c_.CancelPace();
   c2u_.CancelPace();
   ++outstanding_;
@@ -787,6 +792,8 @@ void ProxyCall::MaybeFinishDownstream() {
 }
 
 void ProxyCall::OnDownstreamFinished(bool ok) {
+  downstream_finished_ = true;
+  if (stuck_armed_) stuck_alarm_.Cancel();
   if (reply_in_finish_ && ok) {
     ++msgs_out_;
     bytes_out_ += static_cast<int64_t>(u2c_.write_buf().Length());
@@ -828,6 +835,18 @@ bool ProxyCall::EarlyCancelBudgetSpent() {
   return false;
 }
 
+bool ProxyCall::NearDeadline() const {
+  const absl::Time deadline = ClientDeadline(sctx_);
+  if (deadline == absl::InfiniteFuture()) return false;
+  // Sluice's copy of the deadline runs from when the call arrived, a little
+  // after the client's own clock started it: a client that gives up at its
+  // deadline resets the stream just before Sluice's copy ends. Within
+  // max(100 ms, a tenth of the call's time) of it, a cancel is the deadline.
+  const absl::Duration margin =
+      std::max(absl::Milliseconds(100), (deadline - accepted_at_) / 10);
+  return absl::Now() >= deadline - margin;
+}
+
 void ProxyCall::OnClientGone() {
   if (counted_cancel_) return;
   counted_cancel_ = true;
@@ -836,8 +855,7 @@ void ProxyCall::OnClientGone() {
   // refused for early cancels and reset anyway counts too, so a flood
   // keeps its budget spent for as long as it goes on.
   if (phase_ != Phase::kAccepting && headers_ != Headers::kSent &&
-      (!reason_ || *reason_ == Reason::kEarlyCancels) &&
-      ClientDeadline(sctx_) > absl::Now()) {
+      (!reason_ || *reason_ == Reason::kEarlyCancels) && !NearDeadline()) {
     early_cancelled_ = true;
     if (!early_cancel_charged_) {
       early_cancel_charged_ = true;

@@ -111,9 +111,9 @@ class ProxyCall final : private CallAdmission::Host {
   void OnUpstreamPaceAlarm(bool ok);
   void OnClientPaceAlarm(bool ok);
   void OnUpstreamConnectivity(bool ok);
-  // A write to the client still in flight kStuckWriteGrace after Sluice
-  // decided to end the call: the client does not read, so the status could
-  // wait for ever behind flow control. Cancels the downstream call.
+  // The status has not reached the client kStuckWriteGrace after Sluice
+  // decided to end the call: the client does not read, so it could wait
+  // for ever behind flow control. Cancels the downstream call.
   void OnStuckWriteAlarm(bool ok);
 
   // CallAdmission::Host
@@ -164,6 +164,8 @@ class ProxyCall final : private CallAdmission::Host {
   void MaybeFinishDownstream();
   // The client cancelled or disconnected: cancel upstream, count it once.
   void OnClientGone();
+  // The client's deadline is (nearly) over: its cancel is no early cancel.
+  bool NearDeadline() const;
   // The client's address has no early cancel left (DataPlane::early_cancels);
   // may charge this call's early cancel up front (early_cancel_charged_).
   bool EarlyCancelBudgetSpent();
@@ -201,6 +203,7 @@ class ProxyCall final : private CallAdmission::Host {
   bool upstream_readable_ = false;
   bool done_seen_ = false;        // AsyncNotifyWhenDone fired
   bool reply_in_finish_ = false;  // unary: the response rides with Finish
+  bool downstream_finished_ = false;  // Finish's event arrived
   bool flush_requested_ = false;  // on the worker's flush list
 
   grpc::Alarm idle_alarm_;

@@ -424,5 +424,35 @@ TEST_F(TwoQueuesTest, OkAfterTwoQueuesIsFreedAtOnce) {
   EXPECT_TRUE(AwaitNoCallsInFlight()) << "S3 outlived its OK end";
 }
 
+
+// A paced route and a typed unary method: the read after the one response
+// only brings the call's end, so it must not wait for a token (review of
+// the shape checks: it waited one interval, 1 s here, on every call).
+class PacedUnaryTest : public ProxyFixture {
+ protected:
+  std::string ProxyYaml() override { return ShapesYaml(true); }
+  std::string RoutesYaml() override {
+    return R"(
+routes:
+  - name: paced
+    match: {prefix: "/"}
+    upstream: demo
+    limits:
+      - {name: slow, messages: {per_second: 1, burst: 1, mode: pace}}
+)";
+  }
+};
+
+TEST_F(PacedUnaryTest, TheEndOfAUnaryCallIsNotPaced) {
+  grpc::ClientContext ctx;
+  SetTimeout(&ctx, absl::Seconds(20));
+  SimpleRequest req;
+  req.set_response_size(10);
+  SimpleResponse resp;
+  ASSERT_TRUE(test_->UnaryCall(&ctx, req, &resp).ok());
+  ASSERT_TRUE(AwaitNoCallsInFlight());
+  EXPECT_EQ(SumOfSamples("sluice_stream_paced_seconds_total"), 0.0);
+}
+
 }  // namespace
 }  // namespace sluice

@@ -21,7 +21,8 @@ import unittest
 import harness
 import h2raw
 import grpc
-from grpc.testing import empty_pb2, test_pb2_grpc
+from grpc.testing import empty_pb2, messages_pb2, test_pb2_grpc
+from sluice.demo.v1 import ticker_pb2, ticker_pb2_grpc
 
 EMPTY = "/grpc.testing.TestService/EmptyCall"
 ATTACKER = "127.0.0.2"
@@ -240,6 +241,62 @@ routes: [{{name: all, match: {{prefix: /}}, upstream: app}}]
             sluice.stop()
             upstream.stop()
 
+
+class DeadlineCancelTest(unittest.TestCase):
+    def test_cancels_at_the_deadline_are_not_early(self):
+        # A client that gives up at its deadline resets the stream a moment
+        # before Sluice's own copy of that deadline (started when the call
+        # arrived) ends: that is the deadline, not a flood. The upstream
+        # (capacity mode, 30 s per call) never answers in time.
+        upstream = harness.start_upstream(extra=["--capacity=1", "--service_time=30s"])
+        config = harness.write_config(f"""
+proxy: {{connections: {{early_cancels_per_second: 1, early_cancels_burst: 2}}}}
+upstreams: [{{name: app, target: "{upstream.address}"}}]
+routes: [{{name: all, match: {{prefix: /}}, upstream: app}}]
+""")
+        sluice = harness.start_sluice(config_path=config)
+        ch = harness.channel(sluice.data)
+        stub = test_pb2_grpc.TestServiceStub(ch)
+        ticker = ticker_pb2_grpc.TickerStub(ch)
+
+        def cancelled_at(seconds, calls):
+            futures = [stub.UnaryCall.future(messages_pb2.SimpleRequest(response_size=1),
+                                             timeout=5) for _ in range(calls)]
+            timers = [threading.Timer(seconds, f.cancel) for f in futures]
+            for t in timers:
+                t.start()
+            for f, t in zip(futures, timers):
+                with self.assertRaises(grpc.FutureCancelledError):
+                    f.result(timeout=30)
+                t.join(10)
+
+        def one_tick():
+            try:
+                return len(list(ticker.Subscribe(ticker_pb2.SubscribeRequest(count=1),
+                                                 timeout=10))), None
+            except grpc.RpcError as e:
+                return 0, e
+
+        try:
+            # Cancelled 4.8 s into 5 s (the margin is max(100 ms, 0.5 s)):
+            # six of them against a burst of 2, and nothing is refused.
+            cancelled_at(4.8, 6)
+            n, err = one_tick()
+            self.assertEqual(n, 1, err)
+            self.assertEqual(metric_sum(sluice, 'sluice_rejections_total{limit="",'
+                                                'reason="early_cancels"'), 0)
+            # The control: cancelled 0.2 s in, they are early cancels, and
+            # the address's next call is refused.
+            cancelled_at(0.2, 4)
+            n, err = one_tick()
+            self.assertEqual(n, 0)
+            self.assertEqual(err.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, err)
+            self.assertEqual(harness.trailer(err.trailing_metadata(), "sluice-reason"),
+                             "early_cancels")
+        finally:
+            ch.close()
+            sluice.stop()
+            upstream.stop()
 
 if __name__ == "__main__":
     harness.main()
