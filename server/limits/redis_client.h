@@ -58,6 +58,8 @@ class RedisStats {
   std::array<std::atomic<int64_t>, kBounds.size() + 1> buckets{};
   std::atomic<int64_t> count{0};
   std::atomic<int64_t> sum_nanos{0};
+  // Redis Cluster redirections followed: [0] MOVED, [1] ASK.
+  std::array<std::atomic<int64_t>, 2> redirects{};
 };
 
 struct RedisClientOptions {

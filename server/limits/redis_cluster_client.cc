@@ -187,6 +187,7 @@ void RedisClusterClient::OnReply(const std::shared_ptr<Attempt>& attempt,
     absl::MutexLock lock(&mu_);
     RedisClient* node = NodeLocked(redirect.to);
     if (node != nullptr) {
+      RedisStats::Get().redirects[redirect.ask ? 1 : 0].fetch_add(1);
       // MOVED: the slot lives there from now on; ASK: this request only.
       if (!redirect.ask) slots_[redirect.slot] = node;
       SendLocked(attempt, node, /*asking=*/redirect.ask);

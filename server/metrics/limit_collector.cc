@@ -217,6 +217,16 @@ std::vector<prometheus::MetricFamily> LimitCollector::Collect() const {
     m.counter.value = static_cast<double>(redis.errors[k].load());
     errors.metric.push_back(m);
   }
+  auto redirects = Family("sluice_redis_cluster_redirects_total",
+                          "Redis Cluster redirections followed by global "
+                          "limits, by kind: moved, ask.",
+                          MetricType::Counter);
+  for (int k = 0; k < 2; ++k) {
+    prometheus::ClientMetric m;
+    m.label.push_back({"kind", k == 0 ? "moved" : "ask"});
+    m.counter.value = static_cast<double>(redis.redirects[k].load());
+    redirects.metric.push_back(m);
+  }
   auto latency = Family("sluice_redis_request_duration_seconds",
                         "Time from sending a Redis request of a global limit "
                         "to its reply (timeouts are counted as errors).",
@@ -239,6 +249,7 @@ std::vector<prometheus::MetricFamily> LimitCollector::Collect() const {
   h.histogram.sample_sum = static_cast<double>(redis.sum_nanos.load()) / 1e9;
   latency.metric.push_back(h);
   out.push_back(std::move(errors));
+  out.push_back(std::move(redirects));
   out.push_back(std::move(latency));
   return out;
 }

@@ -207,6 +207,10 @@ TEST_F(LimitCollectorTest, RedisSeriesOnlyWithAGlobalLimit) {
     expected.push_back(
         absl::StrCat("sluice_redis_errors_total{kind=\"", kind, "\"}"));
   }
+  for (const char* kind : {"ask", "moved"}) {
+    expected.push_back(absl::StrCat(
+        "sluice_redis_cluster_redirects_total{kind=\"", kind, "\"}"));
+  }
   expected.push_back("sluice_redis_request_duration_seconds{}");
   // The link state: one series per state, exactly one of them 1 (which one
   // depends on how far the connect to port 1 got).

@@ -121,8 +121,13 @@ class RedisClusterTest(unittest.TestCase):
             self.assertEqual(outcomes[3].reason, "rate_limited")
         trips = self.round_trips() - before
         # Each of the first four calls of a user asks Redis once (the fifth
-        # is rejected from the refusal cache); a MOVED would add a trip.
-        self.assertEqual(trips, 4 * len(users), f"{trips} round trips")
+        # is rejected from the refusal cache); the periodic slot-map
+        # refresh (every 5 s) may add a trip or two on a slow machine. No
+        # key needed a redirection.
+        self.assertGreaterEqual(trips, 4 * len(users), f"{trips} round trips")
+        self.assertLess(trips, 5 * len(users), f"{trips} round trips")
+        self.assertEqual(harness.metric(self.sluice, "sluice_redis_cluster_redirects_total",
+                                        {"kind": "moved"}), 0)
         self.assertEqual(harness.metric(self.sluice, "sluice_redis_errors_total") or 0, 0)
         self.assertEqual(harness.metric(self.sluice, "sluice_limit_redis_state",
                                         {"state": "ok"}), 1)
