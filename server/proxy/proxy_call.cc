@@ -520,7 +520,11 @@ void ProxyCall::OnShapeCheckRead(bool ok) {
 void ProxyCall::OnUpstreamWritten(bool ok) {
   // A failed write: the upstream call is over; its status comes by Finish.
   c2u_.WriteDone(ok);
-  if (ok) ++umsgs_out_;
+  if (ok) {
+    ++umsgs_out_;
+    // A message delivered is activity too (a slow reader's stream moves).
+    if (idle_armed_) last_activity_ = MonoNow();
+  }
   AdvanceClientToUpstream();
   Release();
 }
@@ -630,6 +634,7 @@ void ProxyCall::OnUpstreamRead(bool ok) {
 void ProxyCall::OnClientWritten(bool ok) {
   const int64_t bytes = u2c_.WriteDone(ok);
   if (ok) {
+    if (idle_armed_) last_activity_ = MonoNow();
     ++msgs_out_;
     if (++unflushed_msgs_ >= kMessageFlushBatch) FlushMessageCounts();
     bytes_out_ += bytes;
