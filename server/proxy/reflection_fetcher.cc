@@ -16,6 +16,7 @@
 #include "grpcpp/completion_queue.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/support/byte_buffer.h"
+#include "server/proxy/tsan_edges.h"
 #include "spdlog/spdlog.h"
 
 namespace sluice {
@@ -399,6 +400,9 @@ void ReflectionFetcher::WakeLocked() {
   if (woken_) return;  // one wake-up out is enough
   woken_ = true;
   auto* wake = new Wake;
+  // Made on the caller's thread, run on the fetcher's: an edge TSan cannot
+  // see through the (uninstrumented) completion queue.
+  TsanHandOff(wake);
   wake->alarm.Set(&watch_cq_, gpr_now(GPR_CLOCK_MONOTONIC), wake);
 }
 
@@ -460,6 +464,7 @@ void ReflectionFetcher::Run() {
     while (!stopping &&
            watch_cq_.AsyncNext(&tag, &ok, absl::ToChronoTime(until)) ==
                grpc::CompletionQueue::GOT_EVENT) {
+      TsanTakeOver(tag);
       auto* event = static_cast<Event*>(tag);
       if (event->wake) {
         delete event;
@@ -489,7 +494,10 @@ void ReflectionFetcher::Run() {
   watch_cq_.Shutdown();
   void* tag;
   bool ok;
-  while (watch_cq_.Next(&tag, &ok)) delete static_cast<Event*>(tag);
+  while (watch_cq_.Next(&tag, &ok)) {
+    TsanTakeOver(tag);
+    delete static_cast<Event*>(tag);
+  }
 }
 
 void ReflectionFetcher::MaybeFetch(Watched& w) {
