@@ -623,13 +623,14 @@ void CheckAdaptive(pb::AdaptiveConcurrency* adaptive, const std::string& path,
     errors->Add(path + ".max",
                 OutOfRange(adaptive->max(), 1, kMaxAdaptiveLimit));
   } else if (adaptive->min() > adaptive->max()) {
-    errors->Add(path + ".min", absl::StrCat(adaptive->min(),
-                                            " is larger than max ",
-                                            adaptive->max()));
+    errors->Add(
+        path + ".min",
+        absl::StrCat(adaptive->min(), " is larger than max ", adaptive->max()));
   }
   if (adaptive->initial() == 0) {
-    adaptive->set_initial(std::clamp(kDefaultAdaptiveInitial, adaptive->min(),
-                                     std::max(adaptive->min(), adaptive->max())));
+    adaptive->set_initial(
+        std::clamp(kDefaultAdaptiveInitial, adaptive->min(),
+                   std::max(adaptive->min(), adaptive->max())));
   } else if (adaptive->initial() < adaptive->min() ||
              (adaptive->max() > 0 && adaptive->initial() > adaptive->max())) {
     errors->Add(path + ".initial",
@@ -661,8 +662,8 @@ void CheckAdaptive(pb::AdaptiveConcurrency* adaptive, const std::string& path,
     adaptive->set_rtt_tolerance(kDefaultAdaptiveRttTolerance);
   }
   if (!(adaptive->rtt_tolerance() >= 1 && adaptive->rtt_tolerance() <= 100)) {
-    errors->Add(path + ".rtt_tolerance",
-                absl::StrCat(adaptive->rtt_tolerance(), " is outside [1, 100]"));
+    errors->Add(path + ".rtt_tolerance", absl::StrCat(adaptive->rtt_tolerance(),
+                                                      " is outside [1, 100]"));
   }
   out->rtt_tolerance = adaptive->rtt_tolerance();
   if (adaptive->long_window() == 0) {
@@ -739,8 +740,7 @@ void CheckConcurrency(pb::ConcurrencyLimit* concurrency,
   out->concurrency_max_per_key = concurrency->max_per_key();
   if (concurrency->max_queue_per_key() > 0) {
     if (!keyed) {
-      errors->Add(path + ".max_queue_per_key",
-                  "set only with concurrency.key");
+      errors->Add(path + ".max_queue_per_key", "set only with concurrency.key");
     } else if (concurrency->max_queue_per_key() > concurrency->queue()) {
       errors->Add(path + ".max_queue_per_key",
                   absl::StrCat(concurrency->max_queue_per_key(),
@@ -970,8 +970,7 @@ void CheckRedis(pb::Config* p, const std::vector<RouteSettings>& routes,
   auto check_address = [errors](const std::string& field,
                                 const std::string& address,
                                 RedisSettings::Node* node) {
-    if (absl::StrContains(address, "://") ||
-        absl::StrContains(address, '@')) {
+    if (absl::StrContains(address, "://") || absl::StrContains(address, '@')) {
       // Not echoed: it may hold a password.
       errors->Add(field,
                   "must be host:port, not a URL, and must not hold "

@@ -15,14 +15,15 @@ void CapacityModel::Set(const Settings& settings) {
 
 absl::Duration CapacityModel::Start() {
   absl::MutexLock lock(&mu_);
-  if (settings_.capacity <= 0 || settings_.service_time <= absl::ZeroDuration()) {
+  if (settings_.capacity <= 0 ||
+      settings_.service_time <= absl::ZeroDuration()) {
     return absl::ZeroDuration();
   }
   const int64_t k = ++in_flight_;
   max_in_flight_ = std::max(max_in_flight_, k);
   if (k <= settings_.capacity) return settings_.service_time;
-  return settings_.service_time * (static_cast<double>(k) /
-                                   static_cast<double>(settings_.capacity));
+  return settings_.service_time *
+         (static_cast<double>(k) / static_cast<double>(settings_.capacity));
 }
 
 void CapacityModel::Finish() {
@@ -38,7 +39,8 @@ CapacityModel::State CapacityModel::state() const {
 
 bool CapacityModel::enabled() const {
   absl::MutexLock lock(&mu_);
-  return settings_.capacity > 0 && settings_.service_time > absl::ZeroDuration();
+  return settings_.capacity > 0 &&
+         settings_.service_time > absl::ZeroDuration();
 }
 
 }  // namespace sluice::demo

@@ -25,7 +25,7 @@ namespace sluice::demo {
 class CapacityModel {
  public:
   struct Settings {
-    int64_t capacity = 0;  // N; 0: off
+    int64_t capacity = 0;                                  // N; 0: off
     absl::Duration service_time = absl::Milliseconds(10);  // S
     bool operator==(const Settings&) const = default;
   };

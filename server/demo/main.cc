@@ -122,8 +122,8 @@ int main(int argc, char** argv) {
               << std::endl;
     return 2;
   }
-  upstream.capacity().Set({absl::GetFlag(FLAGS_capacity),
-                           absl::GetFlag(FLAGS_service_time)});
+  upstream.capacity().Set(
+      {absl::GetFlag(FLAGS_capacity), absl::GetFlag(FLAGS_service_time)});
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       Credentials();
   if (!credentials.ok()) {

@@ -136,10 +136,11 @@ class UnaryReactor final : public grpc::ServerUnaryReactor {
     absl::MutexLock lock(&mu_);
     status_ = std::move(status);
     alarm_pending_ = true;
-    alarm_.Set(gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                            gpr_time_from_micros(
-                                absl::ToInt64Microseconds(delay), GPR_TIMESPAN)),
-               [this](bool ok) { OnServed(ok); });
+    alarm_.Set(
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                     gpr_time_from_micros(absl::ToInt64Microseconds(delay),
+                                          GPR_TIMESPAN)),
+        [this](bool ok) { OnServed(ok); });
   }
 
   void OnCancel() override {
@@ -165,8 +166,8 @@ class UnaryReactor final : public grpc::ServerUnaryReactor {
     {
       absl::MutexLock lock(&mu_);
       alarm_pending_ = false;
-      status = ok ? status_
-                  : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+      status =
+          ok ? status_ : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
     }
     Finish(status);
   }

@@ -11,8 +11,8 @@
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"
 #include "server/demo/call_record.h"
-#include "server/demo/capacity_model.h"
 #include "server/demo/call_stats.h"
+#include "server/demo/capacity_model.h"
 
 namespace sluice::demo {
 

@@ -43,10 +43,12 @@ void AdaptiveLimit::Reconfigure(const Settings& settings) {
   {
     const int64_t now = clock_->NowNanos();
     absl::MutexLock lock(&mu_);
-    const bool new_interval = settings.probe_interval != settings_.probe_interval;
+    const bool new_interval =
+        settings.probe_interval != settings_.probe_interval;
     settings_ = settings;
-    estimated_ = std::clamp(estimated_, static_cast<double>(settings_.min_limit),
-                            static_cast<double>(settings_.max_limit));
+    estimated_ =
+        std::clamp(estimated_, static_cast<double>(settings_.min_limit),
+                   static_cast<double>(settings_.max_limit));
     if (new_interval) next_probe_at_ = NextProbeAtLocked(now);
     PublishLocked();
   }
@@ -105,7 +107,8 @@ int64_t AdaptiveLimit::NextProbeAtLocked(int64_t now) {
   // Uniform in [-1, 1).
   const double u =
       static_cast<double>(SplitMix64(&rng_) >> 11) * 0x1.0p-53 * 2.0 - 1.0;
-  return now + static_cast<int64_t>(interval * (1.0 + settings_.probe_jitter * u));
+  return now +
+         static_cast<int64_t>(interval * (1.0 + settings_.probe_jitter * u));
 }
 
 void AdaptiveLimit::PublishLocked() {
@@ -141,8 +144,8 @@ int64_t AdaptiveLimit::AddSample(const Sample& sample) {
 
 int64_t AdaptiveLimit::UpdateWithSample(const Sample& sample) {
   const int64_t now = clock_->NowNanos();
-  const double rtt =
-      static_cast<double>(std::max<int64_t>(0, absl::ToInt64Nanoseconds(sample.rtt)));
+  const double rtt = static_cast<double>(
+      std::max<int64_t>(0, absl::ToInt64Nanoseconds(sample.rtt)));
   absl::MutexLock lock(&mu_);
   ++samples_;
   if (sample.dropped) ++dropped_samples_;

@@ -87,7 +87,7 @@ class AdaptiveLimit {
     absl::Duration window = absl::Milliseconds(100);
     int64_t window_samples = 10;
     absl::Duration probe_interval = absl::Seconds(30);  // zero: never probe
-    double probe_jitter = 0.1;                           // fraction, 0..0.5
+    double probe_jitter = 0.1;                          // fraction, 0..0.5
     int64_t probe_samples = 10;
     absl::Duration probe_timeout = absl::Seconds(2);
     uint64_t seed = 0;  // of the probe jitter; 0: from the clock
@@ -116,7 +116,7 @@ class AdaptiveLimit {
     absl::Duration long_rtt;      // the long-window average
     absl::Duration short_rtt;     // the last window's mean
     bool probing = false;
-    int64_t probes = 0;           // probes that re-measured the long RTT
+    int64_t probes = 0;  // probes that re-measured the long RTT
   };
 
   class Call;

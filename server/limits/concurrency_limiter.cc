@@ -63,8 +63,8 @@ ConcurrencyLimiter::Limits Sanitized(ConcurrencyLimiter::Limits limits) {
 }  // namespace
 
 ConcurrencyLimiter::ConcurrencyLimiter(int64_t max_in_flight, int64_t max_queue)
-    : ConcurrencyLimiter(Limits{.max_in_flight = max_in_flight,
-                                .max_queue = max_queue}) {}
+    : ConcurrencyLimiter(
+          Limits{.max_in_flight = max_in_flight, .max_queue = max_queue}) {}
 
 ConcurrencyLimiter::ConcurrencyLimiter(const Limits& limits)
     : limits_(Sanitized(limits)) {
@@ -81,9 +81,8 @@ ConcurrencyLimiter::~ConcurrencyLimiter() {
 }
 
 bool ConcurrencyLimiter::EligibleLocked(const Flow& flow) const {
-  return flow.depth > 0 &&
-         (!flow.keyed || limits_.max_per_key == 0 ||
-          flow.in_flight < limits_.max_per_key);
+  return flow.depth > 0 && (!flow.keyed || limits_.max_per_key == 0 ||
+                            flow.in_flight < limits_.max_per_key);
 }
 
 bool ConcurrencyLimiter::CanAcquireNowLocked(const Flow& flow) const {

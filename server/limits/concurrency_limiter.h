@@ -204,7 +204,7 @@ class ConcurrencyLimiter {
   // overflow_ always live). Guarded by mu_.
   struct Flow {
     std::string key;
-    bool keyed = false;  // false: the unkeyed flow (per-key bounds off)
+    bool keyed = false;   // false: the unkeyed flow (per-key bounds off)
     bool mapped = false;  // in flows_ (dropped when idle)
     int64_t in_flight = 0;
     int64_t depth = 0;

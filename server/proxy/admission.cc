@@ -38,7 +38,7 @@ void CallAdmission::Stop() {
     wait->Abandon();  // may release its hold on the call
   }
   stage_ = Stage::kStopped;
-  permits_.clear();  // each goes back once: here or in the destructor
+  permits_.clear();         // each goes back once: here or in the destructor
   adaptive_calls_.clear();  // an ended call is no latency sample
 }
 
@@ -60,8 +60,8 @@ void CallAdmission::AddRateHeaders(grpc::ServerContext& ctx,
   }
 }
 
-void CallAdmission::Refuse(const grpc::Status& status, Reason reason,
-                           int limit, bool rate_headers) {
+void CallAdmission::Refuse(const grpc::Status& status, Reason reason, int limit,
+                           bool rate_headers) {
   stage_ = Stage::kRefused;
   permits_.clear();
   host_->Refused(status, reason, limit, rate_headers);
@@ -165,9 +165,9 @@ void CallAdmission::Continue() {
     if (client_deadline_ != absl::InfiniteFuture()) {
       // Past this, the upstream could not get min_budget of what the
       // offset leaves (deadline_budget.cc): stop waiting there.
-      until = std::min(until, now + (client_deadline_ - route_->deadline.offset -
-                                     route_->deadline.min_budget -
-                                     absl::Now()));
+      until =
+          std::min(until, now + (client_deadline_ - route_->deadline.offset -
+                                 route_->deadline.min_budget - absl::Now()));
     }
     QueueWait* wait = nullptr;
     ConcurrencyLimiter::Permit permit;
@@ -179,17 +179,16 @@ void CallAdmission::Continue() {
         continue;
       case ConcurrencyLimiter::AcquireResult::kRejectedQueueFull:
         limit.rejected.fetch_add(1, std::memory_order_relaxed);
-        Refuse(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                            absl::StrCat("sluice: concurrency limit \"",
-                                         ls.name, "\" of route \"",
-                                         route_->name,
-                                         key ? "\" reached and the queue of "
-                                               "this key or the limit is full"
-                                             : "\" reached and its queue is "
-                                               "full")),
-               Reason::kConcurrencyLimited,
-               static_cast<int>(concurrency_index_),
-               /*rate_headers=*/header_limit_ != nullptr);
+        Refuse(
+            grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                         absl::StrCat("sluice: concurrency limit \"", ls.name,
+                                      "\" of route \"", route_->name,
+                                      key ? "\" reached and the queue of "
+                                            "this key or the limit is full"
+                                          : "\" reached and its queue is "
+                                            "full")),
+            Reason::kConcurrencyLimited, static_cast<int>(concurrency_index_),
+            /*rate_headers=*/header_limit_ != nullptr);
         return;
       case ConcurrencyLimiter::AcquireResult::kQueued:
         stage_ = Stage::kQueued;
@@ -240,13 +239,12 @@ void CallAdmission::OnQueueTimedOut() {
   NoteQueueWait();
   LimitState& limit = *(*limits_)[concurrency_index_];
   limit.rejected.fetch_add(1, std::memory_order_relaxed);
-  Refuse(grpc::Status(
-             grpc::StatusCode::RESOURCE_EXHAUSTED,
-             absl::StrCat("sluice: waited ",
-                          absl::FormatDuration(MonoNow() - queued_at_),
-                          " in the queue of concurrency limit \"",
-                          limit.settings().name, "\" of route \"",
-                          route_->name, "\"")),
+  Refuse(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      absl::StrCat("sluice: waited ",
+                                   absl::FormatDuration(MonoNow() - queued_at_),
+                                   " in the queue of concurrency limit \"",
+                                   limit.settings().name, "\" of route \"",
+                                   route_->name, "\"")),
          Reason::kQueueTimeout, static_cast<int>(concurrency_index_),
          /*rate_headers=*/header_limit_ != nullptr);
 }

@@ -57,8 +57,7 @@ class CallAdmission final : private QueueWait::Owner {
     ~Host() = default;
   };
 
-  CallAdmission(Host* host, grpc::CompletionQueue* cq)
-      : host_(host), cq_(cq) {}
+  CallAdmission(Host* host, grpc::CompletionQueue* cq) : host_(host), cq_(cq) {}
   ~CallAdmission();
   CallAdmission(const CallAdmission&) = delete;
   CallAdmission& operator=(const CallAdmission&) = delete;

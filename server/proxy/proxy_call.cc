@@ -287,8 +287,7 @@ void ProxyCall::StartUpstream() {
     OnUpstreamHeadersSent();
   }
   AdvanceClientToUpstream();
-  if (route_->deadline.stream_idle_timeout > absl::ZeroDuration() &&
-      !ended()) {
+  if (route_->deadline.stream_idle_timeout > absl::ZeroDuration() && !ended()) {
     ArmIdleAlarm(MonoNow() + route_->deadline.stream_idle_timeout);
   }
 }
@@ -573,8 +572,8 @@ void ProxyCall::AdvanceUpstreamToClient() {
       }
     }
   }
-  p.NoteBlocked(!ended() && !p.reading() && !p.src_done() &&
-                !p.dst_failed() && !p.WantsRead(window_));
+  p.NoteBlocked(!ended() && !p.reading() && !p.src_done() && !p.dst_failed() &&
+                !p.WantsRead(window_));
   if ((p.src_done() || ended()) && upstream_ == Upstream::kOpen &&
       !p.reading()) {
     upstream_ = Upstream::kFinishPosted;

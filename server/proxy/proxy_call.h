@@ -197,14 +197,14 @@ class ProxyCall final : private CallAdmission::Host {
   std::unique_ptr<grpc::GenericClientAsyncReaderWriter> ustream_;
   grpc::Status upstream_status_;
   std::optional<grpc::Status> local_status_;  // set from kEnding on
-  bool upstream_start_pending_ = false;  // StartCall's batch in flight
+  bool upstream_start_pending_ = false;       // StartCall's batch in flight
   // Upstream reads may start: its initial metadata arrived (or, unary,
   // the request went out and the headers come with the first read).
   bool upstream_readable_ = false;
-  bool done_seen_ = false;        // AsyncNotifyWhenDone fired
-  bool reply_in_finish_ = false;  // unary: the response rides with Finish
+  bool done_seen_ = false;            // AsyncNotifyWhenDone fired
+  bool reply_in_finish_ = false;      // unary: the response rides with Finish
   bool downstream_finished_ = false;  // Finish's event arrived
-  bool flush_requested_ = false;  // on the worker's flush list
+  bool flush_requested_ = false;      // on the worker's flush list
 
   grpc::Alarm idle_alarm_;
   bool idle_armed_ = false;

@@ -174,8 +174,8 @@ class Pump {
 
   std::vector<MessageLimit> limits_;
   grpc::Alarm pace_alarm_;
-  bool pace_armed_ = false;       // its event is not delivered yet
-  bool token_reserved_ = false;   // the next read's token is already taken
+  bool pace_armed_ = false;      // its event is not delivered yet
+  bool token_reserved_ = false;  // the next read's token is already taken
   absl::Time pace_until_ = absl::InfinitePast();  // monotonic
   absl::Time pace_started_;                       // monotonic
   int64_t paced_nanos_ = 0;

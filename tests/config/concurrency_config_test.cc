@@ -33,7 +33,8 @@ const LimitSettings& OnlyLimit(const std::shared_ptr<const Config>& config) {
 }
 
 TEST(ConcurrencyConfigTest, FixedUnkeyedLimitIsUnchanged) {
-  auto config = MustParse(WithLimit("name: c, concurrency: {max: 8, queue: 4}"));
+  auto config =
+      MustParse(WithLimit("name: c, concurrency: {max: 8, queue: 4}"));
   ASSERT_NE(config, nullptr);
   const LimitSettings& limit = OnlyLimit(config);
   EXPECT_EQ(limit.concurrency_max, 8);
@@ -61,8 +62,8 @@ TEST(ConcurrencyConfigTest, KeyedLimit) {
 }
 
 TEST(ConcurrencyConfigTest, AdaptiveDefaults) {
-  auto config =
-      MustParse(WithLimit("name: c, concurrency: {queue: 10, adaptive: {max: 500}}"));
+  auto config = MustParse(
+      WithLimit("name: c, concurrency: {queue: 10, adaptive: {max: 500}}"));
   ASSERT_NE(config, nullptr);
   const LimitSettings& limit = OnlyLimit(config);
   EXPECT_TRUE(limit.concurrency_adaptive);
@@ -108,7 +109,8 @@ TEST(ConcurrencyConfigTest, AdaptiveSettings) {
 }
 
 TEST(ConcurrencyConfigTest, InitialDefaultsWithinMinMax) {
-  auto small = MustParse(WithLimit("name: c, concurrency: {adaptive: {max: 5}}"));
+  auto small =
+      MustParse(WithLimit("name: c, concurrency: {adaptive: {max: 5}}"));
   ASSERT_NE(small, nullptr);
   EXPECT_EQ(OnlyLimit(small).adaptive.initial, 5);
   auto big = MustParse(
@@ -120,10 +122,12 @@ TEST(ConcurrencyConfigTest, InitialDefaultsWithinMinMax) {
 TEST(ConcurrencyConfigTest, AdaptiveChangesTheFingerprint) {
   auto a = MustParse(WithLimit("name: c, concurrency: {adaptive: {max: 5}}"));
   auto b = MustParse(WithLimit("name: c, concurrency: {adaptive: {max: 6}}"));
-  auto c = MustParse(WithLimit("name: c, concurrency: {max: 5, queue: 5, "
-                               "key: [peer], max_queue_per_key: 2}"));
-  auto d = MustParse(WithLimit("name: c, concurrency: {max: 5, queue: 5, "
-                               "key: [peer], max_queue_per_key: 3}"));
+  auto c =
+      MustParse(WithLimit("name: c, concurrency: {max: 5, queue: 5, "
+                          "key: [peer], max_queue_per_key: 2}"));
+  auto d =
+      MustParse(WithLimit("name: c, concurrency: {max: 5, queue: 5, "
+                          "key: [peer], max_queue_per_key: 3}"));
   ASSERT_TRUE(a && b && c && d);
   EXPECT_NE(OnlyLimit(a).fingerprint, OnlyLimit(b).fingerprint);
   EXPECT_NE(OnlyLimit(c).fingerprint, OnlyLimit(d).fingerprint);

@@ -85,10 +85,9 @@ class CapacityModeTest : public ::testing::Test {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + kWait));
     sluice::demo::v1::CapacityState state;
-    EXPECT_TRUE(capacity_
-                    ->Get(&context, sluice::demo::v1::GetCapacityRequest(),
-                          &state)
-                    .ok());
+    EXPECT_TRUE(
+        capacity_->Get(&context, sluice::demo::v1::GetCapacityRequest(), &state)
+            .ok());
     return state;
   }
   // One UnaryCall; its status and latency.
@@ -161,8 +160,8 @@ TEST_F(CapacityModeTest, ACancelledCallLeavesAtOnce) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_LT(latency, absl::Seconds(30));
   // The server sees the cancel, ends the call, and stops counting it.
-  ASSERT_TRUE(upstream_.test_service().WaitForCallsFinished("UnaryCall", 1,
-                                                            kWait));
+  ASSERT_TRUE(
+      upstream_.test_service().WaitForCallsFinished("UnaryCall", 1, kWait));
   EXPECT_EQ(upstream_.test_service().CallsCancelled("UnaryCall"), 1);
   EXPECT_EQ(Get().in_flight(), 0u);
 }

@@ -151,9 +151,8 @@ TEST(DemoUpstreamMainTest, HelpListsTheFlags) {
   EXPECT_EQ(WEXITSTATUS(wait_status), 1);
   EXPECT_FALSE(absl::StrContains(help, "No flags matched")) << help;
   EXPECT_FALSE(absl::StrContains(help, "--flagfile")) << "absl's own flags";
-  for (const char* flag :
-       {"--listen", "--ready_file", "--tls_cert", "--tls_key", "--capacity",
-        "--service_time"}) {
+  for (const char* flag : {"--listen", "--ready_file", "--tls_cert",
+                           "--tls_key", "--capacity", "--service_time"}) {
     EXPECT_TRUE(absl::StrContains(help, flag)) << flag << "\n" << help;
   }
 }

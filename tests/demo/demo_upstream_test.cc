@@ -764,12 +764,11 @@ std::string ResponseCase(const Message& response) {
 TEST_F(DemoUpstreamTest, ReflectionListsServices) {
   ReflectionClient reflection(channel_);
   ASSERT_TRUE(reflection.ok());
-  EXPECT_THAT(
-      reflection.ListServices(),
-      ::testing::UnorderedElementsAre(
-          "grpc.testing.TestService", "sluice.demo.v1.Ticker",
-          "sluice.demo.v1.Capacity", "grpc.health.v1.Health",
-          "grpc.reflection.v1alpha.ServerReflection"));
+  EXPECT_THAT(reflection.ListServices(),
+              ::testing::UnorderedElementsAre(
+                  "grpc.testing.TestService", "sluice.demo.v1.Ticker",
+                  "sluice.demo.v1.Capacity", "grpc.health.v1.Health",
+                  "grpc.reflection.v1alpha.ServerReflection"));
 }
 
 // grpcurl's `describe`: every listed service resolves by

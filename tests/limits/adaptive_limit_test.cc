@@ -62,7 +62,8 @@ class SimulatedUpstream {
       limit_->AddSample(Sample{absl::Nanoseconds(rtt), call.in_flight, false});
       ++stretch.finished;
       latency_sum += rtt;
-      stretch.max_latency = std::max(stretch.max_latency, absl::Nanoseconds(rtt));
+      stretch.max_latency =
+          std::max(stretch.max_latency, absl::Nanoseconds(rtt));
       stretch.max_limit = std::max(stretch.max_limit, limit_->limit());
       stretch.min_limit = std::min(stretch.min_limit, limit_->limit());
       Fill();
@@ -91,8 +92,8 @@ class SimulatedUpstream {
     while (in_flight_ < std::min(limit_->limit(), demand_)) {
       ++in_flight_;
       const int64_t now = clock_->NowNanos();
-      const double slow = std::max(
-          1.0, static_cast<double>(in_flight_) / static_cast<double>(capacity_));
+      const double slow = std::max(1.0, static_cast<double>(in_flight_) /
+                                            static_cast<double>(capacity_));
       const int64_t latency = static_cast<int64_t>(
           static_cast<double>(absl::ToInt64Nanoseconds(service_)) * slow);
       calls_.push(Call{now, now + latency, in_flight_});
@@ -122,7 +123,8 @@ constexpr absl::Duration kService = absl::Milliseconds(10);
 
 void ExpectAtCapacity(const SimulatedUpstream::Stretch& s, double capacity,
                       absl::Duration d) {
-  const double goodput = static_cast<double>(s.finished) / absl::ToDoubleSeconds(d);
+  const double goodput =
+      static_cast<double>(s.finished) / absl::ToDoubleSeconds(d);
   std::cout << "capacity " << capacity << "/s: goodput " << goodput
             << "/s, mean latency " << s.mean_latency << ", limit "
             << s.min_limit << ".." << s.max_limit << "\n";
@@ -306,7 +308,8 @@ TEST(AdaptiveLimitTest, MostlyDroppedWindowsCutTheLimit) {
   AdaptiveLimit limit(settings, &clock);
   for (int i = 0; i < 200; ++i) {
     clock.Advance(absl::Milliseconds(10));
-    limit.AddSample(Sample{absl::Milliseconds(10), 100, /*dropped=*/i % 4 != 0});
+    limit.AddSample(
+        Sample{absl::Milliseconds(10), 100, /*dropped=*/i % 4 != 0});
   }
   const AdaptiveLimit::Snapshot snap = limit.GetSnapshot();
   EXPECT_LT(limit.limit(), 50);

@@ -398,7 +398,8 @@ void FeedFastCalls(LimitState& state, SimulatedClock& clock, int n) {
   for (int i = 0; i < n; ++i) {
     std::vector<AdaptiveLimit::Call> calls;
     const int64_t limit = state.adaptive()->limit();
-    for (int64_t j = 0; j < limit; ++j) calls.push_back(state.adaptive()->StartCall());
+    for (int64_t j = 0; j < limit; ++j)
+      calls.push_back(state.adaptive()->StartCall());
     clock.Advance(absl::Milliseconds(10));
     for (auto& call : calls) call.Finish(false);
   }

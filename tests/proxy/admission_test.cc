@@ -424,7 +424,6 @@ TEST_F(TwoQueuesTest, OkAfterTwoQueuesIsFreedAtOnce) {
   EXPECT_TRUE(AwaitNoCallsInFlight()) << "S3 outlived its OK end";
 }
 
-
 // A paced route and a typed unary method: the read after the one response
 // only brings the call's end, so it must not wait for a token (review of
 // the shape checks: it waited one interval, 1 s here, on every call).

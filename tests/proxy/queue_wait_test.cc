@@ -67,9 +67,9 @@ class QueueWaitTest : public ::testing::Test {
                      const std::string* key = nullptr) {
     QueueWait* wait = nullptr;
     ConcurrencyLimiter::Permit permit;
-    EXPECT_EQ(QueueWait::Enqueue(&limiter, key, &owner_, &cq_, until, &wait,
-                                 &permit),
-              Result::kQueued);
+    EXPECT_EQ(
+        QueueWait::Enqueue(&limiter, key, &owner_, &cq_, until, &wait, &permit),
+        Result::kQueued);
     EXPECT_NE(wait, nullptr);
     return wait;
   }
@@ -84,8 +84,8 @@ TEST_F(QueueWaitTest, AcquiresAtOnceWithoutAWait) {
   ConcurrencyLimiter limiter(1, 1);
   QueueWait* wait = nullptr;
   ConcurrencyLimiter::Permit permit;
-  EXPECT_EQ(QueueWait::Enqueue(&limiter, nullptr, &owner_, &cq_, Never(),
-                               &wait, &permit),
+  EXPECT_EQ(QueueWait::Enqueue(&limiter, nullptr, &owner_, &cq_, Never(), &wait,
+                               &permit),
             Result::kAcquired);
   EXPECT_EQ(wait, nullptr);
   EXPECT_EQ(owner_.holds, 0);
@@ -100,8 +100,8 @@ TEST_F(QueueWaitTest, FullQueueRejectsWithoutAWait) {
   ASSERT_TRUE(limiter.TryAcquire());
   QueueWait* wait = nullptr;
   ConcurrencyLimiter::Permit permit;
-  EXPECT_EQ(QueueWait::Enqueue(&limiter, nullptr, &owner_, &cq_, Never(),
-                               &wait, &permit),
+  EXPECT_EQ(QueueWait::Enqueue(&limiter, nullptr, &owner_, &cq_, Never(), &wait,
+                               &permit),
             Result::kRejectedQueueFull);
   EXPECT_EQ(wait, nullptr);
   EXPECT_FALSE(permit.held());
