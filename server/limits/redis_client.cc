@@ -309,9 +309,17 @@ bool RedisClient::Send(Conn* conn, const std::shared_ptr<Request>& req,
     }
     return SendEval(conn, req, full_eval);
   }
+  return SendArgv(conn, req, argv, lens);
+}
+
+bool RedisClient::SendArgv(Conn* conn, const std::shared_ptr<Request>& req,
+                           const std::vector<const char*>& argv,
+                           const std::vector<size_t>& lens) {
+  // The reply callback owns one reference to the request until it runs.
   auto* holder = new std::shared_ptr<Request>(req);
   if (redisAsyncCommandArgv(conn->ac, &RedisClient::OnReply, holder,
-                            static_cast<int>(argv.size()), argv.data(),
+                            static_cast<int>(argv.size()),
+                            const_cast<const char**>(argv.data()),
                             lens.data()) != REDIS_OK) {
     delete holder;
     return false;
@@ -334,14 +342,7 @@ bool RedisClient::SendEval(Conn* conn, const std::shared_ptr<Request>& req,
   add(numkeys);
   add(req->key);
   for (const std::string& a : req->args) add(a);
-  auto* holder = new std::shared_ptr<Request>(req);
-  if (redisAsyncCommandArgv(conn->ac, &RedisClient::OnReply, holder,
-                            static_cast<int>(argv.size()), argv.data(),
-                            lens.data()) != REDIS_OK) {
-    delete holder;
-    return false;
-  }
-  return true;
+  return SendArgv(conn, req, argv, lens);
 }
 
 void RedisClient::Dispatch(std::shared_ptr<Request> req) {

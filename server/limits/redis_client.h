@@ -127,6 +127,10 @@ class RedisClient : public RedisLink {
   void Loop();
   void Dispatch(std::shared_ptr<Request> req);
   bool Send(Conn* conn, const std::shared_ptr<Request>& req, bool full_eval);
+  // Sends one command on `conn` whose reply goes to OnReply for `req`.
+  bool SendArgv(Conn* conn, const std::shared_ptr<Request>& req,
+                const std::vector<const char*>& argv,
+                const std::vector<size_t>& lens);
   bool SendEval(Conn* conn, const std::shared_ptr<Request>& req,
                 bool full_eval);
   void Connect(Conn* conn, int64_t now);
