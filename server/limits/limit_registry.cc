@@ -17,6 +17,15 @@ std::vector<std::vector<std::shared_ptr<LimitState>>> LimitRegistry::Bind(
   const bool redis_changed =
       redis.enabled != (redis_ != nullptr) ||
       (redis.enabled && redis.fingerprint != redis_fingerprint_);
+  // The global limits that use Redis, named in the client's log lines.
+  std::vector<std::string> users;
+  for (const RouteSettings& route : config.routes()) {
+    for (const LimitSettings& limit : route.limits) {
+      if (limit.global) {
+        users.push_back(absl::StrCat("\"", route.name, "/", limit.name, "\""));
+      }
+    }
+  }
   if (redis_changed) {
     redis_.reset();
     redis_fingerprint_.clear();
@@ -29,6 +38,7 @@ std::vector<std::vector<std::shared_ptr<LimitState>>> LimitRegistry::Bind(
       options.connect_timeout = redis.connect_timeout;
       options.username = redis.username;
       options.password = redis.password;
+      options.users = absl::StrJoin(users, ", ");
       if (redis.cluster.empty()) {
         redis_ = std::make_shared<RedisClient>(options, kGcraScript);
       } else {
@@ -71,13 +81,6 @@ std::vector<std::vector<std::shared_ptr<LimitState>>> LimitRegistry::Bind(
   }
   states_ = std::move(next);
   if (redis_ != nullptr) {
-    // Named in the client's log lines.
-    std::vector<std::string> users;
-    for (const auto& [id, state] : states_) {
-      if (state->settings().global) {
-        users.push_back(absl::StrCat("\"", id.first, "/", id.second, "\""));
-      }
-    }
     redis_->SetUsers(absl::StrJoin(users, ", "));
     if (!redis_changed && redis_->link_state() == RedisLinkState::kAuthFailed) {
       // The client (and its error) is kept: say it again on this reload.

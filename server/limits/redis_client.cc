@@ -139,6 +139,10 @@ RedisClient::RedisClient(RedisClientOptions options, std::string script)
       address_(absl::StrContains(options_.host, ':')
                    ? absl::StrCat("[", options_.host, "]:", options_.port)
                    : absl::StrCat(options_.host, ":", options_.port)) {
+  {
+    absl::MutexLock lock(&state_mu_);
+    users_ = options_.users;
+  }
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   for (int i = 0; i < std::max(1, options_.pool_size); ++i) {
     auto conn = std::make_unique<Conn>();

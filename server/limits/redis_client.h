@@ -73,6 +73,9 @@ struct RedisClientOptions {
   // `password` is empty (a PING then checks that Redis needs none).
   std::string username;
   std::string password;
+  // The global limits using this Redis, named in log lines from the first
+  // connection attempt on (SetUsers replaces it on reload).
+  std::string users;
   // Runs on the I/O thread each time a connection comes up (authenticated);
   // must not block. RedisClusterClient reads the slot map then.
   std::function<void()> on_connected;

@@ -65,6 +65,7 @@ RedisClusterClient::RedisClusterClient(std::vector<ClusterNode> seeds,
   {
     absl::MutexLock lock(&mu_);
     slots_.assign(kClusterSlots, nullptr);
+    users_ = node_options_.users;
     for (const ClusterNode& seed : seeds_) NodeLocked(seed);
   }
   Refresh();
@@ -95,8 +96,8 @@ RedisClient* RedisClusterClient::NodeLocked(const ClusterNode& node) {
   // A node that comes up (at start, or a promoted replica) may be the
   // first this client can ask for the slot map.
   options.on_connected = [this] { Refresh(); };
+  options.users = users_;
   auto client = std::make_unique<RedisClient>(options, script_);
-  if (!users_.empty()) client->SetUsers(users_);
   RedisClient* raw = client.get();
   nodes_.emplace(name, std::move(client));
   return raw;
