@@ -70,6 +70,13 @@ ProxyMetrics::ProxyMetrics(std::shared_ptr<prometheus::Registry> registry)
                                   "yet freed.")
                             .Register(*registry_)
                             .Add({})),
+      flood_connections_closed_(
+          prometheus::BuildCounter()
+              .Name("sluice_flood_connections_closed_total")
+              .Help("Client connections closed by Sluice because they went "
+                    "on resetting calls that were refused for early cancels "
+                    "(a rapid-reset flood).")
+              .Register(*registry_)),
       access_log_dropped_(prometheus::BuildCounter()
                               .Name("sluice_access_log_dropped_total")
                               .Help("Access-log lines dropped because the "

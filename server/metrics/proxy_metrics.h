@@ -71,6 +71,12 @@ class ProxyMetrics {
   GrpcMetrics& grpc() { return grpc_; }
 
   prometheus::Gauge& calls_in_flight() { return *calls_in_flight_; }
+  // sluice_flood_connections_closed_total: client connections Sluice
+  // closed because they went on resetting calls refused for early cancels.
+  // Created (at 1) by the first closure, like access_log_dropped.
+  prometheus::Counter& flood_connections_closed() {
+    return flood_connections_closed_.Add({});
+  }
   // The counter of an access log's dropped lines: created (at 0) by the
   // first call, i.e. when a configuration first has an access_log, so a
   // daemon that never logs exports no such series.
@@ -105,6 +111,7 @@ class ProxyMetrics {
   prometheus::Family<prometheus::Counter>& backpressure_seconds_;
   GrpcMetrics grpc_;
   prometheus::Gauge* calls_in_flight_;
+  prometheus::Family<prometheus::Counter>& flood_connections_closed_;
   prometheus::Family<prometheus::Counter>& access_log_dropped_;
   prometheus::Family<prometheus::Counter>& shape_fallbacks_;
   prometheus::Family<prometheus::Gauge>& reflected_methods_;

@@ -169,6 +169,9 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
     return ListenerFailed(kDataField, config->data_address(),
                           "gRPC could not bind it");
   }
+  if (plane->early_cancels_ != nullptr) {
+    plane->closer_ = std::make_unique<ConnectionCloser>(plane->port_);
+  }
   plane->caches_.resize(cqs.size());
   for (size_t i = 0; i < cqs.size(); ++i) {
     plane->workers_.push_back(std::make_unique<Worker>(
@@ -311,6 +314,15 @@ void DataPlane::ChargeEarlyCancel(absl::string_view address,
   if (early_cancels_ == nullptr) return;
   last_early_cancel_.store(now_nanos, std::memory_order_relaxed);
   early_cancels_->TryTake(address, now_nanos);
+}
+
+void DataPlane::CloseFloodingConnection(absl::string_view grpc_peer) {
+  if (closer_ == nullptr || !closer_->Close(grpc_peer)) return;
+  metrics_->flood_connections_closed().Increment();
+  spdlog::warn(
+      "closed the connection from {}: its calls were refused for early "
+      "cancels (rapid reset) and it reset them anyway",
+      std::string(grpc_peer));
 }
 
 void DataPlane::CallObjectDestroyed() {

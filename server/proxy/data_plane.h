@@ -22,6 +22,7 @@
 #include "server/limits/keyed_buckets.h"
 #include "server/limits/limit_registry.h"
 #include "server/metrics/proxy_metrics.h"
+#include "server/proxy/connection_closer.h"
 #include "server/proxy/memory_guard.h"
 #include "server/proxy/proxy_snapshot.h"
 #include "server/proxy/reflection_fetcher.h"
@@ -85,6 +86,10 @@ class DataPlane {
            now_nanos - last_early_cancel_.load(std::memory_order_relaxed) <
                early_cancel_refill_nanos_;
   }
+  // A call from `grpc_peer` was refused for early cancels and reset by its
+  // client anyway: that connection floods (rapid reset). Closes it (once;
+  // logged), so gRPC stops creating calls for its resets. Any thread.
+  void CloseFloodingConnection(absl::string_view grpc_peer);
 
   // Used by calls, on their worker's thread.
   grpc::AsyncGenericService* service() { return &service_; }
@@ -116,6 +121,7 @@ class DataPlane {
   MemoryGuard memory_guard_;
   LimitRegistry limits_;
   std::unique_ptr<KeyedTokenBuckets> early_cancels_;  // null: off
+  std::unique_ptr<ConnectionCloser> closer_;          // null: defence off
   // Method shapes from the upstreams' reflection (stopped by Drain).
   std::unique_ptr<ReflectionFetcher> reflection_;
   int64_t early_cancel_burst_ = 0;

@@ -866,6 +866,12 @@ void ProxyCall::OnClientGone() {
       worker_->plane()->ChargeEarlyCancel(PeerAddress(),
                                           RealClock::Get().NowNanos());
     }
+    // Refused because its address spent its budget, and reset anyway:
+    // this connection floods. gRPC would go on creating a call for each of
+    // its resets; closing it bounds what the flood costs.
+    if (reason_ == Reason::kEarlyCancels) {
+      worker_->plane()->CloseFloodingConnection(sctx_.peer());
+    }
   }
   admission_.Stop();
   if (stats_ != nullptr && !finishing()) stats_->client_cancels->Increment();

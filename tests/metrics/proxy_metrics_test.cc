@@ -389,5 +389,12 @@ TEST_F(ProxyMetricsTest, TheAccessLogCounterExistsOnceALogIsOpened) {
   EXPECT_EQ(&metrics_.access_log_dropped(), &metrics_.access_log_dropped());
 }
 
+TEST_F(ProxyMetricsTest, TheFloodCounterExistsOnceAConnectionWasClosed) {
+  EXPECT_EQ(Series(), std::vector<std::string>());
+  metrics_.flood_connections_closed().Increment();
+  EXPECT_EQ(Series(), std::vector<std::string>(
+                          {"sluice_flood_connections_closed_total{} 1"}));
+}
+
 }  // namespace
 }  // namespace sluice

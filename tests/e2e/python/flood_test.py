@@ -5,11 +5,16 @@ bystander calls from 127.0.0.1 on its own connection.
 Asserted: Sluice stays up; the bystander sees no error; Sluice's RSS stays
 under a generous ceiling and comes back near its baseline afterwards (the
 freed heap is returned, server/common/heap_trim.h); once the flooding
-address has spent its early-cancel budget, its further resets do not reach
-the upstream beyond a small bound, and a plain call from it is refused with
-RESOURCE_EXHAUSTED + `sluice-reason: early_cancels` while the bystander's
-calls still pass. Latency is not asserted (measured in docs/security.md
-with scripts/flood_probe.py).
+address has spent its early-cancel budget, Sluice closes each connection
+that goes on resetting the calls it refuses (counted in
+sluice_flood_connections_closed_total), its further resets do not reach
+the upstream beyond a small bound, and a connection from that address
+that does not reset its calls is not closed (its calls are served, or
+refused with RESOURCE_EXHAUSTED + `sluice-reason: early_cancels` while the
+budget is spent: DeadlineCancelTest checks that refusal) while the
+bystander's calls still pass.
+Latency is not asserted (measured in docs/security.md with
+scripts/flood_probe.py).
 """
 
 import socket
@@ -45,7 +50,8 @@ def reset_pairs(first_sid, count):
 def flood(address, resets, seconds, plain=0, slices=20):
     """`resets` pairs spread over `seconds` on one connection from ATTACKER,
     then `plain` ordinary calls on it; a thread reads (and HPACK-decodes)
-    what the server sends. Returns (pairs sent, the plain calls' Results)."""
+    what the server sends. Returns (pairs sent, the plain calls' Results,
+    whether the server closed the connection)."""
     conn = h2raw.H2Conn(address, source=ATTACKER)
     stop = threading.Event()
     reader = threading.Thread(
@@ -53,7 +59,7 @@ def flood(address, resets, seconds, plain=0, slices=20):
     reader.start()
     sid, sent, start = 1, 0, time.monotonic()
     per = max(1, resets // slices)
-    for s in range(slices):
+    for s in range(slices if resets > 0 else 0):
         n = per if s < slices - 1 else resets - sent
         if n <= 0 or not conn.send(reset_pairs(sid, n)):
             break
@@ -69,6 +75,7 @@ def flood(address, resets, seconds, plain=0, slices=20):
             not all(r.ended or r.rst is not None for r in results):
         time.sleep(0.05)  # the reader thread fills the results
     time.sleep(0.3)  # the last frames reach the server before the close
+    closed_by_server = conn.closed
     stop.set()
     try:
         conn.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader
@@ -76,7 +83,7 @@ def flood(address, resets, seconds, plain=0, slices=20):
         pass
     reader.join(timeout=15)
     conn.close()
-    return sent, results
+    return sent, results, closed_by_server
 
 
 def metric_sum(sluice, prefix):
@@ -105,9 +112,8 @@ class FloodTest(unittest.TestCase):
         return metric_sum(self.sluice,
                           'sluice_rejections_total{limit="",reason="early_cancels"')
 
-    def ended_by_sluice(self):
-        """Calls seen as cancelled by their client or refused for it."""
-        return metric_sum(self.sluice, "sluice_client_cancels_total") + self.refused()
+    def closed_connections(self):
+        return metric_sum(self.sluice, "sluice_flood_connections_closed_total")
 
     def test_rapid_reset(self):
         stub = test_pb2_grpc.TestServiceStub(harness.channel(self.sluice.data))
@@ -138,20 +144,26 @@ class FloodTest(unittest.TestCase):
         for t in threads:
             t.start()
         try:
-            # Round 1 spends the address's early-cancel budget (500).
-            self.assertEqual(flood(self.sluice.data, 3000, 0.25)[0], 3000)
-            harness.wait_until(lambda: self.ended_by_sluice() >= 2900, timeout=20,
-                               what="the first round's calls ended")
-            # Round 2 right after: refused at once, without upstream calls
-            # (the budget refills at 100/s while refused resets keep it
-            # spent: a few hundred may pass). Then 20 plain calls on the
-            # same connection: refused too.
+            # Round 1 spends the address's early-cancel budget (500): its
+            # later calls are refused, and since it resets those too,
+            # Sluice closes its connection, long before the 3000 pairs.
+            _, _, closed1 = flood(self.sluice.data, 3000, 0.25)
+            harness.wait_until(lambda: self.closed_connections() >= 1, timeout=20,
+                               what="the flooding connection closed")
+            # Round 2 right after, on a new connection: refused at once,
+            # without upstream calls (the budget refills at 100/s while
+            # refused resets keep it spent), and closed again.
             started, by0 = self.started_upstream(), len(calls)
-            sent, plain = flood(self.sluice.data, 5000, 0.25, plain=20)
-            self.assertEqual(sent, 5000)
+            _, _, closed2 = flood(self.sluice.data, 5000, 0.25)
+            harness.wait_until(lambda: self.closed_connections() >= 2, timeout=20,
+                               what="the second flooding connection closed")
             time.sleep(1.0)  # the round's last calls end
             # Upstream calls started meanwhile, less the bystander's.
             second_round = self.started_upstream() - started - (len(calls) - by0)
+            # Plain calls from that address on a connection that does not
+            # reset them: served or refused (as the budget refills), never
+            # disconnected.
+            _, plain, closed3 = flood(self.sluice.data, 0, 0, plain=5)
             n_before = len(calls)
             stub.EmptyCall(empty_pb2.Empty(), timeout=5)  # the bystander still passes
         finally:
@@ -160,16 +172,21 @@ class FloodTest(unittest.TestCase):
                 t.join(timeout=15)
 
         print(f"flood: peak RSS {peak[0]} KiB (baseline {base}), second round "
-              f"{second_round:.0f} upstream calls, {len(calls)} bystander calls", flush=True)
+              f"{second_round:.0f} upstream calls, {len(calls)} bystander calls, "
+              f"{self.refused():.0f} refused", flush=True)
         self.assertIsNone(self.sluice.popen.poll(), "sluice exited")
         self.assertEqual(errors, [])
         self.assertGreater(n_before, 0)
-        refused = [r for r in plain if r.grpc_status == RESOURCE_EXHAUSTED
-                   and r.get("sluice-reason") == "early_cancels"]
-        self.assertTrue(refused, plain)
+        self.assertTrue(closed1, "the first flooding connection was not closed")
+        self.assertTrue(closed2, "the second flooding connection was not closed")
+        self.assertFalse(closed3, "a connection that does not reset was closed")
+        outcomes = [(r.grpc_status, r.get("sluice-reason")) for r in plain]
+        for outcome in outcomes:
+            self.assertIn(outcome, [(0, None), (RESOURCE_EXHAUSTED, "early_cancels")],
+                          outcomes)
         self.assertLess(second_round, 1000,
                         f"{second_round:.0f} of the second round's 5000 resets reached the upstream")
-        self.assertGreater(self.refused(), 4000)
+        self.assertEqual(self.closed_connections(), 2)
         self.assertLess(peak[0], RSS_CEILING_KIB, f"peak RSS {peak[0]} KiB")
         # The freed heap goes back to the system within a few seconds.
         harness.wait_until(
@@ -196,7 +213,8 @@ routes: [{{name: all, match: {{prefix: /}}, upstream: app}}]
         sluice = harness.start_sluice(config_path=config)
         try:
             # 15 resets: under half of the 20 left, refilled at 1/s only.
-            sent, _ = flood(sluice.data, 15, 0.05, slices=1)
+            sent, _, closed = flood(sluice.data, 15, 0.05, slices=1)
+            self.assertFalse(closed)
             self.assertEqual(sent, 15)
             time.sleep(0.5)  # the resets' cancels reach Sluice
             conn = h2raw.H2Conn(sluice.data, source=ATTACKER)
@@ -231,8 +249,9 @@ routes: [{{name: all, match: {{prefix: /}}, upstream: app}}]
 """)
         sluice = harness.start_sluice(config_path=config)
         try:
-            sent, plain = flood(sluice.data, 1500, 0.1, plain=5)
+            sent, plain, closed = flood(sluice.data, 1500, 0.1, plain=5)
             self.assertEqual(sent, 1500)
+            self.assertFalse(closed)
             self.assertEqual([r.grpc_status for r in plain], [0] * 5,
                              [(r.grpc_status, r.get("sluice-reason")) for r in plain])
             self.assertEqual(metric_sum(sluice, 'sluice_rejections_total{limit="",'
