@@ -47,11 +47,12 @@ def reset_pairs(first_sid, count):
     return bytes(out)
 
 
-def flood(address, resets, seconds, plain=0, slices=20):
+def flood(address, resets, seconds, plain=0, slices=20, expect_close=False):
     """`resets` pairs spread over `seconds` on one connection from ATTACKER,
     then `plain` ordinary calls on it; a thread reads (and HPACK-decodes)
-    what the server sends. Returns (pairs sent, the plain calls' Results,
-    whether the server closed the connection)."""
+    what the server sends. With `expect_close`, waits up to 20 s for the
+    server to close the connection. Returns (pairs sent, the plain calls'
+    Results, whether the server closed the connection)."""
     conn = h2raw.H2Conn(address, source=ATTACKER)
     stop = threading.Event()
     reader = threading.Thread(
@@ -74,6 +75,8 @@ def flood(address, resets, seconds, plain=0, slices=20):
     while time.monotonic() < end and not conn.closed and \
             not all(r.ended or r.rst is not None for r in results):
         time.sleep(0.05)  # the reader thread fills the results
+    while expect_close and time.monotonic() < end and not conn.closed:
+        time.sleep(0.05)  # the reader thread sees the close
     time.sleep(0.3)  # the last frames reach the server before the close
     closed_by_server = conn.closed
     stop.set()
@@ -147,14 +150,14 @@ class FloodTest(unittest.TestCase):
             # Round 1 spends the address's early-cancel budget (500): its
             # later calls are refused, and since it resets those too,
             # Sluice closes its connection, long before the 3000 pairs.
-            _, _, closed1 = flood(self.sluice.data, 3000, 0.25)
+            _, _, closed1 = flood(self.sluice.data, 3000, 0.25, expect_close=True)
             harness.wait_until(lambda: self.closed_connections() >= 1, timeout=20,
                                what="the flooding connection closed")
             # Round 2 right after, on a new connection: refused at once,
             # without upstream calls (the budget refills at 100/s while
             # refused resets keep it spent), and closed again.
             started, by0 = self.started_upstream(), len(calls)
-            _, _, closed2 = flood(self.sluice.data, 5000, 0.25)
+            _, _, closed2 = flood(self.sluice.data, 5000, 0.25, expect_close=True)
             harness.wait_until(lambda: self.closed_connections() >= 2, timeout=20,
                                what="the second flooding connection closed")
             time.sleep(1.0)  # the round's last calls end
