@@ -73,7 +73,8 @@ class ProxyMetrics {
   prometheus::Gauge& calls_in_flight() { return *calls_in_flight_; }
   // sluice_flood_connections_closed_total: client connections Sluice
   // closed because they went on resetting calls refused for early cancels.
-  // Created (at 1) by the first closure, like access_log_dropped.
+  // Created (at 0) by the first call: the data plane's start when the
+  // early-cancel defence is on.
   prometheus::Counter& flood_connections_closed() {
     return flood_connections_closed_.Add({});
   }

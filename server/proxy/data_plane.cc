@@ -171,6 +171,8 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Start(
   }
   if (plane->early_cancels_ != nullptr) {
     plane->closer_ = std::make_unique<ConnectionCloser>(plane->port_);
+    // At 0 from the start, so the first closure is an increase.
+    plane->metrics_->flood_connections_closed();
   }
   plane->caches_.resize(cqs.size());
   for (size_t i = 0; i < cqs.size(); ++i) {

@@ -259,6 +259,8 @@ routes: [{{name: all, match: {{prefix: /}}, upstream: app}}]
                              [(r.grpc_status, r.get("sluice-reason")) for r in plain])
             self.assertEqual(metric_sum(sluice, 'sluice_rejections_total{limit="",'
                                                 'reason="early_cancels"'), 0)
+            self.assertNotIn("sluice_flood_connections_closed_total",
+                             harness.scrape(sluice.metrics))
         finally:
             sluice.stop()
             upstream.stop()

@@ -454,7 +454,9 @@ def startup_expected(extra=False):
     prefixes = dict(STARTUP_PREFIXES)
     if extra:
         prefixes["/extra.v1.Service/"] = "spare"
-    out = [sid("sluice_calls_in_flight")]
+    # The flood counter exists while the early-cancel defence is on (the
+    # default).
+    out = [sid("sluice_calls_in_flight"), sid("sluice_flood_connections_closed_total")]
     for path, service, method, type_ in descriptor_methods():
         labels = dict(grpc_service=service, grpc_method=method, grpc_type=type_)
         upstream = STARTUP_UPSTREAMS.get(path) or next(
