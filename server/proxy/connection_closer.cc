@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -62,6 +63,12 @@ int LocalPort(int fd) {
 bool IsConnection(int fd, int local_port, sockaddr_storage* peer) {
   struct stat st {};
   if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return false;
+  int type = 0;
+  socklen_t type_length = sizeof(type);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_length) != 0 ||
+      type != SOCK_STREAM) {
+    return false;  // UDP (the resolver's), raw...
+  }
   socklen_t length = sizeof(*peer);
   if (getpeername(fd, reinterpret_cast<sockaddr*>(peer), &length) != 0) {
     return false;  // not connected (a listener, UDP, ...)
