@@ -14,6 +14,11 @@
 #   sluice-w2-limits  flags only, with rate, concurrency and message limits
 #                     configured on every route but never hit
 #   sluice-w1         (only with --paths) Sluice, --workers=1
+#   sluice-w2-typed-relay  (only with --paths) sluice-w2-typed behind a
+#                     HAProxy TCP relay (bench/haproxy-tcp.cfg): the cost of
+#                     one more user-space copy of every byte, the floor of
+#                     an HTTP/2 frame guard in front of gRPC (security.md);
+#                     CPU is Sluice's plus the relay's
 # for four scenarios:
 #   unary       /grpc.testing.TestService/UnaryCall, 100 B payload,
 #               response_size 100, h2load -c 8 -m 16 (saturation)
@@ -124,8 +129,8 @@ PATHS=() SKIPPED=()
 for p in "${ALL_PATHS[@]}"; do
   case "$p" in
     direct|nginx|sluice-w1|sluice-w2|sluice-w2-typed|sluice-w2-limits) PATHS+=("$p") ;;
-    haproxy|caddy)
-      if command -v "$p" >/dev/null; then
+    haproxy|caddy|sluice-w2-typed-relay)
+      if command -v "${p/sluice-w2-typed-relay/haproxy}" >/dev/null; then
         PATHS+=("$p")
       elif ((QUICK)); then
         SKIPPED+=("$p")
@@ -445,17 +450,25 @@ sluice_args() {  # sluice_args VARIANT: the command-line options of a variant
 # start_path NAME: starts the path's server (not for direct); sets
 # PATH_PID, PATH_ADDR and (Sluice) PATH_METRICS. Returns 1 if it did not start.
 start_path() {
-  local name=$1 attempt port pid rf
-  PATH_PID="" PATH_ADDR="" PATH_METRICS=""
+  local name=$1 attempt port pid rf upstream=$UPSTREAM
+  PATH_PID="" PATH_ADDR="" PATH_METRICS="" RELAY_PID=""
+  if [[ $name == *-relay ]]; then
+    # Sluice first (its files named for this path), then the relay.
+    FILE_NAME=$name start_path "${name%-relay}" || return 1
+    local sluice_pid=$PATH_PID sluice_metrics=$PATH_METRICS
+    upstream=$PATH_ADDR
+    name=haproxy-tcp
+  fi
   case "$name" in
     sluice-*)
       sluice_args "${name#sluice-w}"
-      rf="$WORK/$name-r$ROUND.json"
+      local file_name=${FILE_NAME:-$name}
+      rf="$WORK/$file_name-r$ROUND.json"
       "${SRV[@]}" "$WORK/sluice" "${SLUICE_ARGS[@]}" --ready_file="$rf" \
-        >"$WORK/$name-r$ROUND.log" 2>&1 &
+        >"$WORK/$file_name-r$ROUND.log" 2>&1 &
       pid=$!; PIDS+=("$pid")
       if ! wait_file "$rf" "$pid"; then
-        echo "run.sh: $name did not start" >&2; cat "$WORK/$name-r$ROUND.log" >&2
+        echo "run.sh: $name did not start" >&2; cat "$WORK/$file_name-r$ROUND.log" >&2
         stop_pid "$pid"; forget_pid "$pid"; return 1
       fi
       PATH_PID=$pid; PATH_ADDR=$(json_get "$rf" data); PATH_METRICS=$(json_get "$rf" metrics)
@@ -474,8 +487,8 @@ start_path() {
         "${SRV[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" \
           >"$dir/logs/stdout.log" 2>&1 &
         ;;
-      haproxy)
-        fill "$BENCH_DIR/haproxy.cfg" "$dir/haproxy.cfg" "PORT=$port" "UPSTREAM=$UPSTREAM"
+      haproxy|haproxy-tcp)
+        fill "$BENCH_DIR/$name.cfg" "$dir/haproxy.cfg" "PORT=$port" "UPSTREAM=$upstream"
         "${SRV[@]}" haproxy -f "$dir/haproxy.cfg" -db >"$dir/logs/stdout.log" 2>&1 &
         ;;
       caddy)
@@ -487,11 +500,16 @@ start_path() {
     esac
     pid=$!; PIDS+=("$pid")
     if wait_port "$port" "$pid"; then
-      PATH_PID=$pid; PATH_ADDR="127.0.0.1:$port"; return 0
+      PATH_PID=$pid; PATH_ADDR="127.0.0.1:$port"
+      if [[ $name == haproxy-tcp ]]; then
+        RELAY_PID=$pid; PATH_PID=$sluice_pid; PATH_METRICS=$sluice_metrics
+      fi
+      return 0
     fi
     stop_pid "$pid"; forget_pid "$pid"
   done
   echo "run.sh: $name did not start" >&2; tail -n 20 "$dir"/logs/*.log >&2
+  if [[ $name == haproxy-tcp ]]; then stop_pid "$sluice_pid"; forget_pid "$sluice_pid"; fi
   return 1
 }
 
@@ -503,7 +521,7 @@ bench_path() {  # bench_path NAME: one round of one path
     return 0
   fi
   start_path "$name" || { FAILED=1; return 0; }
-  CPU_PIDS=("$PATH_PID")
+  CPU_PIDS=("$PATH_PID" $RELAY_PID)
   bench_scenarios "$name" "$PATH_ADDR" || FAILED=1
   if [[ $name == sluice-* ]]; then
     read -r ok cancelled other < <(sluice_counts "$PATH_METRICS" "$name-r$ROUND")
@@ -516,6 +534,7 @@ bench_path() {  # bench_path NAME: one round of one path
     fi
   fi
   stop_pid "$PATH_PID"; forget_pid "$PATH_PID"
+  if [[ -n $RELAY_PID ]]; then stop_pid "$RELAY_PID"; forget_pid "$RELAY_PID"; fi
 }
 
 # --- callgrind: instructions per call and per message (see the header)

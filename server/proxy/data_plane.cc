@@ -52,6 +52,24 @@ bool SameUpstreams(const Config& a, const Config& b) {
   return true;
 }
 
+// A rebuilt pool keeps the shape fallbacks (method_shapes.h) of every
+// upstream that has the same name and target as before: the server behind
+// it is the same, and its methods broke their declared shapes there.
+void InheritFallbacks(const ProxySnapshot& previous, const Config& config,
+                      UpstreamPool& pool) {
+  const auto& before = previous.config->upstreams();
+  const auto& now = config.upstreams();
+  for (size_t i = 0; i < now.size(); ++i) {
+    for (size_t j = 0; j < before.size(); ++j) {
+      if (before[j].name == now[i].name && before[j].target == now[i].target) {
+        pool.shapes(static_cast<int>(i))
+            ->InheritFallbacks(*previous.pool->shapes(static_cast<int>(j)));
+        break;
+      }
+    }
+  }
+}
+
 // Removes the builder plugins registered process-wide (server reflection):
 // on the data port, reflection and health requests are proxied to the
 // upstream like any other method, so grpcurl sees the upstream's services.
@@ -201,6 +219,7 @@ absl::StatusOr<std::shared_ptr<const ProxySnapshot>> DataPlane::BuildSnapshot(
                                         &metrics_->reflected_methods());
     if (!created.ok()) return created.status();
     pool = std::shared_ptr<UpstreamPool>(std::move(*created));
+    if (previous != nullptr) InheritFallbacks(*previous, *config, *pool);
   }
   std::shared_ptr<AccessLog> access_log;
   if (config->access_log().enabled) {

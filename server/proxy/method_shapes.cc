@@ -1,5 +1,6 @@
 #include "server/proxy/method_shapes.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "spdlog/spdlog.h"
@@ -108,6 +109,31 @@ void ShapeBoard::Fallback(std::string_view path) {
     fallbacks_->Add({{"upstream", upstream_}, {"method", std::string(path)}})
         .Increment();
   }
+}
+
+void ShapeBoard::InheritFallbacks(const ShapeBoard& earlier) {
+  const std::vector<std::string> paths = earlier.fallen_back();
+  if (paths.empty()) return;
+  std::shared_ptr<const Table> old;
+  absl::MutexLock lock(&mu_);
+  auto table = std::make_shared<Table>(*current_);
+  for (const std::string& path : paths) {
+    Entry& e = table->entries[path];
+    e.fell_back = true;
+  }
+  old = SwapLocked(std::move(table));
+}
+
+std::vector<std::string> ShapeBoard::fallen_back() const {
+  std::vector<std::string> paths;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [path, e] : current_->entries) {
+      if (e.fell_back) paths.push_back(path);
+    }
+  }
+  std::sort(paths.begin(), paths.end());
+  return paths;
 }
 
 size_t ShapeBoard::learned_size() const {

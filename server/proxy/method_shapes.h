@@ -5,7 +5,8 @@
 //
 // A ShapeBoard belongs to one upstream of an UpstreamPool and lives as long
 // as that pool (a reload that keeps the upstream keeps it, and with it its
-// fallbacks). Its table is immutable and swapped whole: the fetcher thread
+// fallbacks; a reload that rebuilds the pool carries the fallbacks of an
+// upstream of the same name and target over, see InheritFallbacks). Its table is immutable and swapped whole: the fetcher thread
 // publishes learned shapes, any worker may mark a fallback (rare: once per
 // method), and a worker reads through its own cached copy, re-read only
 // when the version moves, so an accept costs one atomic load and, when the
@@ -66,6 +67,13 @@ class ShapeBoard {
   // Any thread: a call of `path` broke its shape; the method takes the
   // general path from now on. Counted once per method.
   void Fallback(std::string_view path);
+
+  // Reload thread, before this board is used: marks the methods that fell
+  // back on `earlier` (the previous pool's board of the same upstream) as
+  // fallen back here too, without logging or counting them again.
+  void InheritFallbacks(const ShapeBoard& earlier);
+  // The methods that fell back, sorted.
+  std::vector<std::string> fallen_back() const;
 
   const std::string& upstream() const { return upstream_; }
   size_t learned_size() const;

@@ -94,6 +94,7 @@ upstreams:
                                     UpstreamReflection() ? "true" : "false",
                                     "\n", ProxyYaml(), RoutesYaml());
     yaml = absl::StrReplaceAll(yaml, {{"$UP", upstream_.address()}});
+    yaml_ = yaml;
     auto config = ParseConfigYaml(yaml, "test.yaml");
     ASSERT_TRUE(config.ok()) << config.status();
     metrics_ = std::make_unique<ProxyMetrics>(
@@ -159,6 +160,7 @@ upstreams:
 
   std::unique_ptr<TestWatchdog> watchdog_;  // first made, last destroyed
   demo::DemoUpstream upstream_;
+  std::string yaml_;  // the config the data plane started with
   std::unique_ptr<ProxyMetrics> metrics_;
   std::unique_ptr<DataPlane> plane_;
   std::shared_ptr<grpc::Channel> channel_;

@@ -243,6 +243,30 @@ TEST_F(ReflectionShapesTest, ShapeViolationFallsBackForGood) {
   EXPECT_TRUE(plane_->pool()
                   ->ShapeFor(0, 0, "/grpc.testing.TestService/EmptyCall", {})
                   .unary);
+  // A reload that rebuilds the upstream's channels (a changed setting)
+  // keeps it too, without counting it again.
+  const UpstreamPool* before_pool = plane_->pool().get();
+  auto changed = ParseConfigYaml(
+      absl::StrReplaceAll(yaml_, {{"reflection: true",
+                                   "reflection: true\n    keepalive: {time: 6m}"}}),
+      "test.yaml");
+  ASSERT_TRUE(changed.ok()) << changed.status();
+  ASSERT_TRUE(plane_->SetConfig(*changed).ok());
+  ASSERT_NE(plane_->pool().get(), before_pool);
+  EXPECT_EQ(Board().fallen_back(), std::vector<std::string>{kUnary});
+  ASSERT_TRUE(AwaitPublished());  // the new pool's own fetch
+  EXPECT_FALSE(plane_->pool()->ShapeFor(0, 0, kUnary, {}).single_request);
+  EXPECT_FALSE(plane_->pool()->ShapeFor(0, 1, kUnary, {}).single_request);
+  EXPECT_EQ(TwoRequests(kUnary), 7);
+  ASSERT_TRUE(AwaitNoCallsInFlight());
+  EXPECT_EQ(Fallbacks(kUnary), 1);
+  // Another target is another server: it starts afresh.
+  auto moved = ParseConfigYaml(
+      absl::StrReplaceAll(yaml_, {{upstream_.address(), "127.0.0.1:1"}}),
+      "test.yaml");
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  ASSERT_TRUE(plane_->SetConfig(*moved).ok());
+  EXPECT_TRUE(Board().fallen_back().empty());
 }
 
 class ReflectionOffTest : public ReflectionShapesTest {
