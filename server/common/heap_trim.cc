@@ -26,7 +26,12 @@ HeapTrim HeapTrimmer::MaybeTrim() {
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
   result.free_bytes = FreeHeapBytes();
   if (result.free_bytes < low_free_) low_free_ = result.free_bytes;
-  if (result.free_bytes <= low_free_ + threshold_) return result;
+  const bool still_freeing =
+      burst_ending_ && result.free_bytes > trimmed_free_ + threshold_ / 8;
+  burst_ending_ = false;
+  if (!still_freeing && result.free_bytes <= low_free_ + threshold_) {
+    return result;
+  }
   result.rss_before = ResidentBytes();
   const absl::Time start = absl::Now();
   malloc_trim(0);
@@ -34,6 +39,8 @@ HeapTrim HeapTrimmer::MaybeTrim() {
   result.trimmed = true;
   result.rss_after = ResidentBytes();
   low_free_ = result.free_bytes;
+  trimmed_free_ = result.free_bytes;
+  burst_ending_ = true;
 #endif
   return result;
 }

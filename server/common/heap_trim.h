@@ -36,13 +36,20 @@ class HeapTrimmer {
   // trimmed again and again (malloc's count of free bytes stays high after a
   // trim, which only drops their pages); a new burst uses those free bytes (the
   // count falls) and, once it ends, earns a new trim.
+  // A burst may still be ending when a check trims (connections closing
+  // over a second or two): while the checks after a trim see the free bytes
+  // grow by more than threshold / 8 over the last trim's, they trim again;
+  // the first check that does not ends the burst. Without that, what was
+  // freed after the trim (up to `threshold`) stayed resident.
   // The free bytes now are the first low.
   explicit HeapTrimmer(size_t threshold);
   HeapTrim MaybeTrim();
 
  private:
   const size_t threshold_;
-  size_t low_free_;  // least free bytes seen since the last trim
+  size_t low_free_;         // least free bytes seen since the last trim
+  size_t trimmed_free_ = 0;  // free bytes at the last trim
+  bool burst_ending_ = false;  // the last check trimmed
 };
 
 }  // namespace sluice

@@ -42,6 +42,44 @@ TEST(HeapTrimmerTest, GivesBackWhatABurstFreed) {
   for (char* b : blocks) std::free(b);
 }
 
+// A burst that ends after a check trimmed (connections still closing):
+// the checks after it trim what is freed later too, and stop once the free
+// bytes stop growing.
+TEST(HeapTrimmerTest, FollowsABurstThatEndsAfterATrim) {
+  if (Sanitized()) GTEST_SKIP() << "the sanitizer's allocator is not glibc's";
+  HeapTrimmer trimmer(8 << 20);
+  constexpr size_t kBlock = 4096;
+  constexpr size_t kBlocks = (48 << 20) / kBlock;
+  std::vector<char*> blocks;
+  for (size_t i = 0; i < kBlocks; ++i) {
+    blocks.push_back(static_cast<char*>(std::malloc(kBlock)));
+    std::memset(blocks.back(), 1, kBlock);
+  }
+  EXPECT_FALSE(trimmer.MaybeTrim().trimmed);  // the low: all in use
+  // Frees blocks [from, to) except one in 64.
+  auto free_range = [&](size_t from, size_t to) {
+    for (size_t i = from; i < to; ++i) {
+      if (i % 64 != 0) {
+        std::free(blocks[i]);
+        blocks[i] = nullptr;
+      }
+    }
+  };
+  free_range(0, kBlocks * 3 / 4);  // ~36 MiB: a trim
+  EXPECT_TRUE(trimmer.MaybeTrim().trimmed);
+  free_range(kBlocks * 3 / 4, kBlocks * 7 / 8);  // ~6 MiB more, under 8
+  const size_t before = ResidentBytes();
+  const HeapTrim follow = trimmer.MaybeTrim();
+  EXPECT_TRUE(follow.trimmed) << "what was freed after the trim stays";
+  EXPECT_LT(follow.rss_after + (size_t{3} << 20), before)
+      << "RSS " << (before >> 20) << " MiB -> " << (follow.rss_after >> 20);
+  // Nothing more freed: the burst is over, no trim now or later.
+  EXPECT_FALSE(trimmer.MaybeTrim().trimmed);
+  free_range(kBlocks * 7 / 8, kBlocks);  // ~6 MiB, under 8, burst over
+  EXPECT_FALSE(trimmer.MaybeTrim().trimmed);
+  for (char* b : blocks) std::free(b);
+}
+
 TEST(HeapTrimmerTest, SteadyProcessIsNotTrimmed) {
   HeapTrimmer trimmer(8 << 20);
   for (int i = 0; i < 3; ++i) EXPECT_FALSE(trimmer.MaybeTrim().trimmed);

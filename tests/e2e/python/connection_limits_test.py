@@ -233,10 +233,13 @@ routes:
         # docs/security.md.
         if not os.environ.get("SLUICE_SANITIZER"):
             self.assertLess(peak, 128 * 1024, "RSS over 128 MiB with 2,000 idle connections")
+            seen = []
             after = harness.wait_until(
-                lambda: (lambda r: r if r <= baseline + 16 * 1024 else None)(
+                lambda: (lambda r: seen.append(r) or (r if r <= baseline + 16 * 1024 else None))(
                     harness.rss_kib(self.sluice.pid)),
-                timeout=15, interval=0.2, what="RSS back within 16 MiB of the baseline")
+                timeout=15, interval=0.2,
+                what=lambda: f"RSS back within 16 MiB of the baseline {baseline} KiB (peak "
+                             f"{peak} KiB; last {seen[-5:]} KiB)")
             print(f"RSS after {after} KiB")
         time.sleep(1)  # the bystander keeps calling after the fleet is gone
         bystander.stop()

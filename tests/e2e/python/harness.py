@@ -231,6 +231,8 @@ def wait_until(fn, timeout=10.0, interval=0.02, what="condition"):
         if last:
             return last
         if time.monotonic() >= end:
+            if callable(what):
+                what = what()
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
                                  f"last value {last!r}")
         time.sleep(interval)
