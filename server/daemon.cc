@@ -305,9 +305,10 @@ void Daemon::Run() {
       const HeapTrim trim = trimmer.MaybeTrim();
       if (trim.trimmed) {
         spdlog::debug(
-            "heap trim: RSS {} MiB -> {} MiB ({} MiB free in malloc's "
-            "arenas), took {}",
-            trim.rss_before >> 20, trim.rss_after >> 20, trim.free_bytes >> 20,
+            "heap trim: RSS {} MiB -> {} MiB ({} MiB resident but free, {} "
+            "MiB free in malloc's arenas), took {}",
+            trim.rss_before >> 20, trim.rss_after >> 20,
+            trim.resident_free >> 20, trim.free_bytes >> 20,
             absl::FormatDuration(trim.took));
       }
       control_mu_.Lock();

@@ -8,38 +8,51 @@ namespace sluice {
 
 namespace {
 
-size_t FreeHeapBytes() {
+struct HeapBytes {
+  size_t free = 0;    // free in every arena
+  size_t in_use = 0;  // in use: arena chunks and mmapped chunks
+};
+
+HeapBytes ReadHeapBytes() {
+  HeapBytes b;
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
-  return mallinfo2().fordblks;  // free bytes in every arena
-#else
-  return 0;
+  const struct mallinfo2 mi = mallinfo2();
+  b.free = mi.fordblks;
+  b.in_use = mi.uordblks + mi.hblkhd;
 #endif
+  return b;
+}
+
+long long ResidentOther(size_t rss, const HeapBytes& heap) {
+  return static_cast<long long>(rss) - static_cast<long long>(heap.in_use);
 }
 
 }  // namespace
 
 HeapTrimmer::HeapTrimmer(size_t threshold)
-    : threshold_(threshold), low_free_(FreeHeapBytes()) {}
+    : threshold_(threshold),
+      base_other_(ResidentOther(ResidentBytes(), ReadHeapBytes())) {}
 
 HeapTrim HeapTrimmer::MaybeTrim() {
   HeapTrim result;
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
-  result.free_bytes = FreeHeapBytes();
-  if (result.free_bytes < low_free_) low_free_ = result.free_bytes;
-  const bool still_freeing =
-      burst_ending_ && result.free_bytes > trimmed_free_ + threshold_ / 8;
-  burst_ending_ = false;
-  if (!still_freeing && result.free_bytes <= low_free_ + threshold_) {
-    return result;
-  }
+  const HeapBytes heap = ReadHeapBytes();
+  result.free_bytes = heap.free;
   result.rss_before = ResidentBytes();
+  const long long other = ResidentOther(result.rss_before, heap);
+  if (other < base_other_) base_other_ = other;
+  const long long excess = other - base_other_;
+  result.resident_free = static_cast<size_t>(excess);
+  const long long bound = static_cast<long long>(
+      burst_ending_ ? threshold_ / 8 : threshold_);
+  burst_ending_ = false;
+  if (excess <= bound) return result;
   const absl::Time start = absl::Now();
   malloc_trim(0);
   result.took = absl::Now() - start;
   result.trimmed = true;
   result.rss_after = ResidentBytes();
-  low_free_ = result.free_bytes;
-  trimmed_free_ = result.free_bytes;
+  base_other_ = ResidentOther(result.rss_after, heap);
   burst_ending_ = true;
 #endif
   return result;

@@ -23,6 +23,7 @@ namespace sluice {
 struct HeapTrim {
   bool trimmed = false;   // malloc_trim(0) ran
   size_t free_bytes = 0;  // free bytes malloc held (mallinfo2 fordblks)
+  size_t resident_free = 0;  // of RSS, the growth not in use by malloc
   size_t rss_before = 0;  // resident bytes before and after
   size_t rss_after = 0;
   absl::Duration took;  // how long the trim took
@@ -30,25 +31,25 @@ struct HeapTrim {
 
 class HeapTrimmer {
  public:
-  // Trims when the bytes malloc holds free have grown by more than
-  // `threshold` above their lowest value since the last trim (or the
-  // trimmer's creation): a burst has just ended. A steady process is not
-  // trimmed again and again (malloc's count of free bytes stays high after a
-  // trim, which only drops their pages); a new burst uses those free bytes (the
-  // count falls) and, once it ends, earns a new trim.
+  // Trims when the memory the process holds resident beyond what malloc
+  // has in use (RSS - in-use heap bytes, mallinfo2 uordblks + hblkhd) has
+  // grown by more than `threshold` above its value after the last trim (or
+  // at creation): the pages of freed chunks that are still resident, what a
+  // burst left behind once it ended. A steady process is not trimmed again
+  // and again: what it uses counts as in use, and right after a trim its
+  // free chunks are not resident. Any burst counts, also one that began and
+  // ended between two checks (the free bytes alone, sampled once a second,
+  // missed such a burst after a trim: it re-used and freed the same chunks).
   // A burst may still be ending when a check trims (connections closing
-  // over a second or two): while the checks after a trim see the free bytes
-  // grow by more than threshold / 8 over the last trim's, they trim again;
-  // the first check that does not ends the burst. Without that, what was
-  // freed after the trim (up to `threshold`) stayed resident.
-  // The free bytes now are the first low.
+  // over a second or two): the check right after a trim trims again if
+  // more than threshold / 8 came back resident-free meanwhile.
   explicit HeapTrimmer(size_t threshold);
   HeapTrim MaybeTrim();
 
  private:
   const size_t threshold_;
-  size_t low_free_;         // least free bytes seen since the last trim
-  size_t trimmed_free_ = 0;  // free bytes at the last trim
+  // RSS - in-use heap bytes, as low as seen since the last trim.
+  long long base_other_;
   bool burst_ending_ = false;  // the last check trimmed
 };
 

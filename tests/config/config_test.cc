@@ -725,6 +725,18 @@ TEST(ConfigErrorTest, AddressWithoutHost) {
             "is missing (use \"0.0.0.0:8080\" for every interface)");
 }
 
+// Found by config_fuzzer: a port with a newline made the IPv6 hint (and
+// the missing-host hint) a second, unprefixed error line.
+TEST(ConfigErrorTest, AddressHintsQuoteWhatTheyRepeat) {
+  EXPECT_EQ(ErrorOf(MinimalWith("listeners:\n"
+                                "  data: \"::1:x\\ny\"\n"
+                                "  admin: \":1\\n2\"\n")),
+            "test.yaml: listeners.data: invalid address \"::1:x\\ny\": put an "
+            "IPv6 host in brackets, e.g. \"[::1]:x\\ny\"\n"
+            "test.yaml: listeners.admin: invalid address \":1\\n2\": the host "
+            "is missing (use \"0.0.0.0:1\\n2\" for every interface)");
+}
+
 TEST(ConfigErrorTest, AddressWithBadPortOrHost) {
   EXPECT_EQ(ErrorOf(MinimalWith("listeners:\n"
                                 "  data: 0.0.0.0:65536\n"

@@ -35,6 +35,7 @@ TEST(HeapTrimmerTest, GivesBackWhatABurstFreed) {
   const HeapTrim trim = trimmer.MaybeTrim();
   EXPECT_TRUE(trim.trimmed);
   EXPECT_GT(trim.free_bytes, size_t{40} << 20);
+  EXPECT_GT(trim.resident_free, size_t{40} << 20);
   EXPECT_LT(trim.rss_after + (size_t{24} << 20), before)
       << "RSS " << (before >> 20) << " MiB -> " << (trim.rss_after >> 20);
   // Nothing grew since: no second trim.
@@ -76,6 +77,41 @@ TEST(HeapTrimmerTest, FollowsABurstThatEndsAfterATrim) {
   // Nothing more freed: the burst is over, no trim now or later.
   EXPECT_FALSE(trimmer.MaybeTrim().trimmed);
   free_range(kBlocks * 7 / 8, kBlocks);  // ~6 MiB, under 8, burst over
+  EXPECT_FALSE(trimmer.MaybeTrim().trimmed);
+  for (char* b : blocks) std::free(b);
+}
+
+// The same chunks used and freed again between two checks, after a trim:
+// the free bytes look the same at both checks, but the pages came back.
+TEST(HeapTrimmerTest, TrimsABurstBetweenTwoChecks) {
+  if (Sanitized()) GTEST_SKIP() << "the sanitizer's allocator is not glibc's";
+  HeapTrimmer trimmer(8 << 20);
+  constexpr size_t kBlock = 4096;
+  constexpr size_t kBlocks = (48 << 20) / kBlock;
+  std::vector<char*> blocks(kBlocks, nullptr);
+  auto burst = [&]() {
+    for (size_t i = 0; i < kBlocks; ++i) {
+      if (blocks[i] != nullptr) continue;
+      blocks[i] = static_cast<char*>(std::malloc(kBlock));
+      std::memset(blocks[i], 1, kBlock);
+    }
+    for (size_t i = 0; i < kBlocks; ++i) {
+      if (i % 64 != 0) {
+        std::free(blocks[i]);
+        blocks[i] = nullptr;
+      }
+    }
+  };
+  burst();
+  EXPECT_TRUE(trimmer.MaybeTrim().trimmed);
+  EXPECT_FALSE(trimmer.MaybeTrim().trimmed);
+  burst();  // between two checks
+  const size_t before = ResidentBytes();
+  const HeapTrim again = trimmer.MaybeTrim();
+  EXPECT_TRUE(again.trimmed) << "a burst between two checks stays resident";
+  EXPECT_GT(again.resident_free, size_t{24} << 20);
+  EXPECT_LT(again.rss_after + (size_t{24} << 20), before)
+      << "RSS " << (before >> 20) << " MiB -> " << (again.rss_after >> 20);
   EXPECT_FALSE(trimmer.MaybeTrim().trimmed);
   for (char* b : blocks) std::free(b);
 }
