@@ -43,10 +43,14 @@ HeapTrim HeapTrimmer::MaybeTrim() {
   if (other < base_other_) base_other_ = other;
   const long long excess = other - base_other_;
   result.resident_free = static_cast<size_t>(excess);
-  const long long bound = static_cast<long long>(
-      burst_ending_ ? threshold_ / 8 : threshold_);
+  const size_t small = threshold_ / 8;
+  const bool still_ending = burst_ending_ &&
+                            heap.in_use + small < trimmed_in_use_ &&
+                            excess > static_cast<long long>(small);
   burst_ending_ = false;
-  if (excess <= bound) return result;
+  if (!still_ending && excess <= static_cast<long long>(threshold_)) {
+    return result;
+  }
   const absl::Time start = absl::Now();
   malloc_trim(0);
   result.took = absl::Now() - start;
@@ -54,6 +58,7 @@ HeapTrim HeapTrimmer::MaybeTrim() {
   result.rss_after = ResidentBytes();
   base_other_ = ResidentOther(result.rss_after, heap);
   burst_ending_ = true;
+  trimmed_in_use_ = heap.in_use;
 #endif
   return result;
 }

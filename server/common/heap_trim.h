@@ -42,7 +42,9 @@ class HeapTrimmer {
   // missed such a burst after a trim: it re-used and freed the same chunks).
   // A burst may still be ending when a check trims (connections closing
   // over a second or two): the check right after a trim trims again if
-  // more than threshold / 8 came back resident-free meanwhile.
+  // malloc's in-use bytes fell by more than threshold / 8 meanwhile and as
+  // much came back resident-free. (Steady load churns the heap without
+  // lowering what is in use: it earns no such follow-up.)
   explicit HeapTrimmer(size_t threshold);
   HeapTrim MaybeTrim();
 
@@ -51,6 +53,7 @@ class HeapTrimmer {
   // RSS - in-use heap bytes, as low as seen since the last trim.
   long long base_other_;
   bool burst_ending_ = false;  // the last check trimmed
+  size_t trimmed_in_use_ = 0;  // malloc's in-use bytes at the last trim
 };
 
 }  // namespace sluice
