@@ -21,10 +21,10 @@
 namespace sluice {
 
 struct HeapTrim {
-  bool trimmed = false;   // malloc_trim(0) ran
-  size_t free_bytes = 0;  // free bytes malloc held (mallinfo2 fordblks)
+  bool trimmed = false;      // malloc_trim(0) ran
+  size_t free_bytes = 0;     // free bytes malloc held (mallinfo2 fordblks)
   size_t resident_free = 0;  // of RSS, the growth not in use by malloc
-  size_t rss_before = 0;  // resident bytes before and after
+  size_t rss_before = 0;     // resident bytes before and after
   size_t rss_after = 0;
   absl::Duration took;  // how long the trim took
 };

@@ -208,17 +208,15 @@ bool ParseAddress(absl::string_view address, HostPort* out,
     host = address.substr(0, colon);
     port = address.substr(colon + 1);
     if (host.empty()) {
-      *reason = absl::StrCat("invalid address ", shown,
-                             ": the host is missing (use ",
-                             Quote(absl::StrCat("0.0.0.0", address)),
-                             " for every interface)");
+      *reason = absl::StrCat(
+          "invalid address ", shown, ": the host is missing (use ",
+          Quote(absl::StrCat("0.0.0.0", address)), " for every interface)");
       return false;
     }
     if (absl::StrContains(host, ':')) {
-      *reason = absl::StrCat(
-          "invalid address ", shown,
-          ": put an IPv6 host in brackets, e.g. ",
-          Quote(absl::StrCat("[::1]:", port)));
+      *reason = absl::StrCat("invalid address ", shown,
+                             ": put an IPv6 host in brackets, e.g. ",
+                             Quote(absl::StrCat("[::1]:", port)));
       return false;
     }
     const bool numeric = std::all_of(host.begin(), host.end(), [](char c) {

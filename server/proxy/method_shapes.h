@@ -6,11 +6,12 @@
 // A ShapeBoard belongs to one upstream of an UpstreamPool and lives as long
 // as that pool (a reload that keeps the upstream keeps it, and with it its
 // fallbacks; a reload that rebuilds the pool carries the fallbacks of an
-// upstream of the same name and target over, see InheritFallbacks). Its table is immutable and swapped whole: the fetcher thread
-// publishes learned shapes, any worker may mark a fallback (rare: once per
-// method), and a worker reads through its own cached copy, re-read only
-// when the version moves, so an accept costs one atomic load and, when the
-// table is not empty, one hash lookup.
+// upstream of the same name and target over, see InheritFallbacks). Its table
+// is immutable and swapped whole: the fetcher thread publishes learned shapes,
+// any worker may mark a fallback (rare: once per method), and a worker reads
+// through its own cached copy, re-read only when the version moves, so an
+// accept costs one atomic load and, when the table is not empty, one hash
+// lookup.
 #ifndef SLUICE_SERVER_PROXY_METHOD_SHAPES_H_
 #define SLUICE_SERVER_PROXY_METHOD_SHAPES_H_
 

@@ -247,8 +247,9 @@ TEST_F(ReflectionShapesTest, ShapeViolationFallsBackForGood) {
   // keeps it too, without counting it again.
   const UpstreamPool* before_pool = plane_->pool().get();
   auto changed = ParseConfigYaml(
-      absl::StrReplaceAll(yaml_, {{"reflection: true",
-                                   "reflection: true\n    keepalive: {time: 6m}"}}),
+      absl::StrReplaceAll(yaml_,
+                          {{"reflection: true",
+                            "reflection: true\n    keepalive: {time: 6m}"}}),
       "test.yaml");
   ASSERT_TRUE(changed.ok()) << changed.status();
   ASSERT_TRUE(plane_->SetConfig(*changed).ok());
