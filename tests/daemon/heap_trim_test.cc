@@ -11,26 +11,50 @@ namespace {
 
 bool Sanitized() { return std::getenv("SLUICE_SANITIZER") != nullptr; }
 
-// A burst of small blocks (like per-connection buffers), freed except one
-// in 64 so the heap's top cannot shrink by itself: RSS stays up until a
-// trim gives the free pages back.
+constexpr size_t kBlock = 4096;
+
+// Small blocks (like per-connection buffers), `blocks` holds them by index:
+// a burst allocates every empty slot and touches it, then frees them all
+// but one in 64, so the heap's top cannot shrink by itself and RSS stays
+// up until a trim gives the free pages back.
+class Blocks {
+ public:
+  explicit Blocks(size_t bytes) : blocks_(bytes / kBlock, nullptr) {}
+  ~Blocks() {
+    for (char* b : blocks_) std::free(b);
+  }
+  size_t size() const { return blocks_.size(); }
+  void Allocate() {
+    for (char*& b : blocks_) {
+      if (b != nullptr) continue;
+      b = static_cast<char*>(std::malloc(kBlock));
+      std::memset(b, 1, kBlock);
+    }
+  }
+  // Frees blocks [from, to) but one in 64.
+  void Free(size_t from, size_t to) {
+    for (size_t i = from; i < to; ++i) {
+      if (i % 64 != 0) {
+        std::free(blocks_[i]);
+        blocks_[i] = nullptr;
+      }
+    }
+  }
+  void Burst() {
+    Allocate();
+    Free(0, size());
+  }
+
+ private:
+  std::vector<char*> blocks_;
+};
+
 TEST(HeapTrimmerTest, GivesBackWhatABurstFreed) {
   if (Sanitized()) GTEST_SKIP() << "the sanitizer's allocator is not glibc's";
   HeapTrimmer trimmer(8 << 20);
   EXPECT_FALSE(trimmer.MaybeTrim().trimmed);
-  constexpr size_t kBlock = 4096;
-  constexpr size_t kBlocks = (48 << 20) / kBlock;
-  std::vector<char*> blocks;
-  for (size_t i = 0; i < kBlocks; ++i) {
-    blocks.push_back(static_cast<char*>(std::malloc(kBlock)));
-    std::memset(blocks.back(), 1, kBlock);
-  }
-  for (size_t i = 0; i < kBlocks; ++i) {
-    if (i % 64 != 0) {
-      std::free(blocks[i]);
-      blocks[i] = nullptr;
-    }
-  }
+  Blocks blocks(48 << 20);
+  blocks.Burst();
   const size_t before = ResidentBytes();
   const HeapTrim trim = trimmer.MaybeTrim();
   EXPECT_TRUE(trim.trimmed);
@@ -40,35 +64,21 @@ TEST(HeapTrimmerTest, GivesBackWhatABurstFreed) {
       << "RSS " << (before >> 20) << " MiB -> " << (trim.rss_after >> 20);
   // Nothing grew since: no second trim.
   EXPECT_FALSE(trimmer.MaybeTrim().trimmed);
-  for (char* b : blocks) std::free(b);
 }
 
 // A burst that ends after a check trimmed (connections still closing):
-// the checks after it trim what is freed later too, and stop once the free
-// bytes stop growing.
+// the check after it trims what was freed later too, and the checks stop
+// once nothing more is freed.
 TEST(HeapTrimmerTest, FollowsABurstThatEndsAfterATrim) {
   if (Sanitized()) GTEST_SKIP() << "the sanitizer's allocator is not glibc's";
   HeapTrimmer trimmer(8 << 20);
-  constexpr size_t kBlock = 4096;
-  constexpr size_t kBlocks = (48 << 20) / kBlock;
-  std::vector<char*> blocks;
-  for (size_t i = 0; i < kBlocks; ++i) {
-    blocks.push_back(static_cast<char*>(std::malloc(kBlock)));
-    std::memset(blocks.back(), 1, kBlock);
-  }
-  EXPECT_FALSE(trimmer.MaybeTrim().trimmed);  // the low: all in use
-  // Frees blocks [from, to) except one in 64.
-  auto free_range = [&](size_t from, size_t to) {
-    for (size_t i = from; i < to; ++i) {
-      if (i % 64 != 0) {
-        std::free(blocks[i]);
-        blocks[i] = nullptr;
-      }
-    }
-  };
-  free_range(0, kBlocks * 3 / 4);  // ~36 MiB: a trim
+  Blocks blocks(48 << 20);
+  const size_t n = blocks.size();
+  blocks.Allocate();
+  EXPECT_FALSE(trimmer.MaybeTrim().trimmed);  // all in use
+  blocks.Free(0, n * 3 / 4);                  // ~36 MiB: a trim
   EXPECT_TRUE(trimmer.MaybeTrim().trimmed);
-  free_range(kBlocks * 3 / 4, kBlocks * 7 / 8);  // ~6 MiB more, under 8
+  blocks.Free(n * 3 / 4, n * 7 / 8);  // ~6 MiB more, under 8
   const size_t before = ResidentBytes();
   const HeapTrim follow = trimmer.MaybeTrim();
   EXPECT_TRUE(follow.trimmed) << "what was freed after the trim stays";
@@ -76,9 +86,8 @@ TEST(HeapTrimmerTest, FollowsABurstThatEndsAfterATrim) {
       << "RSS " << (before >> 20) << " MiB -> " << (follow.rss_after >> 20);
   // Nothing more freed: the burst is over, no trim now or later.
   EXPECT_FALSE(trimmer.MaybeTrim().trimmed);
-  free_range(kBlocks * 7 / 8, kBlocks);  // ~6 MiB, under 8, burst over
+  blocks.Free(n * 7 / 8, n);  // ~6 MiB, under 8, burst over
   EXPECT_FALSE(trimmer.MaybeTrim().trimmed);
-  for (char* b : blocks) std::free(b);
 }
 
 // The same chunks used and freed again between two checks, after a trim:
@@ -86,26 +95,11 @@ TEST(HeapTrimmerTest, FollowsABurstThatEndsAfterATrim) {
 TEST(HeapTrimmerTest, TrimsABurstBetweenTwoChecks) {
   if (Sanitized()) GTEST_SKIP() << "the sanitizer's allocator is not glibc's";
   HeapTrimmer trimmer(8 << 20);
-  constexpr size_t kBlock = 4096;
-  constexpr size_t kBlocks = (48 << 20) / kBlock;
-  std::vector<char*> blocks(kBlocks, nullptr);
-  auto burst = [&]() {
-    for (size_t i = 0; i < kBlocks; ++i) {
-      if (blocks[i] != nullptr) continue;
-      blocks[i] = static_cast<char*>(std::malloc(kBlock));
-      std::memset(blocks[i], 1, kBlock);
-    }
-    for (size_t i = 0; i < kBlocks; ++i) {
-      if (i % 64 != 0) {
-        std::free(blocks[i]);
-        blocks[i] = nullptr;
-      }
-    }
-  };
-  burst();
+  Blocks blocks(48 << 20);
+  blocks.Burst();
   EXPECT_TRUE(trimmer.MaybeTrim().trimmed);
   EXPECT_FALSE(trimmer.MaybeTrim().trimmed);
-  burst();  // between two checks
+  blocks.Burst();  // between two checks
   const size_t before = ResidentBytes();
   const HeapTrim again = trimmer.MaybeTrim();
   EXPECT_TRUE(again.trimmed) << "a burst between two checks stays resident";
@@ -113,7 +107,6 @@ TEST(HeapTrimmerTest, TrimsABurstBetweenTwoChecks) {
   EXPECT_LT(again.rss_after + (size_t{24} << 20), before)
       << "RSS " << (before >> 20) << " MiB -> " << (again.rss_after >> 20);
   EXPECT_FALSE(trimmer.MaybeTrim().trimmed);
-  for (char* b : blocks) std::free(b);
 }
 
 // Steady load after a trim: chunks used and freed again, as much in use
@@ -122,30 +115,16 @@ TEST(HeapTrimmerTest, TrimsABurstBetweenTwoChecks) {
 TEST(HeapTrimmerTest, ChurnAfterATrimIsNotTrimmed) {
   if (Sanitized()) GTEST_SKIP() << "the sanitizer's allocator is not glibc's";
   HeapTrimmer trimmer(8 << 20);
-  constexpr size_t kBlock = 4096;
-  std::vector<char*> blocks;
-  for (size_t i = 0; i < (32 << 20) / kBlock; ++i) {
-    blocks.push_back(static_cast<char*>(std::malloc(kBlock)));
-    std::memset(blocks.back(), 1, kBlock);
-  }
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    if (i % 64 != 0) {
-      std::free(blocks[i]);
-      blocks[i] = nullptr;
-    }
-  }
+  Blocks blocks(32 << 20);
+  blocks.Burst();
   ASSERT_TRUE(trimmer.MaybeTrim().trimmed);
-  // ~3 MiB used and freed again: resident, not in use.
-  std::vector<char*> churn;
-  for (size_t i = 0; i < (3 << 20) / kBlock; ++i) {
-    churn.push_back(static_cast<char*>(std::malloc(kBlock)));
-    std::memset(churn.back(), 1, kBlock);
+  {
+    Blocks churn(3 << 20);  // used and freed again: resident, not in use
+    churn.Allocate();
   }
-  for (char* c : churn) std::free(c);
   const HeapTrim next = trimmer.MaybeTrim();
   EXPECT_GT(next.resident_free, size_t{1} << 20);
   EXPECT_FALSE(next.trimmed);
-  for (char* b : blocks) std::free(b);
 }
 
 TEST(HeapTrimmerTest, SteadyProcessIsNotTrimmed) {
