@@ -38,19 +38,17 @@ done
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY=/usr/bin/python3
-SLUICE_BIN="${SLUICE_BIN:-$ROOT/bazel-bin/server/sluice}"
-UPSTREAM_BIN="${UPSTREAM_BIN:-$ROOT/bazel-bin/server/demo/demo_upstream}"
 LIB=/usr/lib/x86_64-linux-gnu
 declare -A PRELOAD=([glibc]="" [jemalloc]=$LIB/libjemalloc.so.2
                     [tcmalloc]=$LIB/libtcmalloc_minimal.so.4)
 NAMES=(glibc jemalloc tcmalloc)
-for f in "$SLUICE_BIN" "$UPSTREAM_BIN" "${PRELOAD[jemalloc]}" "${PRELOAD[tcmalloc]}"; do
-  [[ -e $f ]] || { echo "allocators.sh: $f missing (apt-get install libjemalloc2 libtcmalloc-minimal4; bazel build -c opt //server:sluice //server/demo:demo_upstream)" >&2; exit 1; }
+for f in "${PRELOAD[jemalloc]}" "${PRELOAD[tcmalloc]}"; do
+  [[ -e $f ]] || { echo "allocators.sh: $f missing (apt-get install libjemalloc2 libtcmalloc-minimal4)" >&2; exit 1; }
 done
-for tool in h2load "$PY"; do command -v "$tool" >/dev/null || { echo "allocators.sh: $tool missing" >&2; exit 1; }; done
+command -v "$PY" >/dev/null || { echo "allocators.sh: $PY missing" >&2; exit 1; }
 ((CALLGRIND)) && { command -v valgrind >/dev/null || { echo "allocators.sh: valgrind missing" >&2; exit 1; }; }
 
-source "$ROOT/bench/proc_lib.sh"
+source "$ROOT/bench/proc_lib.sh"  # checks the binaries and h2load
 keep_out() { if [[ -n $OUT ]]; then mkdir -p "$OUT" && cp -r "$WORK"/. "$OUT"/; fi; }
 CLEANUP_HOOK=keep_out
 cp "$SLUICE_BIN" "$WORK/sluice"

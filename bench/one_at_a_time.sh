@@ -35,14 +35,7 @@ done
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY=/usr/bin/python3
-SLUICE_BIN="${SLUICE_BIN:-$ROOT/bazel-bin/server/sluice}"
-UPSTREAM_BIN="${UPSTREAM_BIN:-$ROOT/bazel-bin/server/demo/demo_upstream}"
-for f in "$SLUICE_BIN" "$UPSTREAM_BIN"; do
-  [[ -x $f ]] || { echo "one_at_a_time.sh: $f missing (bazel build -c opt //server:sluice //server/demo:demo_upstream)" >&2; exit 1; }
-done
-command -v h2load >/dev/null || { echo "one_at_a_time.sh: h2load missing" >&2; exit 1; }
-
-source "$ROOT/bench/proc_lib.sh"
+source "$ROOT/bench/proc_lib.sh"  # checks the binaries and h2load
 cp "$SLUICE_BIN" "$WORK/sluice"
 # grpc.testing.SimpleRequest{response_size: 100, payload{body: 100 B}}
 "$PY" -c 'import sys; m = b"\x10\x64\x1a\x64" + b"x" * 100; open(sys.argv[1], "wb").write(b"\0" + len(m).to_bytes(4, "big") + m)' "$WORK/unary.bin"

@@ -1,8 +1,18 @@
-# Shared by bench/allocators.sh and bench/one_at_a_time.sh (sourced, not
-# run): the work directory, processes started and stopped by PID, and what
-# /proc says of them. The sourcing script sets PY and may append to PIDS;
+# Shared by bench/allocators.sh, bench/one_at_a_time.sh and
+# bench/stream_window.sh (sourced, not run; the script sets ROOT first):
+# the binaries checked, the work directory, processes started and stopped
+# by PID, and what /proc says of them. The sourcing script sets PY and may append to PIDS;
 # cleanup (on exit) stops every PID in PIDS and runs CLEANUP_HOOK, if set,
 # before the work directory is removed.
+
+# Checks the binaries ($SLUICE_BIN, $UPSTREAM_BIN; defaults under $ROOT's
+# bazel-bin) and h2load before anything starts; exits naming what is missing.
+SLUICE_BIN="${SLUICE_BIN:-$ROOT/bazel-bin/server/sluice}"
+UPSTREAM_BIN="${UPSTREAM_BIN:-$ROOT/bazel-bin/server/demo/demo_upstream}"
+for f in "$SLUICE_BIN" "$UPSTREAM_BIN"; do
+  [[ -x $f ]] || { echo "${0##*/}: $f missing (bazel build -c opt //server:sluice //server/demo:demo_upstream)" >&2; exit 1; }
+done
+command -v h2load >/dev/null || { echo "${0##*/}: h2load missing" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 PIDS=()

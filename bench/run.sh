@@ -187,29 +187,8 @@ fi
 cp "$SLUICE_BIN" "$WORK/sluice"
 cp "$UPSTREAM_BIN" "$WORK/demo_upstream"
 
-# --- request bodies (gRPC frame: flag byte, 4-byte big-endian length, message)
-"$PY" - "$WORK" <<'EOF'
-import struct, sys
-work = sys.argv[1]
-def frame(msg):
-    return b"\x00" + struct.pack(">I", len(msg)) + msg
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7f; n >>= 7
-        if n: out += bytes([b | 0x80])
-        else: return out + bytes([b])
-# grpc.testing.SimpleRequest{response_size: 100 (field 2),
-#   payload: Payload{body: 100 zero bytes (field 2)} (field 3)}
-payload = b"\x12\x64" + b"\x00" * 100
-unary = b"\x10\x64" + b"\x1a" + bytes([len(payload)]) + payload
-open(f"{work}/unary.bin", "wb").write(frame(unary))
-# sluice.demo.v1.SubscribeRequest{count: 1000 (1), interval_ms: 0 (2),
-#   payload_bytes: 100 or 4096 (3)}
-for name, size in (("stream100", 100), ("stream4k", 4096)):
-    msg = b"\x08" + varint(1000) + b"\x18" + varint(size)
-    open(f"{work}/{name}.bin", "wb").write(frame(msg))
-EOF
+# --- request bodies (bench/request_bodies.py)
+"$PY" "$BENCH_DIR/request_bodies.py" "$WORK"
 
 UNARY_PATH=/grpc.testing.TestService/UnaryCall
 STREAM_PATH=/sluice.demo.v1.Ticker/Subscribe

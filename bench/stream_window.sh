@@ -28,28 +28,11 @@ done
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY=/usr/bin/python3
-SLUICE_BIN="${SLUICE_BIN:-$ROOT/bazel-bin/server/sluice}"
-UPSTREAM_BIN="${UPSTREAM_BIN:-$ROOT/bazel-bin/server/demo/demo_upstream}"
-for f in "$SLUICE_BIN" "$UPSTREAM_BIN"; do
-  [[ -x $f ]] || { echo "stream_window.sh: $f missing (bazel build -c opt //server:sluice //server/demo:demo_upstream)" >&2; exit 1; }
-done
-command -v h2load >/dev/null || { echo "stream_window.sh: h2load missing" >&2; exit 1; }
-
-source "$ROOT/bench/proc_lib.sh"
+source "$ROOT/bench/proc_lib.sh"  # checks the binaries and h2load
 cp "$SLUICE_BIN" "$WORK/sluice"
-# sluice.demo.v1.SubscribeRequest{count: 1000, payload_bytes: SIZE}, framed.
-for size in 100 4096; do
-  "$PY" -c 'import sys
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7f; n >>= 7
-        if n: out += bytes([b | 0x80])
-        else: return out + bytes([b])
-m = b"\x08" + varint(1000) + b"\x18" + varint(int(sys.argv[1]))
-open(sys.argv[2], "wb").write(b"\0" + len(m).to_bytes(4, "big") + m)' "$size" "$WORK/s$size.bin"
-done
+"$PY" "$ROOT/bench/request_bodies.py" "$WORK"  # stream100.bin, stream4k.bin
 URL_PATH=/sluice.demo.v1.Ticker/Subscribe
+body() { if (($1 == 100)); then echo stream100.bin; else echo stream4k.bin; fi; }
 HDRS=(-H 'content-type: application/grpc' -H 'te: trailers')
 
 start_upstream "$UPSTREAM_BIN"
@@ -66,7 +49,7 @@ done
 # Bytes of one message on the wire (body of one whole call / 1000).
 declare -A MSG_BYTES
 for size in 100 4096; do
-  curl -sS --max-time 20 --http2-prior-knowledge "${HDRS[@]}" --data-binary @"$WORK/s$size.bin" \
+  curl -sS --max-time 20 --http2-prior-knowledge "${HDRS[@]}" --data-binary @"$WORK/$(body $size)" \
     -o "$WORK/body$size" "http://${ADDRS[0]}$URL_PATH"
   MSG_BYTES[$size]=$(( $(stat -c %s "$WORK/body$size") / 1000 ))
 done
@@ -81,7 +64,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     w=${WINDOWS[$i]} addr=${ADDRS[$i]} pid=${SPIDS[$i]}
     for size in 100 4096; do
       t0=$(cpu_ticks "$pid")
-      out=$(timeout $((DURATION + 60)) h2load -c 8 -m 16 -D "$DURATION" -d "$WORK/s$size.bin" \
+      out=$(timeout $((DURATION + 60)) h2load -c 8 -m 16 -D "$DURATION" -d "$WORK/$(body $size)" \
         "${HDRS[@]}" "http://$addr$URL_PATH" 2>&1) || true
       t1=$(cpu_ticks "$pid")
       # Streams still open when -D ends are neither failed nor errored.
