@@ -88,18 +88,23 @@ void ShapeBoard::Publish(ShapeMap learned) {
   publishes_.fetch_add(1, std::memory_order_release);
 }
 
-void ShapeBoard::Fallback(std::string_view path) {
-  std::shared_ptr<const Table> old;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it =
-        current_->entries.find(absl::string_view(path.data(), path.size()));
-    if (it != current_->entries.end() && it->second.fell_back) return;
-    auto table = std::make_shared<Table>(*current_);
-    Entry& e = table->entries[std::string(path)];
-    e.fell_back = true;
-    old = SwapLocked(std::move(table));
+bool ShapeBoard::MarkFellBack(const std::vector<std::string>& paths) {
+  std::shared_ptr<const Table> old;  // freed after the unlock
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<Table> table;
+  for (const std::string& path : paths) {
+    auto it = current_->entries.find(path);
+    if (it != current_->entries.end() && it->second.fell_back) continue;
+    if (table == nullptr) table = std::make_shared<Table>(*current_);
+    table->entries[path].fell_back = true;
   }
+  if (table == nullptr) return false;
+  old = SwapLocked(std::move(table));
+  return true;
+}
+
+void ShapeBoard::Fallback(std::string_view path) {
+  if (!MarkFellBack({std::string(path)})) return;
   spdlog::warn(
       "upstream \"{}\": a call of {} broke the method's declared shape (a "
       "second request or response on a one-message side); its calls take "
@@ -112,16 +117,7 @@ void ShapeBoard::Fallback(std::string_view path) {
 }
 
 void ShapeBoard::InheritFallbacks(const ShapeBoard& earlier) {
-  const std::vector<std::string> paths = earlier.fallen_back();
-  if (paths.empty()) return;
-  std::shared_ptr<const Table> old;
-  absl::MutexLock lock(&mu_);
-  auto table = std::make_shared<Table>(*current_);
-  for (const std::string& path : paths) {
-    Entry& e = table->entries[path];
-    e.fell_back = true;
-  }
-  old = SwapLocked(std::move(table));
+  MarkFellBack(earlier.fallen_back());
 }
 
 std::vector<std::string> ShapeBoard::fallen_back() const {

@@ -97,6 +97,9 @@ class ShapeBoard {
     uint64_t version = 0;
     std::shared_ptr<const Table> table;
   };
+  // Marks `paths` as fallen back (a new table, swapped in); false if every
+  // one already was (nothing changed).
+  bool MarkFellBack(const std::vector<std::string>& paths);
   // Installs `table` as current (mu_ held); the old one is returned to be
   // freed after the unlock.
   std::shared_ptr<const Table> SwapLocked(std::shared_ptr<const Table> table)
