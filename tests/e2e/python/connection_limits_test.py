@@ -234,10 +234,13 @@ routes:
         if not os.environ.get("SLUICE_SANITIZER"):
             self.assertLess(peak, 128 * 1024, "RSS over 128 MiB with 2,000 idle connections")
             seen = []
+
+            def back():
+                seen.append(harness.rss_kib(self.sluice.pid))
+                return seen[-1] if seen[-1] <= baseline + 16 * 1024 else None
+
             after = harness.wait_until(
-                lambda: (lambda r: seen.append(r) or (r if r <= baseline + 16 * 1024 else None))(
-                    harness.rss_kib(self.sluice.pid)),
-                timeout=15, interval=0.2,
+                back, timeout=15, interval=0.2,
                 what=lambda: f"RSS back within 16 MiB of the baseline {baseline} KiB (peak "
                              f"{peak} KiB; last {seen[-5:]} KiB)")
             print(f"RSS after {after} KiB")
